@@ -1,0 +1,24 @@
+"""Shared fixtures. The real-data root is SPREADCON_DATA, else ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_root() -> Path:
+    env = os.environ.get("SPREADCON_DATA")
+    return Path(env) if env else (REPO.parent / "shared" / "data")
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    """The folder with the real MNIST, CIFAR-10 and TinyImageNet copies."""
+    root = shared_data_root()
+    if not (root / "MNIST").is_dir():
+        pytest.skip(f"real data not found under {root} (set SPREADCON_DATA)")
+    return root
