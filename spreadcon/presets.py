@@ -53,7 +53,6 @@ class Config:
     # ---- model ----------------------------------------------------------
     encoder: str = "cnn"          # spreadcon.models.build_encoder name; paper: "vit"
     decoder: str = "cnn"          # spreadcon.models.build_decoder name for reconstruction; paper: "resnet"
-    encoder_dropout: float = -1.0  # dropout inside the encoder; -1 = the model's own default
 
     # ---- objective (weights of the named loss terms; see spreadcon.methods) ----
     temperature: float = 0.5      # tau of SupCon / cNCE / SimCLR; paper: 0.5

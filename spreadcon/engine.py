@@ -1,0 +1,405 @@
+"""The training loop shared by every method: AdamW, cosine schedule, checkpoints, exact resume, DDP.
+
+One step:
+
+1. draw the next (global) batch of uint8 images, kept on the device
+   (:func:`spreadcon.data.batches`), shuffled by the run's generator;
+2. augment it into ``V`` views with :class:`spreadcon.data.augment.TwoViewAugment`,
+   using the same generator (so one ``torch.Generator`` fixes the whole data
+   stream, and its state is saved in checkpoints);
+3. under DDP, keep this rank's contiguous slice of the global batch;
+4. forward through :class:`spreadcon.methods.MethodModel` (bf16 autocast on CUDA),
+   weighted loss terms from :class:`spreadcon.methods.Objective`, backward, AdamW.
+
+No host synchronisation happens inside a step: the loss terms are summed on
+the device and read back every ``cfg.log_every`` steps (and at the end of the
+epoch) for the progress bar and the history.
+
+The learning rate follows :func:`lr_factor` of the global step: linear warm-up
+over ``cfg.warmup_epochs``, then cosine annealing to zero. With
+``cfg.cosine_period_epochs = 0`` (default) there is one cosine over the rest of
+the run. With ``k > 0`` the cosine restarts every ``k`` epochs, as in the
+official configs (600 epochs, period 100: the rate falls to zero and jumps back
+to the peak six times). The schedule has no state beyond the step counter, so
+the checkpoint stores the step.
+
+Checkpoints (``<checkpoint_dir>/last.pt``) are written atomically every
+``cfg.checkpoint_every`` epochs, when a call stops early, and at the end. They
+hold only tensors and primitive containers, so they load with
+``torch.load(weights_only=True)``: model, optimiser, step, epoch, the data
+generator's state, the global CPU (and CUDA) RNG states, the best model so far
+and its coarse validation accuracy, the history and the config. Resuming from
+an epoch boundary restores every source of randomness, so an interrupted and
+resumed CPU run ends bit-identical to an uninterrupted one.
+
+Example:
+    >>> # result = train("spread", dataset, resolve("smoke", "mnist"), seed=0)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import Tensor, nn
+
+from spreadcon import distributed as D
+from spreadcon.methods import Method, MethodModel, Objective, build_model, get_method
+from spreadcon.presets import Config
+
+__all__ = [
+    "TrainResult", "CheckpointError", "train", "lr_factor", "save_checkpoint", "load_checkpoint",
+    "init_distributed", "coarse_accuracy", "OOM_HINT",
+]
+
+CHECKPOINT_VERSION = 1
+OOM_HINT = (
+    "out of memory. Knobs that cut memory, cheapest first: `--set batch_size=64` (activations scale "
+    "with it), `--set eval_batch_size=256`, `--set amp=bf16` on CUDA, `--set encoder=cnn` (smaller "
+    "than vit/resnet18), `--set decoder=cnn`, `--set views=2`, or a smaller image size in the data "
+    "loader; `--set train_size=...` only cuts memory when the data is kept on the device."
+)
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint that cannot be read, or that belongs to a different run."""
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns.
+
+    Attributes:
+        model: the trained model (the best epoch's weights when
+            ``cfg.select_on_val``), in eval mode, on the training device.
+        history: one dict per finished epoch: ``epoch``, ``lr``, each loss
+            term's epoch mean, ``loss`` and ``val_acc``.
+        best_epoch: the epoch (1-based) whose weights ``model`` holds.
+        best_val_acc: its coarse validation accuracy (fraction).
+        epochs_done: epochs finished so far (across resumed calls).
+        finished: False when ``max_epochs_this_call`` stopped the run early.
+        wall_time_s: seconds spent in this call.
+    """
+
+    model: MethodModel
+    history: list[dict[str, float]]
+    best_epoch: int
+    best_val_acc: float
+    epochs_done: int
+    finished: bool
+    wall_time_s: float = 0.0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def lr_factor(step: int, total_steps: int, steps_per_epoch: int, warmup_epochs: float = 0.0,
+              period_epochs: int = 0) -> float:
+    """Multiplier of the peak learning rate at a (0-based) global step.
+
+    ``f = step / W`` during warm-up (``W = warmup_epochs * steps_per_epoch``), then
+    ``f = (1 + cos(pi * t)) / 2`` with ``t`` the fraction of the current cosine
+    period elapsed: the whole remaining run when ``period_epochs == 0``, else
+    ``((step - W) mod P) / P`` with ``P = period_epochs * steps_per_epoch``.
+
+    Example:
+        >>> lr_factor(0, 100, 10), round(lr_factor(50, 100, 10), 3), round(lr_factor(50, 100, 10, 0, 5), 3)
+        (1.0, 0.5, 1.0)
+    """
+    warm = int(round(warmup_epochs * steps_per_epoch))
+    if step < warm:
+        return (step + 1) / warm
+    if period_epochs > 0:
+        period = period_epochs * steps_per_epoch
+        t = ((step - warm) % period) / period
+    else:
+        t = (step - warm) / max(1, total_steps - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+
+def init_distributed() -> torch.device:
+    """Initialise ``torch.distributed`` when launched by ``torchrun`` (``WORLD_SIZE > 1``).
+
+    Uses NCCL with one GPU per process (``LOCAL_RANK``) when CUDA is available,
+    else gloo on CPU. Returns the device this process trains on. Without
+    ``torchrun`` it does nothing and returns ``cuda`` if available, else ``cpu``.
+    """
+    cuda = torch.cuda.is_available()
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not D.is_distributed():
+        import torch.distributed as dist
+
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    if cuda:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")) if D.is_distributed() else 0)
+    return torch.device("cpu")
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    """Write ``state`` atomically: a temp file in the same folder, fsync, ``os.replace``.
+
+    If anything fails midway the temp file is removed and any previous
+    checkpoint at ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+_CHECKPOINT_KEYS = ("version", "epoch", "step", "model", "optimizer", "generator", "torch_rng",
+                    "best_val_acc", "best_epoch", "best_model", "history", "config", "method", "seed")
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read a checkpoint with ``torch.load(weights_only=True)`` and check its keys.
+
+    Raises:
+        CheckpointError: the file is truncated, corrupt, or not one of ours.
+            The file itself is left as it is.
+    """
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises several types for truncated / garbage files
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or partial ({type(exc).__name__}: {exc}). "
+            f"Delete it to start over, or restore an earlier copy; nothing was overwritten."
+        ) from exc
+    missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks keys {missing}; it was not written by spreadcon.engine")
+    if state["version"] != CHECKPOINT_VERSION:
+        raise CheckpointError(f"checkpoint {path} has version {state['version']}, expected {CHECKPOINT_VERSION}")
+    return state
+
+
+# ------------------------------------------------------------------ helpers
+
+
+def _unwrap(model: nn.Module) -> MethodModel:
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)      # DistributedDataParallel
+
+
+def _cpu_state(model: nn.Module) -> dict[str, Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+@torch.no_grad()
+def coarse_accuracy(model: MethodModel, split, augment, device: torch.device, batch_size: int = 512) -> float:
+    """Accuracy (fraction) of the model's coarse CE head on an unaugmented split."""
+    from spreadcon.data import batches
+
+    was_training = model.training
+    model.eval()
+    correct = torch.zeros((), dtype=torch.long, device=device)
+    n = 0
+    for batch in batches(split, batch_size, shuffle=False, device=device):
+        x = augment.normalize(batch["images"])
+        pred = model.head(model.embed(x)).argmax(dim=1)
+        correct += (pred == batch["coarse"]).sum()
+        n += len(batch["coarse"])
+    model.train(was_training)
+    return float(correct.item()) / max(1, n)
+
+
+def _amp_enabled(cfg: Config, device: torch.device) -> bool:
+    if cfg.amp == "off":
+        return False
+    if cfg.amp == "bf16":
+        return True
+    return device.type == "cuda"
+
+
+# --------------------------------------------------------------------- train
+
+
+def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: str | torch.device = "cpu",
+          checkpoint_dir: str | Path | None = None, resume: bool = False,
+          max_epochs_this_call: int | None = None, progress: bool = True,
+          augment=None, on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+    """Train one single-backbone method on ``dataset``'s coarse labels.
+
+    Args:
+        method: a name from :data:`spreadcon.methods.METHODS` (not ``thanos``,
+            whose backbones are trained by separate calls).
+        dataset: a :class:`spreadcon.data.Dataset` whose ``splits["train"]``
+            and ``splits["val"]`` are already the sizes to use.
+        cfg: the resolved config.
+        seed: seeds model initialisation, shuffling and augmentation.
+        device: where the model and the (uint8) images live.
+        checkpoint_dir: folder for ``last.pt``; None disables checkpoints.
+        resume: continue from ``<checkpoint_dir>/last.pt`` if it exists.
+        max_epochs_this_call: stop (after checkpointing) once this many epochs
+            ran in this call; used to simulate interruption.
+        progress: show a tqdm bar with each loss term (rank 0 only).
+        augment: a :class:`TwoViewAugment`; default ``TwoViewAugment.for_dataset(dataset)``.
+        on_epoch_end: called with each epoch's history row.
+
+    Returns:
+        A :class:`TrainResult`.
+
+    Raises:
+        ValueError: a composite method, or a batch size not divisible by the
+            world size under DDP.
+        CheckpointError: an unreadable checkpoint, or one from another run.
+        RuntimeError: out of memory (with the knobs to turn), or a non-finite loss.
+    """
+    from spreadcon.data import batches
+    from spreadcon.data.augment import TwoViewAugment
+
+    method = get_method(method) if isinstance(method, str) else method
+    device = torch.device(device)
+    world, rank = D.world_size(), D.rank()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the world size {world}")
+    train_split, val_split = dataset.splits["train"], dataset.splits["val"]
+    if len(train_split) < 2:
+        raise ValueError(f"the training split has {len(train_split)} images; need at least 2")
+    augment = augment if augment is not None else TwoViewAugment.for_dataset(dataset)
+
+    # Everything random below derives from `seed`.
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    core = build_model(method, cfg, dataset.image_shape, dataset.n_coarse).to(device)
+    objective = Objective(method, cfg).to(device)
+    optimizer = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
+                                  fused=device.type == "cuda")
+    drop_last = len(train_split) >= cfg.batch_size
+    steps_per_epoch = len(train_split) // cfg.batch_size if drop_last else 1
+    total_steps = steps_per_epoch * cfg.epochs
+
+    epoch, step = 0, 0
+    best_val, best_epoch, best_state = -1.0, 0, None
+    history: list[dict[str, float]] = []
+    ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
+    if resume and ckpt_path is not None and ckpt_path.exists():
+        state = load_checkpoint(ckpt_path)
+        if state["config"] != cfg.to_dict() or state["method"] != method.name or state["seed"] != seed:
+            raise CheckpointError(f"checkpoint {ckpt_path} belongs to a different run "
+                                  f"(method/seed/config differ); use another --checkpoint-dir")
+        core.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        if device.type == "cuda" and state.get("cuda_rng") is not None:
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        epoch, step = int(state["epoch"]), int(state["step"])
+        best_val, best_epoch, best_state = float(state["best_val_acc"]), int(state["best_epoch"]), state["best_model"]
+        history = [dict(h) for h in state["history"]]
+
+    model: nn.Module = core
+    if D.is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
+    if cfg.compile:
+        model = torch.compile(model)
+    use_amp = _amp_enabled(cfg, device)
+
+    def checkpoint() -> None:
+        if ckpt_path is None or rank != 0:
+            return
+        save_checkpoint({
+            "version": CHECKPOINT_VERSION, "epoch": epoch, "step": step,
+            "model": _cpu_state(core), "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+            "best_val_acc": best_val, "best_epoch": best_epoch, "best_model": best_state,
+            "history": history, "config": cfg.to_dict(), "method": method.name, "seed": seed,
+        }, ckpt_path)
+
+    bar = None
+    if progress and rank == 0:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total_steps, initial=step, desc=f"{method.name}", leave=False, dynamic_ncols=True)
+        except ImportError:
+            bar = None
+
+    start, epochs_this_call = time.perf_counter(), 0
+    local = cfg.batch_size // world
+    n_terms = len(method.terms)
+    try:
+        while epoch < cfg.epochs:
+            if max_epochs_this_call is not None and epochs_this_call >= max_epochs_this_call:
+                break
+            model.train()
+            sums = torch.zeros(n_terms + 1, device=device)  # per-term sums and the total, on device
+            count = 0
+            for batch in batches(train_split, cfg.batch_size, shuffle=True, generator=generator,
+                                 device=device, drop_last=drop_last):
+                factor = lr_factor(step, total_steps, steps_per_epoch, cfg.warmup_epochs, cfg.cosine_period_epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * factor
+                # Augment the whole global batch (identical on every rank), then keep this rank's slice.
+                views = augment(batch["images"], views=cfg.views, generator=generator)
+                y = batch["coarse"]
+                if world > 1:
+                    views, y = views[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
+                    out = model(views)
+                total, terms = objective(out, views, y)
+                optimizer.zero_grad(set_to_none=True)
+                total.backward()
+                if cfg.grad_clip > 0:
+                    torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.grad_clip)
+                optimizer.step()
+                sums += torch.stack([t.detach().float() for t in terms.values()] + [total.detach().float()])
+                count += 1
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+                    if step % cfg.log_every == 0:  # the only host sync, every log_every steps
+                        means = (sums / count).tolist()
+                        bar.set_postfix({k: f"{v:.3f}" for k, v in zip(method.terms, means)}, refresh=False)
+            epoch += 1
+            epochs_this_call += 1
+            means = (sums / max(1, count)).tolist()
+            if not all(math.isfinite(m) for m in means):
+                raise RuntimeError(f"non-finite loss in epoch {epoch} of {method.name}: "
+                                   f"{dict(zip(method.terms + ('loss',), means))}; try a lower --set lr=...")
+            val_acc = coarse_accuracy(core, val_split, augment, device, cfg.eval_batch_size)
+            row = {"epoch": epoch, "lr": cfg.lr * factor, **dict(zip(method.terms, means)),
+                   "loss": means[-1], "val_acc": val_acc}
+            history.append(row)
+            if on_epoch_end is not None:
+                on_epoch_end(row)
+            if not cfg.select_on_val or val_acc > best_val:
+                best_val, best_epoch, best_state = val_acc, epoch, _cpu_state(core)
+            if bar is not None:
+                bar.set_postfix({**{k: f"{v:.3f}" for k, v in zip(method.terms, means)}, "val": f"{val_acc:.3f}"})
+            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+                checkpoint()
+    except torch.OutOfMemoryError as exc:
+        raise RuntimeError(f"{method.name}: {OOM_HINT}") from exc
+    finally:
+        if bar is not None:
+            bar.close()
+    finished = epoch >= cfg.epochs
+    if not finished and epochs_this_call > 0 and epoch % cfg.checkpoint_every:
+        checkpoint()  # stopped early: save where we are
+    if best_state is not None:
+        core.load_state_dict(best_state)
+    core.eval()
+    return TrainResult(model=core, history=history, best_epoch=best_epoch, best_val_acc=best_val,
+                       epochs_done=epoch, finished=finished, wall_time_s=time.perf_counter() - start)

@@ -1,0 +1,136 @@
+"""Presets, the method table and result records: lookups, overrides, errors, record validation."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from spreadcon import records
+from spreadcon.methods import METHODS, get_method
+from spreadcon.presets import DATASET_ADJUSTMENTS, PRESETS, Config, parse_value, resolve
+
+
+def test_paper_preset_carries_the_official_hyperparameters():
+    cfg = resolve("paper", "cifar10")
+    assert (cfg.encoder, cfg.lr, cfg.batch_size, cfg.views) == ("vit", 3e-4, 128, 2)
+    assert (cfg.temperature, cfg.alpha, cfg.epochs, cfg.cosine_period_epochs) == (0.5, 0.5, 600, 100)
+    assert (cfg.probe, cfg.probe_epochs, cfg.probe_lr, cfg.amp) == ("adamw", 100, 1e-3, "auto")
+    assert cfg.train_size == 0  # all data
+
+
+def test_dataset_adjustments_apply_then_overrides_win():
+    base = resolve("cpu")
+    adjusted = resolve("cpu", "tinyimagenet")
+    assert adjusted.train_size == DATASET_ADJUSTMENTS[("cpu", "tinyimagenet")]["train_size"] != base.train_size
+    assert resolve("cpu", "tinyimagenet", {"train_size": 7}).train_size == 7
+
+
+def test_string_overrides_are_parsed_to_the_field_type():
+    cfg = resolve("smoke", "mnist", {"epochs": "3", "lr": "0.01", "compile": "true", "encoder": "linear"})
+    assert (cfg.epochs, cfg.lr, cfg.compile, cfg.encoder) == (3, 0.01, True, "linear")
+    assert parse_value("select_on_val", "0") is False
+
+
+def test_unknown_override_key_lists_the_valid_keys():
+    with pytest.raises(ValueError, match="unknown config key") as err:
+        resolve("cpu", "mnist", {"learning_rate": 1.0})
+    assert "lr" in str(err.value) and "batch_size" in str(err.value)
+
+
+def test_unknown_preset_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="smoke, cpu, paper"):
+        resolve("huge", "mnist")
+
+
+@pytest.mark.parametrize("key,value", [("alpha", 1.5), ("temperature", 0.0), ("views", 1), ("amp", "fp8"),
+                                       ("epochs", "two")])
+def test_out_of_range_values_are_rejected(key, value):
+    with pytest.raises(ValueError, match=key):
+        resolve("cpu", "mnist", {key: value})
+
+
+def test_every_config_field_has_a_comment_in_the_source():
+    import inspect
+
+    import spreadcon.presets as p
+
+    src = inspect.getsource(p.Config)
+    for name in Config.__dataclass_fields__:
+        line = next(ln for ln in src.splitlines() if ln.strip().startswith(f"{name}:"))
+        assert "#" in line, f"Config.{name} has no unit/reason comment"
+
+
+def test_method_table_and_unknown_method():
+    assert {"ce", "supcon", "spread", "autoencoder", "thanos", "simclr", "thanos-joint"} <= set(METHODS)
+    assert get_method("thanos").backbones == ("spread", "autoencoder")
+    assert get_method("thanos-joint").terms == ("ce", "spread", "recon")
+    assert get_method("autoencoder").needs_decoder and not get_method("spread").needs_decoder
+    with pytest.raises(ValueError, match="valid methods: ce, supcon"):
+        get_method("byol")
+
+
+# ------------------------------------------------------------------ records
+
+
+def _record(**kw):
+    base = dict(dataset="mnist", method="spread", preset="smoke", seed=1, task="transfer",
+                metrics={"fine_test_acc": 0.25, "coarse_test_acc": 0.75}, config=PRESETS["smoke"].to_dict(),
+                started_at="2024-01-01T00:00:00+00:00", wall_time_s=3.0, git="abc")
+    base.update(kw)
+    return records.make_record(**base)
+
+
+def test_record_round_trip_and_path_layout(tmp_path):
+    path = records.write_record(_record(), tmp_path)
+    assert path == tmp_path / "transfer" / "mnist" / "smoke" / "spread_seed1.json"
+    rec = json.loads(path.read_text())
+    assert rec["provenance"]["config"]["epochs"] == PRESETS["smoke"].epochs
+    loaded = records.load_records(tmp_path, dataset="mnist")
+    assert len(loaded) == 1 and loaded[0]["metrics"]["fine_test_acc"] == 0.25
+    assert records.load_records(tmp_path, dataset="cifar10") == []
+    alpha = records.write_record(_record(extra={"alpha_override": 0.25}), tmp_path)
+    assert alpha.name == "spread_seed1_alpha0.25.json"
+    assert not list(tmp_path.rglob("*.tmp"))  # atomic writes leave no temp files
+
+
+@pytest.mark.parametrize("change,match", [
+    (dict(metrics={"fine_test_acc": 1.5, "coarse_test_acc": 0.5}), "fine_test_acc"),
+    (dict(metrics={"fine_test_acc": 0.5}), "coarse_test_acc"),
+    (dict(task="robustness"), "worst_group_acc"),
+    (dict(task="other"), "task"),
+])
+def test_invalid_records_are_rejected(change, match):
+    with pytest.raises(ValueError, match=match):
+        _record(**change)
+
+
+def test_load_records_skips_invalid_files(tmp_path):
+    records.write_record(_record(), tmp_path)
+    (tmp_path / "junk.json").write_text('{"dataset": "mnist"}')
+    (tmp_path / "broken.json").write_text("{")
+    assert len(records.load_records(tmp_path)) == 1
+
+
+def test_table_gives_mean_and_std_over_seeds():
+    recs = [_record(seed=s, metrics={"fine_test_acc": a, "coarse_test_acc": 0.5}) for s, a in [(0, 0.2), (1, 0.4)]]
+    recs.append(_record(method="ce", metrics={"fine_test_acc": 0.1, "coarse_test_acc": 0.5}))
+    text = records.table(recs, "fine_test_acc")
+    lines = text.splitlines()
+    assert lines[0] == "| method | mnist |"
+    assert "| spread | 30.0 ± 14.1 (2) |" in lines  # mean 0.3, sample std 0.1414
+    assert "| ce | 10.0 ± 0.0 (1) |" in lines
+
+
+def test_git_commit_marks_a_dirty_tree(tmp_path):
+    import subprocess
+
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / "a").write_text("1")
+    env = ["-c", "user.email=a@b", "-c", "user.name=n"]
+    subprocess.run(["git", *env, "-C", str(tmp_path), "add", "a"], check=True)
+    subprocess.run(["git", *env, "-C", str(tmp_path), "commit", "-qm", "x"], check=True)
+    clean = records.git_commit(tmp_path)
+    assert len(clean) == 40
+    (tmp_path / "a").write_text("2")
+    assert records.git_commit(tmp_path) == clean + "-dirty"
