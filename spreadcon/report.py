@@ -1,0 +1,369 @@
+"""Reading result records into the book's tables, figures and verdicts.
+
+Chapters 4-6 show numbers only through this module, and this module reads
+numbers only from result records (CONTRACT section 3, written by
+:mod:`spreadcon.records`). The one exception is the paper's own claims below:
+they are *targets* we compare against, not our results, and each carries the
+source it is quoted from.
+
+Three pieces:
+
+* :func:`summarize` -- mean ± sample std over seeds per (dataset, method).
+* :func:`verdict` / :func:`average_lift` -- a claimed gain "A beats B by
+  Delta points" against our measured gain, labelled by :data:`VERDICT_RULE`.
+* :func:`markdown_table`, :func:`provenance`, :func:`reproduce_command` and
+  :func:`plot_bars` -- presentation. matplotlib is imported inside the plot
+  function only.
+
+Example:
+    >>> recs = [{"dataset": "d", "method": m, "seed": s, "preset": "cpu",
+    ...          "metrics": {"fine_test_acc": a}} for m, s, a in
+    ...         [("supcon", 0, .50), ("supcon", 1, .52), ("thanos", 0, .60), ("thanos", 1, .62)]]
+    >>> table = summarize(recs, "fine_test_acc")
+    >>> round(table["d", "thanos"].mean, 1), table["d", "thanos"].n
+    (61.0, 2)
+    >>> verdict(table.get(("d", "thanos")), table.get(("d", "supcon")), paper_delta=11.1).status
+    'reproduced'
+"""
+
+from __future__ import annotations
+
+import math
+import shlex
+import statistics
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+__all__ = [
+    "PAPER_CIFAR10_FINE_ACC", "PAPER_TRANSFER_LIFT", "PAPER_TRANSFER_DATASETS",
+    "PAPER_WORST_GROUP_LIFT", "PAPER_ROBUSTNESS_DATASETS", "PAPER_CELEBA_SOTA_MARGIN",
+    "REPRODUCED", "PARTIAL", "NOT_REPRODUCED", "NOT_RUN", "VERDICT_RULE",
+    "Summary", "Verdict", "summarize", "verdict", "average_lift", "markdown_table",
+    "provenance", "provenance_line", "reproduce_command", "plot_bars", "fmt",
+]
+
+# ---------------------------------------------------------------------------
+# The paper's claims: targets, not results. Percentage points.
+# ---------------------------------------------------------------------------
+
+#: Fine-label (coarse -> fine) linear-probe accuracy on CIFAR-10, in percent,
+#: from the official thanos-code README's results row (Chen et al., ICML 2022,
+#: github.com/HazyResearch/thanos-code). Keys are our method names:
+#: ``spread`` is SupCon + cNCE (L_spread), ``autoencoder`` the class-conditional
+#: autoencoder alone, ``thanos`` both.
+PAPER_CIFAR10_FINE_ACC: dict[str, float] = {
+    "supcon": 51.8, "spread": 77.1, "autoencoder": 71.7, "thanos": 79.1,
+}
+
+#: Average coarse-to-fine transfer lift of Thanos over SupCon, in points,
+#: across the paper's five transfer datasets (Chen et al., 2022, abstract and
+#: Table 2).
+PAPER_TRANSFER_LIFT: float = 11.1
+PAPER_TRANSFER_DATASETS: tuple[str, ...] = ("mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet")
+
+#: Average worst-group accuracy lift of Thanos over SupCon, in points, across
+#: Waterbirds, ISIC and CelebA (Chen et al., 2022, abstract and Table 3).
+PAPER_WORST_GROUP_LIFT: float = 4.7
+PAPER_ROBUSTNESS_DATASETS: tuple[str, ...] = ("waterbirds", "isic", "celeba")
+
+#: Thanos's worst-group margin over the previous state of the art on CelebA,
+#: in points (Chen et al., 2022, abstract).
+PAPER_CELEBA_SOTA_MARGIN: float = 11.5
+
+# ---------------------------------------------------------------------------
+# Verdicts
+# ---------------------------------------------------------------------------
+
+REPRODUCED = "reproduced"
+PARTIAL = "partially reproduced"
+NOT_REPRODUCED = "not reproduced at this scale"
+NOT_RUN = "not run yet"
+
+VERDICT_RULE = (
+    "A claim 'A beats B by Δ_paper points' is compared with our measured gain "
+    "Δ = mean(A) − mean(B) (percentage points, means over seeds) and its standard "
+    "error se = sqrt(s_A²/n_A + s_B²/n_B) from the seed-to-seed sample std. "
+    "**reproduced**: Δ ≥ Δ_paper / 2 and Δ − 2·se > 0 (at least half the claimed gain, "
+    "clearly above seed noise; needs ≥ 2 seeds per side). "
+    "**partially reproduced**: Δ > 0 but one of those fails (right direction, smaller or "
+    "within noise). **not reproduced at this scale**: Δ ≤ 0. "
+    "**not run yet**: no records for A or B."
+)
+
+
+@dataclass(frozen=True)
+class Summary:
+    """One cell of a results table: a metric over seeds, in percent.
+
+    Attributes:
+        mean: mean over seeds (percent).
+        std: sample standard deviation over seeds (percent); 0.0 for one seed.
+        n: number of seeds.
+        values: the per-seed values (percent), ordered by seed.
+        seeds: the seeds, sorted.
+        records: the records behind the cell.
+    """
+
+    mean: float
+    std: float
+    n: int
+    values: tuple[float, ...]
+    seeds: tuple[int, ...]
+    records: tuple[dict, ...] = field(default=(), repr=False, compare=False)
+
+    @property
+    def sem(self) -> float:
+        """Standard error of the mean; NaN with a single seed (unknown noise)."""
+        return self.std / math.sqrt(self.n) if self.n > 1 else math.nan
+
+    def __str__(self) -> str:
+        return f"{self.mean:.1f} ± {self.std:.1f} (n={self.n})"
+
+
+def summarize(records: Iterable[Mapping[str, Any]], metric: str,
+              by: Sequence[str] = ("dataset", "method"), percent: bool = True) -> dict[tuple, Summary]:
+    """Group records by ``by`` and reduce ``metric`` to mean ± std over seeds.
+
+    Args:
+        records: result records, e.g. from :func:`spreadcon.records.load_records`.
+        metric: a key of ``record["metrics"]`` such as ``"fine_test_acc"``.
+            Records without it are ignored.
+        by: top-level record keys forming the group key (default
+            ``(dataset, method)``).
+        percent: multiply by 100 (accuracies are stored as fractions).
+
+    Returns:
+        ``{group_key_tuple: Summary}``. With several records for the same seed
+        in one group (which a well-formed results folder never has) each one
+        counts as a separate sample.
+    """
+    scale = 100.0 if percent else 1.0
+    groups: dict[tuple, list[Mapping[str, Any]]] = {}
+    for rec in records:
+        if metric not in rec.get("metrics", {}):
+            continue
+        groups.setdefault(tuple(rec[k] for k in by), []).append(rec)
+    out = {}
+    for key, recs in groups.items():
+        recs = sorted(recs, key=lambda r: r["seed"])
+        vals = tuple(float(r["metrics"][metric]) * scale for r in recs)
+        std = statistics.stdev(vals) if len(vals) > 1 else 0.0
+        out[key] = Summary(statistics.fmean(vals), std, len(vals), vals,
+                           tuple(int(r["seed"]) for r in recs), tuple(recs))
+    return out
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A measured gain set against a claimed one (percentage points).
+
+    Attributes:
+        status: one of :data:`REPRODUCED`, :data:`PARTIAL`,
+            :data:`NOT_REPRODUCED`, :data:`NOT_RUN` (see :data:`VERDICT_RULE`).
+        delta: measured gain mean(A) - mean(B), or NaN when not run.
+        se: its standard error (NaN with a single seed on either side).
+        paper_delta: the claimed gain.
+        n: seeds behind the measurement, as (n_A, n_B) or per-dataset counts.
+    """
+
+    status: str
+    delta: float
+    se: float
+    paper_delta: float
+    n: tuple[int, ...] = ()
+
+    def describe(self) -> str:
+        """``+12.3 ± 1.0 pts (paper +11.1)`` or ``–`` when not run."""
+        if self.status == NOT_RUN:
+            return "–"
+        se = "" if math.isnan(self.se) else f" ± {self.se:.1f}"
+        return f"{self.delta:+.1f}{se} pts (paper {self.paper_delta:+.1f})"
+
+
+def _classify(delta: float, se: float, paper_delta: float) -> str:
+    if math.isnan(delta):
+        return NOT_RUN
+    if delta <= 0:
+        return NOT_REPRODUCED
+    if delta >= paper_delta / 2 and not math.isnan(se) and delta - 2 * se > 0:
+        return REPRODUCED
+    return PARTIAL
+
+
+def verdict(a: Summary | None, b: Summary | None, paper_delta: float) -> Verdict:
+    """Label the claim "A beats B by ``paper_delta`` points" by :data:`VERDICT_RULE`.
+
+    Args:
+        a: our summary for the method claimed better (e.g. Thanos), or None.
+        b: our summary for the baseline (e.g. SupCon), or None.
+        paper_delta: the claimed gain in points (> 0).
+
+    Returns:
+        A :class:`Verdict`; ``NOT_RUN`` when either side is missing.
+
+    Raises:
+        ValueError: ``paper_delta <= 0`` (the rule is for claimed gains).
+    """
+    if not paper_delta > 0:
+        raise ValueError(f"paper_delta={paper_delta!r} must be a positive claimed gain")
+    if a is None or b is None:
+        return Verdict(NOT_RUN, math.nan, math.nan, paper_delta)
+    delta = a.mean - b.mean
+    se = math.sqrt(a.sem ** 2 + b.sem ** 2)  # NaN if either side has one seed
+    return Verdict(_classify(delta, se, paper_delta), delta, se, paper_delta, (a.n, b.n))
+
+
+def average_lift(table: Mapping[tuple, Summary], method: str, baseline: str,
+                 datasets: Sequence[str], paper_delta: float) -> tuple[Verdict, list[str]]:
+    """The gain of ``method`` over ``baseline`` averaged over ``datasets``.
+
+    The average is over the datasets that have both methods recorded:
+    ``Δ = (1/m) Σ_d (mean_d(A) − mean_d(B))`` with
+    ``se = sqrt(Σ_d se_d²) / m``. The verdict is :data:`NOT_RUN` when no
+    dataset has both.
+
+    Args:
+        table: from :func:`summarize` with ``by=("dataset", "method")``.
+        method, baseline: method names, e.g. ``"thanos"``, ``"supcon"``.
+        datasets: the datasets the claim is about.
+        paper_delta: the claimed average gain in points.
+
+    Returns:
+        ``(verdict, covered)``: the verdict and the datasets it averages over
+        (compare ``len(covered)`` with ``len(datasets)`` before trusting it).
+    """
+    per = [verdict(table.get((d, method)), table.get((d, baseline)), paper_delta) for d in datasets]
+    covered = [d for d, v in zip(datasets, per) if v.status != NOT_RUN]
+    if not covered:
+        return Verdict(NOT_RUN, math.nan, math.nan, paper_delta), []
+    done = [v for v in per if v.status != NOT_RUN]
+    delta = statistics.fmean(v.delta for v in done)
+    se = math.sqrt(sum(v.se ** 2 for v in done)) / len(done)
+    return Verdict(_classify(delta, se, paper_delta), delta, se, paper_delta,
+                   tuple(min(v.n) for v in done)), covered
+
+
+# ---------------------------------------------------------------------------
+# Presentation
+# ---------------------------------------------------------------------------
+
+def fmt(summary: Summary | None, missing: str = NOT_RUN) -> str:
+    """``"61.0 ± 1.4 (n=2)"`` or ``missing``."""
+    return missing if summary is None else str(summary)
+
+
+def markdown_table(table: Mapping[tuple, Summary], rows: Sequence[str], cols: Sequence[str],
+                   row_title: str = "method", missing: str = NOT_RUN,
+                   extra_cols: Mapping[str, Mapping[str, str]] | None = None) -> str:
+    """A Markdown table with one cell per ``(col, row)`` key of ``table``.
+
+    Keys of ``table`` are ``(col, row)``, i.e. ``(dataset, method)`` as
+    produced by :func:`summarize`. ``extra_cols`` appends columns given as
+    ``{column title: {row: text}}`` (e.g. the paper's target per method).
+    """
+    extra_cols = dict(extra_cols or {})
+    head = [row_title, *cols, *extra_cols]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [fmt(table.get((c, r)), missing) for c in cols]
+        cells += [extra.get(r, "") for extra in extra_cols.values()]
+        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def provenance(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Where the numbers come from: presets, devices, commits, torch, wall time.
+
+    Returns:
+        ``{"n_records", "presets", "devices", "git_commits" (first 10 chars),
+        "torch_versions", "wall_time_s_total", "wall_time_s_mean", "first",
+        "last"}`` (``first``/``last`` are the earliest/latest ``started_at``).
+    """
+    recs = list(records)
+    prov = [r["provenance"] for r in recs]
+    walls = [float(p["wall_time_s"]) for p in prov]
+    started = sorted(p["started_at"] for p in prov)
+    return {
+        "n_records": len(recs),
+        "presets": sorted({r["preset"] for r in recs}),
+        "devices": sorted({p["device"] for p in prov}),
+        "git_commits": sorted({str(p["git_commit"])[:10] for p in prov}),
+        "torch_versions": sorted({p["torch_version"] for p in prov}),
+        "wall_time_s_total": sum(walls),
+        "wall_time_s_mean": statistics.fmean(walls) if walls else math.nan,
+        "first": started[0] if started else None,
+        "last": started[-1] if started else None,
+    }
+
+
+def provenance_line(records: Iterable[Mapping[str, Any]]) -> str:
+    """One sentence of :func:`provenance` for a caption or admonition."""
+    p = provenance(records)
+    if not p["n_records"]:
+        return "no records yet"
+    return (f"{p['n_records']} records; preset {', '.join(p['presets'])}; device "
+            f"{', '.join(p['devices'])}; torch {', '.join(p['torch_versions'])}; git "
+            f"{', '.join(p['git_commits'])}; wall time {p['wall_time_s_total'] / 60:.1f} min in all "
+            f"({p['wall_time_s_mean']:.0f} s per run); run {p['first'][:10]} to {p['last'][:10]}")
+
+
+def reproduce_command(preset: str, datasets: Sequence[str], methods: Sequence[str],
+                      seeds: Sequence[int], data_root: str | None = None) -> str:
+    """The exact ``python -m spreadcon reproduce`` command for a grid."""
+    parts = ["python", "-m", "spreadcon", "reproduce", "--preset", preset,
+             "--datasets", *datasets, "--methods", *methods, "--seeds", *map(str, seeds)]
+    if data_root:
+        parts += ["--data-root", data_root]
+    return " ".join(shlex.quote(p) for p in parts)
+
+
+def plot_bars(table: Mapping[tuple, Summary], groups: Sequence[str], series: Sequence[str],
+              ax=None, ylabel: str = "accuracy (%)", targets: Mapping[tuple, float] | None = None,
+              title: str | None = None):
+    """Grouped bars: one group per dataset, one bar per method, seed std as error bars.
+
+    Args:
+        table: ``{(group, series): Summary}`` from :func:`summarize`.
+        groups: x-axis groups (datasets), in order.
+        series: bars inside each group (methods), in order.
+        ax: a matplotlib axis, or None for a new figure.
+        ylabel: y-axis label, with its unit.
+        targets: optional ``{(group, series): value}`` drawn as black ticks
+            (the paper's numbers).
+        title: optional axis title.
+
+    Returns:
+        The axis. Missing cells are left empty and marked "not run" on the axis.
+    """
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(1.6 + 1.3 * len(groups) * max(1, len(series)) / 3, 3.2))
+    width = 0.8 / max(1, len(series))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for j, s in enumerate(series):
+        xs, ys, es = [], [], []
+        for i, g in enumerate(groups):
+            cell = table.get((g, s))
+            if cell is not None:
+                xs.append(i + (j - (len(series) - 1) / 2) * width)
+                ys.append(cell.mean)
+                es.append(cell.std)
+        ax.bar(xs, ys, width, yerr=es, capsize=2, label=s, color=colors[j % len(colors)])
+        for i, g in enumerate(groups):
+            x = i + (j - (len(series) - 1) / 2) * width
+            if targets and (g, s) in targets:
+                ax.plot([x - width / 2, x + width / 2], [targets[g, s]] * 2, color="black", lw=2)
+    for i, g in enumerate(groups):
+        if not any((g, s) in table for s in series):
+            ax.text(i, 0.5, "not run yet", ha="center", va="bottom", rotation=90,
+                    transform=ax.get_xaxis_transform(), color="gray")
+    ax.set_xticks(range(len(groups)), groups)
+    ax.set_ylabel(ylabel)
+    ax.set_ylim(0, 100)
+    if title:
+        ax.set_title(title)
+    if targets:
+        ax.plot([], [], color="black", lw=2, label="paper")
+    ax.legend(fontsize="small", ncols=min(len(series) + bool(targets), 5), loc="lower right")
+    return ax

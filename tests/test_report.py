@@ -1,0 +1,82 @@
+"""Tables and verdicts from records: checked against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from spreadcon import report
+
+
+def rec(dataset, method, seed, acc, metric="fine_test_acc", preset="cpu", wall=10.0):
+    return {"dataset": dataset, "method": method, "seed": seed, "preset": preset, "task": "transfer",
+            "metrics": {metric: acc},
+            "provenance": {"git_commit": "abcdef0123456789", "torch_version": "2.x", "device": "cpu",
+                           "started_at": f"2026-01-0{seed + 1}T00:00:00+00:00", "wall_time_s": wall,
+                           "config": {}}}
+
+
+def test_summarize_mean_and_sample_std_in_percent():
+    t = report.summarize([rec("d", "m", 2, 0.30), rec("d", "m", 0, 0.10), rec("d", "m", 1, 0.20),
+                          rec("d", "x", 0, 0.5, metric="other")], "fine_test_acc")
+    assert set(t) == {("d", "m")}
+    s = t["d", "m"]
+    assert s.seeds == (0, 1, 2) and s.values == pytest.approx((10.0, 20.0, 30.0))
+    assert s.mean == pytest.approx(20.0)
+    assert s.std == pytest.approx(10.0)            # sqrt(((-10)^2 + 0 + 10^2) / 2)
+    assert s.sem == pytest.approx(10.0 / math.sqrt(3))
+
+
+@pytest.mark.parametrize("a, b, paper, status", [
+    ([0.60, 0.62], [0.50, 0.52], 11.1, report.REPRODUCED),      # +10, se 1.41, >= 5.55
+    ([0.53, 0.55], [0.50, 0.52], 11.1, report.PARTIAL),         # +3 < 11.1 / 2
+    ([0.40, 0.80], [0.50, 0.52], 11.1, report.PARTIAL),         # +9 but se 14.1: noise
+    ([0.70], [0.50], 11.1, report.PARTIAL),                     # one seed: noise unknown
+    ([0.50, 0.51], [0.50, 0.52], 4.7, report.NOT_REPRODUCED),   # -0.5
+    ([0.50, 0.52], [0.50, 0.52], 4.7, report.NOT_REPRODUCED),   # exactly 0
+])
+def test_verdict_rule(a, b, paper, status):
+    recs = [rec("d", "A", i, v) for i, v in enumerate(a)] + [rec("d", "B", i, v) for i, v in enumerate(b)]
+    t = report.summarize(recs, "fine_test_acc")
+    v = report.verdict(t["d", "A"], t["d", "B"], paper)
+    assert v.status == status
+    assert v.delta == pytest.approx(100 * (sum(a) / len(a) - sum(b) / len(b)))
+
+
+def test_verdict_not_run_and_bad_claim():
+    t = report.summarize([rec("d", "A", 0, 0.5)], "fine_test_acc")
+    assert report.verdict(t["d", "A"], None, 1.0).status == report.NOT_RUN
+    assert report.verdict(t["d", "A"], None, 1.0).describe() == "–"
+    with pytest.raises(ValueError, match="paper_delta"):
+        report.verdict(t["d", "A"], t["d", "A"], 0.0)
+
+
+def test_average_lift_over_covered_datasets_only():
+    recs = [rec("d1", "A", s, 0.6 + 0.01 * s) for s in (0, 1)] + [rec("d1", "B", s, 0.5 + 0.01 * s) for s in (0, 1)]
+    recs += [rec("d2", "A", s, 0.7 + 0.02 * s) for s in (0, 1)] + [rec("d2", "B", s, 0.5) for s in (0, 1)]
+    recs += [rec("d3", "A", 0, 0.9)]  # no baseline: not covered
+    t = report.summarize(recs, "fine_test_acc")
+    v, covered = report.average_lift(t, "A", "B", ["d1", "d2", "d3"], 11.1)
+    assert covered == ["d1", "d2"]
+    assert v.delta == pytest.approx((10.0 + 21.0) / 2)
+    se1 = math.sqrt(2 * (math.sqrt(0.5) / math.sqrt(2)) ** 2)   # both sides std 0.707, n 2
+    se2 = math.sqrt((math.sqrt(2.0) / math.sqrt(2)) ** 2)       # A std 1.414, B std 0
+    assert v.se == pytest.approx(math.sqrt(se1 ** 2 + se2 ** 2) / 2)
+    assert v.status == report.REPRODUCED
+    none, covered = report.average_lift(t, "A", "B", ["d3"], 11.1)
+    assert none.status == report.NOT_RUN and covered == []
+
+
+def test_table_provenance_and_command():
+    recs = [rec("d", "A", 0, 0.5, wall=30.0), rec("d", "A", 1, 0.7, wall=90.0)]
+    t = report.summarize(recs, "fine_test_acc")
+    md = report.markdown_table(t, ["A", "B"], ["d"], extra_cols={"paper": {"A": "79.1"}})
+    assert md.splitlines()[2] == "| A | 60.0 ± 14.1 (n=2) | 79.1 |"
+    assert md.splitlines()[3] == "| B | not run yet |  |"
+    p = report.provenance(recs)
+    assert p["wall_time_s_total"] == 120.0 and p["git_commits"] == ["abcdef0123"]
+    assert "2 records; preset cpu" in report.provenance_line(recs)
+    assert report.provenance_line([]) == "no records yet"
+    assert report.reproduce_command("paper", ["celeba"], ["supcon", "thanos"], [0, 1]) == (
+        "python -m spreadcon reproduce --preset paper --datasets celeba --methods supcon thanos --seeds 0 1")
