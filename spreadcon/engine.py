@@ -271,7 +271,7 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
     world, rank = D.world_size(), D.rank()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size={cfg.batch_size} must be divisible by the world size {world}")
-    train_split, val_split = dataset.splits["train"], dataset.splits["val"]
+    train_split, val_split = dataset.splits["train"].to(device), dataset.splits["val"].to(device)
     if len(train_split) < 2:
         raise ValueError(f"the training split has {len(train_split)} images; need at least 2")
     augment = augment if augment is not None else TwoViewAugment.for_dataset(dataset)

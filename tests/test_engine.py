@@ -1,0 +1,149 @@
+"""The training engine: schedule, tiny overfit, exact resume, checkpoint faults, OOM message."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from spreadcon import engine
+from spreadcon.engine import CheckpointError, lr_factor, train
+from spreadcon.presets import resolve
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run faster (and steadier on a shared machine) on one thread."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def synthetic_dataset(n: int = 96, side: int = 8, seed: int = 0, task: str = "transfer"):
+    """4 fine classes = 2 coarse x 2 subclasses; each fine class is a fixed random
+    pattern plus uint8 noise, so a small CNN can learn coarse labels in a few steps."""
+    from spreadcon.data import Dataset, Split
+
+    g = torch.Generator().manual_seed(1234)
+    patterns = torch.randint(0, 256, (4, 1, side, side), generator=g)
+
+    def split(m: int, s: int) -> Split:
+        gs = torch.Generator().manual_seed(s)
+        fine = torch.arange(m) % 4
+        noise = torch.randint(-40, 41, (m, 1, side, side), generator=gs)
+        images = (patterns[fine] + noise).clamp(0, 255).to(torch.uint8)
+        group = fine.clone() if task == "robustness" else None
+        return Split(fine=fine, coarse=fine // 2, group=group, images=images)
+
+    return Dataset(name="synthetic", task=task, image_shape=(1, side, side), fine_names=list("abcd"),
+                   coarse_names=["ab", "cd"], mean=(0.5,), std=(0.25,), grayscale_aug=False,
+                   splits={"train": split(n, seed + 1), "val": split(n // 2, seed + 2), "test": split(n // 2, seed + 3)},
+                   group_names=list("abcd") if task == "robustness" else [])
+
+
+def tiny_cfg(**kw):
+    base = {"epochs": 3, "batch_size": 32, "checkpoint_every": 1, "log_every": 1, "eval_batch_size": 64}
+    base.update(kw)
+    return resolve("smoke", None, base)
+
+
+def test_lr_factor_warmup_cosine_and_restarts():
+    # warm-up over 1 epoch of 10 steps: 0.1, 0.2, ... 1.0
+    assert [round(lr_factor(s, 100, 10, warmup_epochs=1), 2) for s in (0, 4, 9)] == [0.1, 0.5, 1.0]
+    # one cosine over the remaining 90 steps: half way (step 55) is 0.5
+    assert lr_factor(55, 100, 10, warmup_epochs=1) == pytest.approx(0.5)
+    # restarts every 2 epochs (20 steps): back to the peak at 20, 40, ...
+    f = [lr_factor(s, 100, 10, period_epochs=2) for s in range(100)]
+    assert f[0] == f[20] == f[40] == 1.0 and f[10] == pytest.approx(0.5)
+    assert f[19] == pytest.approx(0.5 * (1 + math.cos(math.pi * 19 / 20)))
+
+
+@pytest.mark.parametrize("method", ["spread", "autoencoder"])
+def test_tiny_overfit_loss_decreases(method):
+    ds = synthetic_dataset()
+    result = train(method, ds, tiny_cfg(epochs=6, lr=3e-3), seed=0, progress=False)
+    losses = [h["loss"] for h in result.history]
+    assert len(losses) == 6 and result.finished
+    assert losses[-1] < losses[0] - 0.3, losses  # contrastive terms have a floor > 0, so compare a margin
+    assert result.history[-1]["ce"] < 0.5 * result.history[0]["ce"]
+    assert result.best_val_acc > 0.75  # coarse task is easy: chance is 0.5
+    assert result.best_val_acc == max(h["val_acc"] for h in result.history)
+
+
+def _params(model):
+    return {k: v.clone() for k, v in model.state_dict().items()}
+
+
+def test_interrupted_then_resumed_run_is_exact(tmp_path):
+    ds = synthetic_dataset()
+    cfg = tiny_cfg(epochs=3)
+    full = train("spread", ds, cfg, seed=3, progress=False, checkpoint_dir=tmp_path / "a")
+    part = train("spread", ds, cfg, seed=3, progress=False, checkpoint_dir=tmp_path / "b", max_epochs_this_call=1)
+    assert not part.finished and part.epochs_done == 1
+    rest = train("spread", ds, cfg, seed=3, progress=False, checkpoint_dir=tmp_path / "b", resume=True)
+    assert rest.finished and rest.epochs_done == 3
+    assert rest.history == full.history  # identical losses and val accuracies, epoch by epoch
+    a, b = _params(full.model), _params(rest.model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    # and the resumed call really resumed: a fresh run with another seed differs
+    other = train("spread", ds, cfg, seed=4, progress=False)
+    assert other.history != full.history
+
+
+def test_checkpoint_holds_only_weights_only_loadable_state(tmp_path):
+    ds = synthetic_dataset()
+    train("ce", ds, tiny_cfg(epochs=1), seed=0, progress=False, checkpoint_dir=tmp_path)
+    state = torch.load(tmp_path / "last.pt", weights_only=True)  # raises if anything is not a tensor/primitive
+    assert state["epoch"] == 1 and state["method"] == "ce" and isinstance(state["generator"], torch.Tensor)
+
+
+def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
+    ds = synthetic_dataset()
+    train("ce", ds, tiny_cfg(epochs=1), seed=0, progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="different run"):
+        train("ce", ds, tiny_cfg(epochs=2), seed=0, progress=False, checkpoint_dir=tmp_path, resume=True)
+
+
+def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
+    ds = synthetic_dataset()
+    train("ce", ds, tiny_cfg(epochs=1), seed=0, progress=False, checkpoint_dir=tmp_path)
+    path = tmp_path / "last.pt"
+    path.write_bytes(path.read_bytes()[:200])  # a partial write
+    with pytest.raises(CheckpointError, match="corrupt or partial"):
+        train("ce", ds, tiny_cfg(epochs=1), seed=0, progress=False, checkpoint_dir=tmp_path, resume=True)
+    assert len(path.read_bytes()) == 200  # left as it was for inspection
+
+
+def test_failed_checkpoint_write_keeps_the_previous_one(tmp_path, monkeypatch):
+    good = {"version": 1, "x": torch.arange(3)}
+    engine.save_checkpoint(good, tmp_path / "last.pt")
+
+    def crash(obj, f, *a, **k):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(OSError, match="disk full"):
+        engine.save_checkpoint({"version": 1, "x": torch.zeros(3)}, tmp_path / "last.pt")
+    monkeypatch.undo()
+    assert torch.equal(torch.load(tmp_path / "last.pt", weights_only=True)["x"], torch.arange(3))
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temp file left behind
+
+
+def test_out_of_memory_names_the_knobs(monkeypatch):
+    from spreadcon.methods import MethodModel
+
+    def oom(self, x):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(MethodModel, "forward", oom)
+    with pytest.raises(RuntimeError, match="batch_size") as err:
+        train("ce", synthetic_dataset(), tiny_cfg(epochs=1), seed=0, progress=False)
+    assert "encoder" in str(err.value)
+
+
+def test_composite_method_is_refused_by_the_engine():
+    with pytest.raises(ValueError, match="composite"):
+        train("thanos", synthetic_dataset(), tiny_cfg(epochs=1), seed=0, progress=False)
