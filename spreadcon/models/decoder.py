@@ -69,7 +69,44 @@ class UpBlock(nn.Module):
         return self.relu(out + self.shortcut(x))
 
 
-class ResNetDecoder(nn.Module):
+class _SeedDecoder(nn.Module):
+    """Shared skeleton: ``z → ReLU(Linear) → base×4×4 → stages → conv → crop``.
+
+    Subclasses implement ``_stage(c_in) -> (modules, c_out)`` for one ×2
+    upsampling stage.
+    """
+
+    def __init__(self, latent_dim: int, image_shape: tuple[int, int, int], base: int) -> None:
+        super().__init__()
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be >= 1, got {latent_dim!r}")
+        if base < 1:
+            raise ValueError(f"base must be >= 1, got {base!r}")
+        side = output_side(image_shape)
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+        self.base = base
+        self.fc = nn.Linear(latent_dim, base * 16)
+        stages: list[nn.Module] = []
+        cin = base
+        for _ in range(int(math.log2(side // 4))):
+            modules, cin = self._stage(cin)
+            stages += modules
+        self.stages = nn.Sequential(*stages)
+        self.out = nn.Conv2d(cin, image_shape[0], 3, padding=1)
+
+    def _stage(self, cin: int) -> tuple[list[nn.Module], int]:
+        raise NotImplementedError
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.ndim != 2 or z.shape[1] != self.latent_dim:
+            raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
+        x = F.relu(self.fc(z)).view(z.shape[0], self.base, 4, 4)
+        x = self.out(self.stages(x))
+        return _center_crop(x, self.image_shape[1], self.image_shape[2])
+
+
+class ResNetDecoder(_SeedDecoder):
     """ResNet-18-style decoder ``z → image``.
 
     Args:
@@ -87,32 +124,14 @@ class ResNetDecoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, image_shape: tuple[int, int, int] = (3, 32, 32), base: int = 512) -> None:
-        super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim!r}")
-        side = output_side(image_shape)
-        self.image_shape = tuple(image_shape)
-        self.latent_dim = latent_dim
-        self.base = base
-        self.fc = nn.Linear(latent_dim, base * 16)
-        stages: list[nn.Module] = []
-        cin = base
-        for _ in range(int(math.log2(side // 4))):
-            cout = max(cin // 2, 64)
-            stages += [UpBlock(cin, cout), BasicBlock(cout, cout)]
-            cin = cout
-        self.stages = nn.Sequential(*stages)
-        self.out = nn.Conv2d(cin, image_shape[0], 3, padding=1)
+        super().__init__(latent_dim, image_shape, base)
 
-    def forward(self, z: Tensor) -> Tensor:
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
-        x = F.relu(self.fc(z)).view(z.shape[0], self.base, 4, 4)
-        x = self.out(self.stages(x))
-        return _center_crop(x, self.image_shape[1], self.image_shape[2])
+    def _stage(self, cin: int) -> tuple[list[nn.Module], int]:
+        cout = max(cin // 2, 64)
+        return [UpBlock(cin, cout), BasicBlock(cout, cout)], cout
 
 
-class SmallCNNDecoder(nn.Module):
+class SmallCNNDecoder(_SeedDecoder):
     """Small upsampling CNN decoder for the CPU presets.
 
     Args:
@@ -127,31 +146,10 @@ class SmallCNNDecoder(nn.Module):
     """
 
     def __init__(self, latent_dim: int, image_shape: tuple[int, int, int] = (3, 32, 32), base: int = 128) -> None:
-        super().__init__()
-        if latent_dim < 1:
-            raise ValueError(f"latent_dim must be >= 1, got {latent_dim!r}")
-        side = output_side(image_shape)
-        self.image_shape = tuple(image_shape)
-        self.latent_dim = latent_dim
-        self.base = base
-        self.fc = nn.Linear(latent_dim, base * 16)
-        layers: list[nn.Module] = []
-        cin = base
-        for _ in range(int(math.log2(side // 4))):
-            cout = max(cin // 2, 32)
-            layers += [
-                nn.Upsample(scale_factor=2.0, mode="nearest"),
-                nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                nn.BatchNorm2d(cout),
-                nn.ReLU(inplace=True),
-            ]
-            cin = cout
-        self.stages = nn.Sequential(*layers)
-        self.out = nn.Conv2d(cin, image_shape[0], 3, padding=1)
+        super().__init__(latent_dim, image_shape, base)
 
-    def forward(self, z: Tensor) -> Tensor:
-        if z.ndim != 2 or z.shape[1] != self.latent_dim:
-            raise ValueError(f"z must have shape (B, {self.latent_dim}), got {tuple(z.shape)}")
-        x = F.relu(self.fc(z)).view(z.shape[0], self.base, 4, 4)
-        x = self.out(self.stages(x))
-        return _center_crop(x, self.image_shape[1], self.image_shape[2])
+    def _stage(self, cin: int) -> tuple[list[nn.Module], int]:
+        cout = max(cin // 2, 32)
+        conv = nn.Conv2d(cin, cout, 3, padding=1, bias=False)
+        up = nn.Upsample(scale_factor=2.0, mode="nearest")
+        return [up, conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)], cout
