@@ -1,0 +1,566 @@
+"""Theory helpers for chapters 1-3: the symmetric model, rho*(alpha), free embeddings, subclasses.
+
+Everything here is *our* formulation (the paper's proofs are not available to
+us). The book chapters derive each formula; this module holds the closed forms
+so that the chapters and ``tests/test_theory.py`` use one implementation.
+
+The symmetric model
+-------------------
+``K`` balanced classes of ``n`` unit vectors each (``N = nK``), two views per
+sample and **identical views** (view 0 equals view 1). Its Gram matrix over the
+``N`` samples has three values: 1 on the diagonal, ``rho`` for two different
+samples of one class and ``sigma`` for samples of different classes. The
+Gram matrix is positive semi-definite iff ``-1/(n-1) <= rho <= 1`` and
+
+    -(1 + (n-1) rho) / (n (K-1))  <=  sigma  <=  (1 + (n-1) rho) / n.
+
+Both losses only grow with ``sigma``, so their minimiser sits on the lower
+bound, where the N vectors sum to zero and the class means form a regular
+simplex::
+
+    sigma(rho) = -(1 + (n-1) rho) / (n (K-1)) = -rho_bar / (K-1),
+    rho_bar = ||class mean||^2 = (1 + (n-1) rho) / n.
+
+With ``t = 1/temperature`` the loss of CONTRACT section 1 (the equations,
+``reference_quirks=False``) is exactly, for every anchor alike,
+
+    SupCon(rho) = -t (1 + 2(n-1) rho) / (2n-1)
+                  + log(e^t + 2(n-1) e^{t rho} + 2n(K-1) e^{t sigma})
+    cNCE(rho)   = -t + log(e^t + 2(n-1) e^{t rho})
+
+and with ``reference_quirks=True`` (the official code, one view pair,
+positive logits clamped at 1 in the SupCon numerator)
+
+    SupCon_q(rho) = (1/n) [ -min(t, 1) + log(e^t + n(K-1) e^{t sigma}) ]
+                  + ((n-1)/n) [ -min(t rho, 1) + log(e^{t rho} + n(K-1) e^{t sigma}) ]
+    cNCE_q(rho)   = -t + log(e^t + (n-1) e^{t rho}).
+
+Both are convex functions of the Gram matrix (log-sum-exp of linear maps, plus
+linear terms, plus ``max(-x, -1)``), so ``L(rho)`` is convex on the feasible
+interval and its minimiser ``rho*(alpha)`` is found by a bracketed search.
+For the equations ``dL/drho`` has the closed form below, which gives the
+collapse threshold ``alpha*`` and the inverse map ``alpha(rho)``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+
+__all__ = [
+    "between_class_cosine",
+    "rho_bounds",
+    "symmetric_gram",
+    "symmetric_embedding",
+    "symmetric_terms",
+    "symmetric_loss",
+    "symmetric_loss_grad",
+    "alpha_of_rho",
+    "rho_star",
+    "Thresholds",
+    "thresholds",
+    "optimise_free_embeddings",
+    "class_cosines",
+    "within_class_permutation",
+    "SubclassData",
+    "make_subclass_data",
+]
+
+
+def _check_model(n: int, K: int, temperature: float) -> None:
+    if not isinstance(n, (int, np.integer)) or n < 2:
+        raise ValueError(f"n must be an int >= 2 (points per class), got {n!r}")
+    if not isinstance(K, (int, np.integer)) or K < 2:
+        raise ValueError(f"K must be an int >= 2 (number of classes), got {K!r}")
+    if not temperature > 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+
+
+def _check_alpha(alpha: float) -> None:
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"alpha must be in [0, 1], got {alpha!r}")
+
+
+def rho_bounds(n: int, K: int) -> tuple[float, float]:
+    """Feasible within-class cosines of the symmetric model: ``[-1/(n-1), 1]``.
+
+    The lower end is the *uniform* within-class configuration: each class is a
+    regular simplex centred at the origin, its mean is zero.
+
+    Example:
+        >>> rho_bounds(16, 2)
+        (-0.06666666666666667, 1.0)
+    """
+    _check_model(n, K, 1.0)
+    return -1.0 / (n - 1), 1.0
+
+
+def between_class_cosine(rho: float, n: int, K: int) -> float:
+    """The between-class cosine at the loss minimiser, ``sigma = -(1+(n-1) rho)/(n(K-1))``.
+
+    This is the smallest ``sigma`` that keeps the Gram matrix PSD; both losses
+    increase with ``sigma`` so their minimiser takes it. At ``rho = 1`` it is
+    the simplex value ``-1/(K-1)``; at the uniform ``rho = -1/(n-1)`` it is 0.
+
+    Example:
+        >>> between_class_cosine(1.0, 16, 3)
+        -0.5
+    """
+    _check_model(n, K, 1.0)
+    return -(1.0 + (n - 1) * rho) / (n * (K - 1))
+
+
+def symmetric_gram(rho: float, n: int, K: int, sigma: float | None = None) -> torch.Tensor:
+    """Gram matrix ``(nK, nK)`` float64 of the symmetric model; samples ordered class by class.
+
+    Args:
+        rho: within-class cosine.
+        n, K: points per class and number of classes.
+        sigma: between-class cosine; ``None`` takes ``between_class_cosine(rho)``.
+
+    Example:
+        >>> symmetric_gram(0.5, 2, 2)[0]
+        tensor([ 1.0000,  0.5000, -0.7500, -0.7500], dtype=torch.float64)
+    """
+    lo, hi = rho_bounds(n, K)
+    if not lo - 1e-12 <= rho <= hi + 1e-12:
+        raise ValueError(f"rho must be in [{lo}, 1] for n={n}, got {rho!r}")
+    s = between_class_cosine(rho, n, K) if sigma is None else float(sigma)
+    labels = torch.arange(K).repeat_interleave(n)
+    same = labels[:, None] == labels[None, :]
+    g = torch.where(same, torch.tensor(rho, dtype=torch.float64), torch.tensor(s, dtype=torch.float64))
+    g.fill_diagonal_(1.0)
+    return g
+
+
+def symmetric_embedding(rho: float, n: int, K: int, dim: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vectors realising the symmetric model, and their labels.
+
+    Factorises the Gram matrix by its eigendecomposition, then applies a random
+    rotation-free zero padding to ``dim`` columns.
+
+    Returns:
+        ``(u, labels)``: ``u`` float64 ``(nK, dim)`` with unit rows, ``labels``
+        int64 ``(nK,)``.
+
+    Example:
+        >>> u, y = symmetric_embedding(0.3, 4, 3)
+        >>> round(float(u[0] @ u[1]), 6), round(float(u[0] @ u[4]), 6)
+        (0.3, -0.2375)
+    """
+    g = symmetric_gram(rho, n, K)
+    evals, evecs = torch.linalg.eigh(g)
+    keep = evals > 1e-10
+    u = evecs[:, keep] * evals[keep].sqrt()
+    dim = u.shape[1] if dim is None else dim
+    if dim < u.shape[1]:
+        raise ValueError(f"dim must be >= rank {u.shape[1]} of the Gram matrix, got {dim}")
+    u = torch.cat([u, u.new_zeros(u.shape[0], dim - u.shape[1])], dim=1)
+    return u / u.norm(dim=1, keepdim=True), torch.arange(K).repeat_interleave(n)
+
+
+def symmetric_terms(rho, n: int, K: int, temperature: float, reference_quirks: bool = False):
+    """Exact ``(SupCon(rho), cNCE(rho))`` of the symmetric model with identical views.
+
+    Works on floats, numpy arrays and torch tensors (so it can be
+    differentiated). The formulas are in the module docstring; ``sigma`` is
+    ``between_class_cosine(rho)``.
+
+    Example:
+        >>> s, c = symmetric_terms(1.0, 16, 2, 0.5)
+        >>> round(float(c), 4)   # cNCE at collapse: log(2n - 1)
+        3.434
+    """
+    _check_model(n, K, temperature)
+    t = 1.0 / temperature
+    lib = torch if isinstance(rho, torch.Tensor) else np
+    rho = rho if isinstance(rho, torch.Tensor) else np.asarray(rho, dtype=np.float64)
+    sigma = -(1.0 + (n - 1) * rho) / (n * (K - 1))
+    m = n * (K - 1)  # other-class samples per view
+    if not reference_quirks:
+        supcon = -t * (1 + 2 * (n - 1) * rho) / (2 * n - 1) + lib.log(
+            math.exp(t) + 2 * (n - 1) * lib.exp(t * rho) + 2 * m * lib.exp(t * sigma)
+        )
+        cnce = -t + lib.log(math.exp(t) + 2 * (n - 1) * lib.exp(t * rho))
+    else:
+        clamp = lib.minimum(t * rho, lib.ones_like(rho)) if lib is torch else np.minimum(t * rho, 1.0)
+        self_term = -min(t, 1.0) + lib.log(math.exp(t) + m * lib.exp(t * sigma))
+        pos_term = -clamp + lib.log(lib.exp(t * rho) + m * lib.exp(t * sigma))
+        supcon = self_term / n + (n - 1) / n * pos_term
+        cnce = -t + lib.log(math.exp(t) + (n - 1) * lib.exp(t * rho))
+    return supcon, cnce
+
+
+def symmetric_loss(rho, alpha: float, n: int, K: int, temperature: float, reference_quirks: bool = False):
+    """Exact ``L_spread(rho) = (1-alpha) SupCon(rho) + alpha cNCE(rho)`` of the symmetric model.
+
+    Example:
+        >>> round(float(symmetric_loss(1.0, 0.0, 16, 2, 0.5)), 4)
+        3.4527
+    """
+    _check_alpha(alpha)
+    s, c = symmetric_terms(rho, n, K, temperature, reference_quirks)
+    return (1 - alpha) * s + alpha * c
+
+
+def symmetric_loss_grad(rho, n: int, K: int, temperature: float, reference_quirks: bool = False, side: int = 1) -> tuple:
+    """Closed-form ``(dSupCon/drho, dcNCE/drho)`` of the symmetric model.
+
+    With ``t = 1/temperature``, ``m = n(K-1)``, ``dsigma/drho = -(n-1)/m`` and, for
+    the equations, ``D = e^t + 2(n-1) e^{t rho} + 2m e^{t sigma}``:
+
+        dSupCon/drho = 2(n-1) t [ -1/(2n-1) + (e^{t rho} - e^{t sigma}) / D ]   (< 0)
+        dcNCE/drho   = 2(n-1) t e^{t rho} / (e^t + 2(n-1) e^{t rho})            (> 0)
+
+    For the clamped official form (``reference_quirks=True``):
+
+        dSupCon_q/drho = -(n-1) t e^{t sigma} / (n (e^t + m e^{t sigma}))
+                         + (n-1)/n t [ -[t rho < 1] + (e^{t rho} - (n-1) e^{t sigma}) / (e^{t rho} + m e^{t sigma}) ]
+        dcNCE_q/drho   = (n-1) t e^{t rho} / (e^t + (n-1) e^{t rho})
+
+    The indicator makes ``SupCon_q`` kinked at ``rho = temperature``; ``side``
+    picks the right (+1) or left (-1) derivative there.
+
+    Example:
+        >>> gs, gc = symmetric_loss_grad(1.0, 16, 2, 0.5)
+        >>> bool(gs < 0 < gc)
+        True
+    """
+    _check_model(n, K, temperature)
+    if side not in (1, -1):
+        raise ValueError(f"side must be +1 or -1, got {side!r}")
+    t = 1.0 / temperature
+    m = n * (K - 1)
+    rho = np.asarray(rho, dtype=np.float64)
+    sigma = -(1.0 + (n - 1) * rho) / m
+    er, es, et = np.exp(t * rho), np.exp(t * sigma), math.exp(t)
+    if not reference_quirks:
+        d = et + 2 * (n - 1) * er + 2 * m * es
+        g_s = 2 * (n - 1) * t * (-1.0 / (2 * n - 1) + (er - es) / d)
+        g_c = 2 * (n - 1) * t * er / (et + 2 * (n - 1) * er)
+        return g_s, g_c
+    at_kink = np.isclose(t * rho, 1.0, rtol=0, atol=1e-12)
+    active = (t * rho < 1) & ~at_kink | (at_kink & (side == -1))
+    g_s = -(n - 1) * t * es / (n * (et + m * es)) + (n - 1) / n * t * (
+        -active.astype(np.float64) + (er - (n - 1) * es) / (er + m * es)
+    )
+    g_c = (n - 1) * t * er / (et + (n - 1) * er)
+    return g_s, g_c
+
+
+def alpha_of_rho(rho, n: int, K: int, temperature: float, reference_quirks: bool = False, side: int = 1):
+    """The weight at which ``rho`` is a stationary point: ``alpha = -g_S / (g_C - g_S)``.
+
+    ``dL/drho = (1-alpha) g_S + alpha g_C`` vanishes there (``g_S, g_C`` from
+    ``symmetric_loss_grad``). Where ``g_S < 0 < g_C`` and ``L`` is convex this
+    is the exact inverse of ``rho*(alpha)``; at the ends it gives the
+    thresholds: ``alpha_of_rho(1)`` is the collapse threshold ``alpha*`` and
+    ``alpha_of_rho(-1/(n-1))`` the weight from which the classes are uniform.
+    A value outside ``[0, 1]`` means no weight makes ``rho`` the minimiser.
+
+    Example:
+        >>> round(float(alpha_of_rho(1.0, 16, 2, 0.5)), 4)
+        0.0352
+    """
+    g_s, g_c = symmetric_loss_grad(rho, n, K, temperature, reference_quirks, side)
+    return -g_s / (g_c - g_s)
+
+
+def rho_star(alpha: float, n: int, K: int, temperature: float, reference_quirks: bool = False, tol: float = 1e-10) -> float:
+    """The minimiser ``rho*(alpha)`` of the symmetric-model loss over ``[-1/(n-1), 1]``.
+
+    ``L(rho)`` is convex (see the module docstring), so a golden-section search
+    on the feasible interval finds the global minimiser, kinks and boundary
+    minima included.
+
+    Example:
+        >>> rho_star(0.0, 16, 2, 0.5)       # SupCon alone collapses
+        1.0
+        >>> round(rho_star(1.0, 16, 2, 0.5), 4)   # cNCE alone: uniform classes
+        -0.0667
+    """
+    _check_alpha(alpha)
+    lo, hi = rho_bounds(n, K)
+
+    def f(r: float) -> float:
+        return float(symmetric_loss(r, alpha, n, K, temperature, reference_quirks))
+
+    g = (math.sqrt(5) - 1) / 2
+    a, b = lo, hi
+    c, d = b - g * (b - a), a + g * (b - a)
+    fc, fd = f(c), f(d)
+    while b - a > tol:
+        if fc < fd:
+            b, d, fd = d, c, fc
+            c = b - g * (b - a)
+            fc = f(c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + g * (b - a)
+            fd = f(d)
+    best = (a + b) / 2
+    # the minimum may sit exactly on an end of the interval or on the kink
+    cands = [lo, hi, best] + ([temperature] if reference_quirks and lo < temperature < hi else [])
+    return min(cands, key=lambda r: (f(r), abs(r - best)))
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Where the symmetric model changes regime as alpha grows (all closed form).
+
+    Attributes:
+        collapse: ``alpha*``: for ``alpha <= alpha*`` the classes are collapsed
+            (``rho* = 1``); ``None`` when even ``alpha = 0`` does not collapse
+            (the clamped form).
+        overlap: the weight at which ``rho* = sigma`` (both ``-1/(N-1)``): a
+            point's own class is no longer nearer than the others.
+        uniform: from here on ``rho* = -1/(n-1)``: class means vanish and the
+            classes are not linearly separable.
+        plateau: clamped form only: ``rho* = temperature`` for every alpha in
+            this interval (the kink of the clamp); ``None`` for the equations.
+    """
+
+    collapse: float | None
+    overlap: float
+    uniform: float
+    plateau: tuple[float, float] | None = None
+
+
+def thresholds(n: int, K: int, temperature: float, reference_quirks: bool = False) -> Thresholds:
+    """The regime boundaries of ``rho*(alpha)``, each ``alpha_of_rho`` at a special ``rho``.
+
+    ``collapse = alpha_of_rho(1)``, ``overlap = alpha_of_rho(-1/(N-1))``,
+    ``uniform = alpha_of_rho(-1/(n-1))``; for the clamped form the plateau is
+    ``[alpha_of_rho(tau, side=+1), alpha_of_rho(tau, side=-1)]``.
+
+    Example:
+        >>> th = thresholds(16, 2, 0.5)
+        >>> th.collapse < th.overlap < th.uniform
+        True
+    """
+    _check_model(n, K, temperature)
+    lo, over = -1.0 / (n - 1), -1.0 / (n * K - 1)
+    a = lambda r, side=-1: float(alpha_of_rho(r, n, K, temperature, reference_quirks, side))  # noqa: E731
+    collapse = a(1.0)
+    plateau = None
+    if reference_quirks and lo < temperature < 1:
+        p_lo, p_hi = a(temperature, +1), a(temperature, -1)
+        plateau = (max(p_lo, 0.0), p_hi) if p_lo <= p_hi and p_hi >= 0 else None
+    return Thresholds(
+        collapse=collapse if 0 <= collapse <= 1 else None,
+        overlap=a(over),
+        uniform=a(lo),
+        plateau=plateau,
+    )
+
+
+def optimise_free_embeddings(
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    labels: torch.Tensor,
+    dim: int,
+    steps: int = 500,
+    lr: float = 0.05,
+    views: int = 2,
+    identical_views: bool = True,
+    seed: int = 0,
+    init: torch.Tensor | None = None,
+    dtype: torch.dtype = torch.float64,
+    history_every: int = 0,
+) -> tuple[torch.Tensor, list[float]]:
+    """Minimise a loss over free unit embeddings, one per sample, by Adam.
+
+    The parameters ``w`` are unconstrained; the embedding is ``u = w / ||w||``
+    (on ``S^{dim-1}``), fed to ``loss_fn`` as ``(N, views, dim)``. With
+    ``identical_views`` every view is the same vector, the setting of the
+    symmetric model; otherwise each view has its own parameters.
+
+    Args:
+        loss_fn: ``f(z: (N, V, D), labels: (N,)) -> 0-dim tensor``, e.g. a
+            ``spreadcon.losses.SpreadLoss``.
+        labels: int64 ``(N,)``.
+        dim: embedding dimension ``D`` (``3`` for the sphere ``S^2``).
+        steps, lr: Adam steps and learning rate.
+        views: ``V``.
+        identical_views: share one vector across the views.
+        seed: seed of the Gaussian initialisation.
+        init: optional starting parameters ``(N, D)`` or ``(N, V, D)``.
+        dtype: float dtype of the optimisation.
+        history_every: record the loss every this many steps (0: only the last).
+
+    Returns:
+        ``(u, history)``: the unit embeddings, detached, ``(N, D)`` with
+        identical views else ``(N, V, D)``; and the recorded losses.
+
+    Example:
+        >>> from spreadcon.losses import SpreadLoss
+        >>> y = torch.arange(3).repeat_interleave(4)
+        >>> u, _ = optimise_free_embeddings(SpreadLoss(alpha=0.0), y, dim=3, steps=300)
+        >>> round(float(u[0] @ u[1]), 2)
+        1.0
+    """
+    if not isinstance(dim, int) or dim < 2:
+        raise ValueError(f"dim must be an int >= 2, got {dim!r}")
+    if views < 2:
+        raise ValueError(f"views must be >= 2, got {views!r}")
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps!r}")
+    labels = torch.as_tensor(labels, dtype=torch.int64)
+    n = labels.shape[0]
+    shape = (n, dim) if identical_views else (n, views, dim)
+    if init is None:
+        g = torch.Generator().manual_seed(seed)
+        w = torch.randn(shape, generator=g, dtype=dtype)
+    else:
+        w = init.detach().to(dtype).clone().reshape(shape)
+    w.requires_grad_(True)
+    opt = torch.optim.Adam([w], lr=lr)
+    history: list[float] = []
+
+    def embed() -> torch.Tensor:
+        u = w / w.norm(dim=-1, keepdim=True)
+        return u.unsqueeze(1).expand(n, views, dim) if identical_views else u
+
+    for step in range(steps):
+        opt.zero_grad()
+        loss = loss_fn(embed(), labels)
+        loss.backward()
+        opt.step()
+        if history_every and step % history_every == 0:
+            history.append(float(loss))
+    with torch.no_grad():
+        u = w / w.norm(dim=-1, keepdim=True)
+        history.append(float(loss_fn(embed(), labels)))
+    return u.detach(), history
+
+
+def class_cosines(u: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
+    """Mean within-class and between-class cosine: the symmetric model's ``(rho, sigma)``.
+
+    Args:
+        u: ``(N, D)`` embeddings (normalised here).
+        labels: int64 ``(N,)``.
+
+    Returns:
+        ``(rho, sigma)``: the mean cosine over pairs ``i != j`` of one class,
+        and over pairs of different classes.
+
+    Example:
+        >>> u, y = symmetric_embedding(0.3, 4, 3)
+        >>> [round(v, 4) for v in class_cosines(u, y)]
+        [0.3, -0.2375]
+    """
+    u = torch.nn.functional.normalize(u.double(), dim=-1)
+    labels = torch.as_tensor(labels)
+    cos = u @ u.T
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(len(labels), dtype=torch.bool)
+    return float(cos[same & ~eye].mean()), float(cos[~same].mean())
+
+
+def within_class_permutation(labels: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """A random permutation ``pi`` of ``0..N-1`` with ``labels[pi] == labels``.
+
+    Reassigning embeddings by ``z[pi]`` keeps every class's set of embeddings,
+    so every loss of chapter 3 is unchanged, but scrambles which sample within
+    a class got which embedding.
+
+    Example:
+        >>> y = torch.tensor([0, 1, 0, 1, 0])
+        >>> pi = within_class_permutation(y, torch.Generator().manual_seed(0))
+        >>> bool((y[pi] == y).all())
+        True
+    """
+    labels = torch.as_tensor(labels)
+    pi = torch.arange(len(labels))
+    for c in labels.unique():
+        idx = (labels == c).nonzero().flatten()
+        pi[idx] = idx[torch.randperm(len(idx), generator=generator)]
+    return pi
+
+
+@dataclass
+class SubclassData:
+    """Synthetic vectors with K classes x m latent subclasses.
+
+    Attributes:
+        x: float32 ``(N, d)`` inputs.
+        coarse: int64 ``(N,)`` class ids (what training sees).
+        fine: int64 ``(N,)`` subclass ids, ``coarse * m + j``.
+        centres: float32 ``(K * m, d)`` subclass centres.
+        noise: the within-subclass standard deviation.
+        class_centres: float32 ``(K, d)`` the class centres ``c_k``.
+    """
+
+    x: torch.Tensor
+    coarse: torch.Tensor
+    fine: torch.Tensor
+    centres: torch.Tensor
+    noise: float
+    class_centres: torch.Tensor | None = None
+
+    def subclass_views(self, views: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augmentation that stays within the subclass: fresh noise around each sample's own centre.
+
+        Returns float32 ``(N, views, d)``: view ``v`` of sample ``i`` is
+        ``centres[fine[i]] + noise * eps``, so the two views of a sample share
+        its subclass and nothing else.
+        """
+        c = self.centres[self.fine]
+        eps = torch.randn((len(self.fine), views, c.shape[1]), generator=generator)
+        return c[:, None, :] + self.noise * eps
+
+    def split(self, frac: float, generator: torch.Generator | None = None) -> tuple["SubclassData", "SubclassData"]:
+        """A random ``(train, test)`` split with ``frac`` of the samples in train."""
+        perm = torch.randperm(len(self.fine), generator=generator)
+        k = int(round(frac * len(perm)))
+        pick = lambda idx: SubclassData(self.x[idx], self.coarse[idx], self.fine[idx], self.centres, self.noise, self.class_centres)  # noqa: E731
+        return pick(perm[:k]), pick(perm[k:])
+
+
+def make_subclass_data(
+    K: int = 2,
+    m: int = 4,
+    n_per_subclass: int = 100,
+    dim: int = 32,
+    class_separation: float = 4.0,
+    subclass_separation: float = 2.0,
+    noise: float = 1.0,
+    seed: int = 0,
+) -> SubclassData:
+    """K classes x m latent subclasses of Gaussian vectors in ``R^dim``.
+
+    Class ``k`` has a centre ``c_k`` of norm ``class_separation``; its subclass
+    ``j`` sits at ``c_k + d_kj`` with ``||d_kj|| = subclass_separation``, the
+    offsets ``d_kj`` random directions orthogonal to all class centres. Samples
+    add isotropic noise of standard deviation ``noise``. So
+    ``subclass_separation / noise`` is how separable the subclasses are in
+    input space (0: not at all), while the coarse label only depends on ``c_k``.
+
+    Example:
+        >>> d = make_subclass_data(K=2, m=3, n_per_subclass=5, dim=8)
+        >>> d.x.shape, d.fine.unique().tolist()
+        (torch.Size([30, 8]), [0, 1, 2, 3, 4, 5])
+    """
+    for name, v in (("K", K), ("m", m), ("n_per_subclass", n_per_subclass)):
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{name} must be a positive int, got {v!r}")
+    if dim < K + 1:
+        raise ValueError(f"dim must be > K={K}, got {dim!r}")
+    if noise <= 0:
+        raise ValueError(f"noise must be > 0, got {noise!r}")
+    g = torch.Generator().manual_seed(seed)
+    basis, _ = torch.linalg.qr(torch.randn(dim, dim, generator=g))
+    class_dirs, rest = basis[:, :K].T, basis[:, K:]
+    centres_k = class_separation * class_dirs  # (K, dim)
+    offsets = torch.randn(K, m, rest.shape[1], generator=g) @ rest.T  # orthogonal to class centres
+    offsets = subclass_separation * offsets / offsets.norm(dim=-1, keepdim=True)
+    centres = (centres_k[:, None, :] + offsets).reshape(K * m, dim)
+    fine = torch.arange(K * m).repeat_interleave(n_per_subclass)
+    x = centres[fine] + noise * torch.randn(len(fine), dim, generator=g)
+    return SubclassData(
+        x=x.float(), coarse=fine // m, fine=fine, centres=centres.float(), noise=float(noise), class_centres=centres_k.float()
+    )

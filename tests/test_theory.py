@@ -1,0 +1,173 @@
+"""The symmetric model of chapter 2 against the real losses, and the helpers of chapters 1 and 3.
+
+The closed forms in ``spreadcon.theory`` are checked against brute-force
+evaluation of ``spreadcon.losses.SpreadLoss`` on embeddings that realise the
+model, against finite differences, against a dense grid search, and against
+gradient descent over free embeddings. Tolerances are stated where used.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from spreadcon import theory as T
+from spreadcon.losses import SpreadLoss
+
+CASES = [(0.3, 4, 3, 0.5, 0.3), (0.8, 3, 2, 0.2, 0.7), (-0.1, 5, 2, 1.0, 0.5), (0.6, 4, 3, 0.5, 0.0), (0.95, 6, 2, 0.5, 1.0)]
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+@pytest.mark.parametrize("rho,n,K,tau,alpha", CASES)
+def test_closed_form_equals_real_loss(quirks, rho, n, K, tau, alpha):
+    """L(rho) of the module docstring is exactly SpreadLoss on identical views (float64, 1e-10)."""
+    u, y = T.symmetric_embedding(rho, n, K)
+    z = u.unsqueeze(1).expand(-1, 2, -1)
+    real = float(SpreadLoss(alpha, tau, quirks)(z, y))
+    assert real == pytest.approx(float(T.symmetric_loss(rho, alpha, n, K, tau, quirks)), abs=1e-10)
+
+
+def test_symmetric_embedding_realises_the_gram_matrix():
+    u, y = T.symmetric_embedding(0.2, 5, 3, dim=20)
+    assert u.shape == (15, 20)
+    torch.testing.assert_close(u @ u.T, T.symmetric_gram(0.2, 5, 3), atol=1e-10, rtol=0)
+    rho, sigma = T.class_cosines(u, y)
+    assert rho == pytest.approx(0.2) and sigma == pytest.approx(T.between_class_cosine(0.2, 5, 3))
+
+
+def test_sigma_is_the_psd_boundary():
+    """Just below sigma(rho) the Gram matrix has a negative eigenvalue; at it, it does not."""
+    for rho in (-0.2, 0.0, 0.5, 1.0):
+        s = T.between_class_cosine(rho, 6, 3)
+        assert torch.linalg.eigvalsh(T.symmetric_gram(rho, 6, 3, sigma=s)).min() > -1e-10
+        assert torch.linalg.eigvalsh(T.symmetric_gram(rho, 6, 3, sigma=s - 1e-3)).min() < -1e-6
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+def test_closed_form_gradients_match_finite_differences(quirks):
+    n, K, tau, h = 7, 3, 0.4, 1e-6
+    for rho in (-0.1, 0.1, 0.3, 0.6, 0.9):
+        g_s, g_c = T.symmetric_loss_grad(rho, n, K, tau, quirks)
+        s_hi, c_hi = T.symmetric_terms(rho + h, n, K, tau, quirks)
+        s_lo, c_lo = T.symmetric_terms(rho - h, n, K, tau, quirks)
+        assert float(g_s) == pytest.approx(float(s_hi - s_lo) / (2 * h), abs=1e-6)
+        assert float(g_c) == pytest.approx(float(c_hi - c_lo) / (2 * h), abs=1e-6)
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+@pytest.mark.parametrize("n,K,tau", [(16, 2, 0.5), (5, 4, 0.2), (8, 3, 1.0)])
+def test_rho_star_is_the_grid_minimum(quirks, n, K, tau):
+    """Golden section equals a 20001-point grid search (to the grid step)."""
+    grid = np.linspace(-1 / (n - 1), 1, 20001)
+    for alpha in (0.0, 0.05, 0.2, 0.5, 0.7, 1.0):
+        values = T.symmetric_loss(grid, alpha, n, K, tau, quirks)
+        assert T.rho_star(alpha, n, K, tau, quirks) == pytest.approx(grid[np.argmin(values)], abs=2 * (grid[1] - grid[0]))
+
+
+def test_equations_thresholds_bracket_the_regimes():
+    n, K, tau = 16, 2, 0.5
+    th = T.thresholds(n, K, tau)
+    assert 0 < th.collapse < th.overlap < th.uniform < 1 and th.plateau is None
+    assert T.rho_star(th.collapse - 1e-3, n, K, tau) == 1.0
+    assert T.rho_star(th.collapse + 1e-3, n, K, tau) < 1 - 1e-4
+    assert T.rho_star(th.overlap, n, K, tau) == pytest.approx(-1 / (n * K - 1), abs=1e-6)
+    assert T.rho_star(th.uniform + 1e-3, n, K, tau) == pytest.approx(-1 / (n - 1), abs=1e-9)
+    assert T.rho_star(th.uniform - 1e-3, n, K, tau) > -1 / (n - 1) + 1e-5
+    # alpha* in closed form: E (2N-1) / ((2n-1) + E (4N-2n-1)), E = exp(-K / ((K-1) tau))
+    N, E = n * K, math.exp(-K / ((K - 1) * tau))
+    assert th.collapse == pytest.approx(E * (2 * N - 1) / ((2 * n - 1) + E * (4 * N - 2 * n - 1)), rel=1e-12)
+
+
+def test_alpha_of_rho_inverts_rho_star():
+    n, K, tau = 10, 3, 0.3
+    for rho in (0.9, 0.5, 0.1, -0.05):
+        alpha = float(T.alpha_of_rho(rho, n, K, tau))
+        assert 0 < alpha < 1
+        assert T.rho_star(alpha, n, K, tau) == pytest.approx(rho, abs=1e-6)
+
+
+def test_clamped_form_never_collapses_and_sticks_at_the_temperature():
+    n, K, tau = 16, 2, 0.5
+    th = T.thresholds(n, K, tau, reference_quirks=True)
+    assert th.collapse is None and T.rho_star(0.0, n, K, tau, True) < 0.9
+    lo, hi = th.plateau
+    assert 0 < lo < hi < th.overlap < th.uniform
+    for alpha in np.linspace(lo + 1e-3, hi - 1e-3, 7):
+        assert T.rho_star(float(alpha), n, K, tau, True) == pytest.approx(tau, abs=1e-8)
+    assert T.rho_star(lo - 1e-2, n, K, tau, True) > tau + 1e-4
+    assert T.rho_star(hi + 1e-2, n, K, tau, True) < tau - 1e-4
+
+
+@pytest.mark.parametrize("quirks,alphas", [(False, (0.0, 0.15, 0.35, 0.8)), (True, (0.0, 0.4, 0.7))])
+def test_free_embeddings_reach_rho_star(quirks, alphas):
+    """Adam on free unit embeddings (dim >= N) finds rho* within 0.015 and sigma(rho*) within 0.02."""
+    n, K, tau = 8, 2, 0.5
+    y = torch.arange(K).repeat_interleave(n)
+    for alpha in alphas:
+        u, _ = T.optimise_free_embeddings(SpreadLoss(alpha, tau, quirks), y, dim=20, steps=300, lr=0.05, seed=1)
+        rho, sigma = T.class_cosines(u, y)
+        r_star = T.rho_star(alpha, n, K, tau, quirks)
+        assert rho == pytest.approx(r_star, abs=0.015), (alpha, rho, r_star)
+        assert sigma == pytest.approx(T.between_class_cosine(r_star, n, K), abs=0.02)
+
+
+def test_supcon_collapses_free_embeddings_on_the_sphere_to_a_simplex():
+    """Chapter 1's theorem on S^2: 4 classes collapse to the vertices of a regular tetrahedron."""
+    y = torch.arange(4).repeat_interleave(5)
+    u, _ = T.optimise_free_embeddings(SpreadLoss(0.0, 0.5), y, dim=3, steps=400, lr=0.05, seed=0)
+    rho, _ = T.class_cosines(u, y)
+    assert rho > 0.999
+    means = torch.stack([u[y == k].mean(0) for k in range(4)])
+    means = means / means.norm(dim=1, keepdim=True)
+    off = (means @ means.T)[~torch.eye(4, dtype=torch.bool)]
+    torch.testing.assert_close(off, torch.full_like(off, -1 / 3), atol=2e-3, rtol=0)
+
+
+@pytest.mark.parametrize("quirks", [False, True])
+def test_within_class_permutation_leaves_the_loss_unchanged(quirks):
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 3, (24,), generator=g)
+    z = torch.randn(24, 2, 8, generator=g, dtype=torch.float64)
+    pi = T.within_class_permutation(y, g)
+    assert (y[pi] == y).all() and not (pi == torch.arange(24)).all()
+    assert sorted(pi.tolist()) == list(range(24))
+    loss = SpreadLoss(0.4, 0.5, quirks)
+    assert float(loss(z[pi], y)) == pytest.approx(float(loss(z, y)), abs=1e-12)
+    assert T.class_cosines(z[pi, 0], y) == pytest.approx(T.class_cosines(z[:, 0], y), abs=1e-12)
+
+
+def test_subclass_data_geometry():
+    d = T.make_subclass_data(K=3, m=4, n_per_subclass=50, dim=16, class_separation=5.0, subclass_separation=2.0, seed=3)
+    assert d.x.shape == (600, 16) and d.x.dtype == torch.float32
+    assert (d.coarse == d.fine // 4).all() and d.fine.bincount().tolist() == [50] * 12
+    offsets = (d.centres.reshape(3, 4, 16) - d.class_centres[:, None]).reshape(12, 16)
+    # subclass offsets have the stated norm and are orthogonal to every class centre
+    torch.testing.assert_close(offsets.norm(dim=1), torch.full((12,), 2.0))
+    torch.testing.assert_close(d.class_centres.norm(dim=1), torch.full((3,), 5.0))
+    assert (offsets @ d.class_centres.T).abs().max() < 1e-4
+    # sample means sit near their subclass centre (noise 1, 50 samples: sd 1/sqrt(50) per axis)
+    emp = torch.stack([d.x[d.fine == f].mean(0) for f in range(12)])
+    assert (emp - d.centres).norm(dim=1).max() < 1.5
+    views = d.subclass_views(2, torch.Generator().manual_seed(0))
+    assert views.shape == (600, 2, 16)
+    train, test = d.split(0.5, torch.Generator().manual_seed(0))
+    assert len(train.fine) == len(test.fine) == 300
+
+
+@pytest.mark.parametrize(
+    "call,name",
+    [
+        (lambda: T.rho_bounds(1, 2), "n"),
+        (lambda: T.symmetric_loss(0.5, 1.5, 4, 2, 0.5), "alpha"),
+        (lambda: T.symmetric_terms(0.5, 4, 2, 0.0), "temperature"),
+        (lambda: T.symmetric_gram(-0.9, 4, 2), "rho"),
+        (lambda: T.optimise_free_embeddings(SpreadLoss(), torch.zeros(4, dtype=torch.long), dim=1), "dim"),
+        (lambda: T.make_subclass_data(noise=0.0), "noise"),
+    ],
+)
+def test_bad_input_names_the_argument(call, name):
+    with pytest.raises(ValueError, match=name):
+        call()
