@@ -62,8 +62,8 @@ CHECKPOINT_VERSION = 1
 OOM_HINT = (
     "out of memory. Knobs that cut memory, cheapest first: `--set batch_size=64` (activations scale "
     "with it), `--set eval_batch_size=256`, `--set amp=bf16` on CUDA, `--set encoder=cnn` (smaller "
-    "than vit/resnet18), `--set decoder=cnn`, `--set views=2`, or a smaller image size in the data "
-    "loader; `--set train_size=...` only cuts memory when the data is kept on the device."
+    "than vit/resnet18), `--set decoder=cnn`, `--set views=2`, `--set image_size=32` (smaller images); "
+    "`--set train_size=...` only cuts memory when the data is kept on the device."
 )
 
 

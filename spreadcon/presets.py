@@ -49,6 +49,7 @@ class Config:
     val_size: int = 1000          # images for model selection / probe selection (0 = all)
     test_size: int = 2000         # images for the reported test metrics (0 = all)
     views: int = 2                # augmented views per image; the paper uses 2
+    image_size: int = 0           # resize images to this side in pixels at load time (0 = the loader's default)
 
     # ---- model ----------------------------------------------------------
     encoder: str = "cnn"          # spreadcon.models.build_encoder name; paper: "vit"
@@ -199,6 +200,7 @@ def _validate(cfg: Config) -> None:
         "train_size": cfg.train_size >= 0,
         "val_size": cfg.val_size >= 0,
         "test_size": cfg.test_size >= 0,
+        "image_size": cfg.image_size >= 0,
         "amp": cfg.amp in {"auto", "bf16", "off"},
         "probe": cfg.probe in {"lbfgs", "adamw"},
         "grad_clip": cfg.grad_clip >= 0,

@@ -136,7 +136,7 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     started, t0 = _now(), time.perf_counter()
     dev = _init_device(device)
 
-    ds = subset_dataset(sdata.load(dataset, root=data_root), cfg)
+    ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None), cfg)
     encoders, train_info = _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, progress)
     if D.rank() != 0:
         return None

@@ -67,7 +67,7 @@ def test_tiny_overfit_loss_decreases(method):
     losses = [h["loss"] for h in result.history]
     assert len(losses) == 6 and result.finished
     assert losses[-1] < losses[0] - 0.3, losses  # contrastive terms have a floor > 0, so compare a margin
-    assert result.history[-1]["ce"] < 0.5 * result.history[0]["ce"]
+    assert result.history[-1]["ce"] < 0.75 * result.history[0]["ce"]
     assert result.best_val_acc > 0.75  # coarse task is easy: chance is 0.5
     assert result.best_val_acc == max(h["val_acc"] for h in result.history)
 
