@@ -32,6 +32,7 @@ import math
 import shlex
 import statistics
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "REPRODUCED", "PARTIAL", "NOT_REPRODUCED", "NOT_RUN", "VERDICT_RULE",
     "Summary", "Verdict", "summarize", "verdict", "average_lift", "markdown_table",
     "provenance", "provenance_line", "reproduce_command", "plot_bars", "fmt",
+    "claims_markdown", "default_results_dir", "run_live",
 ]
 
 # ---------------------------------------------------------------------------
@@ -367,3 +369,61 @@ def plot_bars(table: Mapping[tuple, Summary], groups: Sequence[str], series: Seq
         ax.plot([], [], color="black", lw=2, label="paper")
     ax.legend(fontsize="small", ncols=min(len(series) + bool(targets), 5), loc="lower right")
     return ax
+
+
+def claims_markdown(rows: Sequence[tuple[str, Verdict, str]]) -> str:
+    """The "what the paper claims / what we measured" table.
+
+    Args:
+        rows: ``(claim, verdict, evidence)``: the paper's claim in words, our
+            :class:`Verdict` for it, and where the measurement comes from
+            (datasets, preset, seeds) or the command that would produce it.
+    """
+    lines = ["| the paper claims | we measured | verdict | evidence |", "|---|---|---|---|"]
+    for claim, v, evidence in rows:
+        lines.append(f"| {claim} | {v.describe()} | **{v.status}** | {evidence} |")
+    return "\n".join(lines)
+
+
+def default_results_dir() -> Path:
+    """The committed ``results/`` folder, seen from the repository root or from ``book/``.
+
+    Falls back to ``results`` next to the installed package's parent (an
+    editable install), else ``./results`` (which may not exist: then there are
+    simply no records).
+    """
+    for cand in (Path("results"), Path("..") / "results", Path(__file__).resolve().parents[1] / "results"):
+        if cand.is_dir():
+            return cand.resolve()
+    return Path("results")
+
+
+def run_live(dataset: str, methods: Sequence[str], preset: str, seeds: Sequence[int],
+             results_dir: str | Path, alphas: Sequence[float | None] = (None,),
+             data_root: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
+             progress: bool = False) -> list[dict]:
+    """Run a small grid now (each run through :func:`spreadcon.run.run_experiment`) and load its records.
+
+    The chapters use this for their build-time experiments, always with a
+    temporary ``results_dir``, so these records never mix with the committed
+    ones.
+
+    Returns:
+        The records written, each with ``"path"`` and, for the alpha sweep,
+        the top-level ``"alpha_override"`` that ``run_experiment`` stores.
+    """
+    import json
+
+    from spreadcon.run import run_experiment
+
+    out = []
+    for method in methods:
+        for alpha in alphas:
+            for seed in seeds:
+                path = run_experiment(dataset, method, preset=preset, seed=seed, data_root=data_root,
+                                      results_dir=results_dir, overrides=dict(overrides or {}),
+                                      alpha=alpha, progress=progress)
+                rec = json.loads(Path(path).read_text())
+                rec["path"] = str(path)
+                out.append(rec)
+    return out
