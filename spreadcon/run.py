@@ -193,8 +193,50 @@ def _augment(ds):
 
 
 def _evaluate(ds, encoder: nn.Module, cfg: Config, seed: int, dev: torch.device) -> dict[str, float]:
-    """Transfer or robustness metrics of a frozen encoder (see the module docstring)."""
-    raise NotImplementedError("waiting for spreadcon.evaluate")
+    """Transfer or robustness metrics of a frozen encoder (see the module docstring).
+
+    The probe's L2 strength is chosen on val from ``probe_weight_decay x
+    {0.1, 1, 10}`` (``lbfgs``); the ``adamw`` probe keeps its best val epoch.
+    """
+    from spreadcon import evaluate as E
+
+    aug = _augment(ds)
+    amp = dev.type == "cuda" and cfg.amp != "off"
+    splits = {k: ds.splits[k] for k in ("train", "val", "test")}
+    z = {k: E.embed(encoder, s, aug.normalize, cfg.eval_batch_size, dev, amp) for k, s in splits.items()}
+    tr, va, te = splits["train"], splits["val"], splits["test"]
+    metrics: dict[str, float] = {}
+    if ds.task == "transfer":
+        l2_grid = [cfg.probe_weight_decay * f for f in (0.1, 1.0, 10.0)]
+        for label, n_classes in (("fine", ds.n_fine), ("coarse", ds.n_coarse)):
+            if cfg.probe == "lbfgs":
+                res = E.linear_probe(z["train"], getattr(tr, label), z["test"], getattr(te, label), "lbfgs",
+                                     l2=l2_grid, max_iter=cfg.probe_epochs, val_x=z["val"],
+                                     val_y=getattr(va, label), n_classes=n_classes)
+            else:
+                res = E.linear_probe_augmented(
+                    encoder, tr, te, aug, aug.normalize, n_classes, label=label, epochs=cfg.probe_epochs,
+                    lr=cfg.probe_lr, weight_decay=cfg.probe_weight_decay, batch_size=cfg.batch_size, val=va,
+                    device=dev, generator=torch.Generator().manual_seed(seed), amp=amp)
+            metrics[f"{label}_test_acc"] = res.accuracy
+            if res.val_accuracy is not None:
+                metrics[f"{label}_val_acc_probe"] = res.val_accuracy
+        metrics["knn_fine_test_acc"] = E.knn_accuracy(z["train"], tr.fine, z["test"], te.fine, k=cfg.knn_k)
+        spread = E.spread_metrics(z["test"], te.coarse)
+        metrics["spread"] = float(spread["spread"])
+        metrics["within_class_cosine"] = float(spread["within_cosine"])
+        metrics["subclass_ami"] = float(E.subclass_ami(z["test"], te.coarse, te.fine, seed=seed)["ami"])
+        return metrics
+    for mode, prefix in (("inferred", ""), ("true", "oracle_"), ("none", "erm_")):
+        res = E.worst_group(z["train"], tr.coarse, z["test"], te.coarse, te.group, train_groups=tr.group,
+                            groups=mode, max_k=cfg.max_clusters, epochs=cfg.dro_epochs, seed=seed)
+        metrics[f"{prefix}worst_group_acc"] = res["worst_group_acc"]
+        metrics[f"{prefix}avg_acc"] = res["avg_acc"]
+        if mode == "inferred":
+            for key in ("group_ami", "group_ari", "n_groups"):
+                if isinstance(res.get(key), (int, float)):
+                    metrics[f"inferred_{key}"] = float(res[key])
+    return metrics
 
 
 # ----------------------------------------------------------------------- CLI
