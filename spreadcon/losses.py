@@ -143,8 +143,23 @@ def _check_z(z: Tensor, labels: Tensor | None) -> None:
 # --------------------------------------------------------------------------- per-anchor terms
 
 
-def _supcon_rows(S: Tensor, pos: Tensor, clamp: float | None, one_positive: bool) -> tuple[Tensor, Tensor]:
-    """Per-anchor SupCon. S: (M, K) logits, excluded entries at finfo.min; pos: (M, K) bool."""
+def _supcon_rows(
+    S: Tensor,
+    pos: Tensor | None,
+    clamp: float | None,
+    one_positive: bool,
+    pos_sum: Tensor | None = None,
+    count: Tensor | None = None,
+) -> tuple[Tensor, Tensor]:
+    """Per-anchor SupCon and whether the anchor has a positive.
+
+    ``S``: (M, K) logits with excluded entries at finfo.min; ``pos``: (M, K)
+    bool positives. With the Khosla denominator and no clamp the caller may
+    instead pass ``pos_sum`` (sum of the positive logits) and ``count``, which
+    it gets without an (M, K) mask.
+    """
+    if pos_sum is not None:
+        return S.logsumexp(1) - pos_sum / count.clamp(min=1), count > 0
     count = pos.sum(1)
     numer = S if clamp is None else S.clamp(max=clamp)
     if one_positive:
@@ -157,25 +172,35 @@ def _supcon_rows(S: Tensor, pos: Tensor, clamp: float | None, one_positive: bool
     return per_anchor, count > 0
 
 
-def _cnce_rows(S: Tensor, same: Tensor, own: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-anchor cNCE: positives ``own``, denominator over the same-class candidates ``same``."""
-    count = own.sum(1)
+def _cnce_rows(S: Tensor, same: Tensor, own_sum: Tensor, own_count: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-anchor cNCE: mean own-view logit against the logsumexp over same-class candidates."""
     lse_same = S.masked_fill(~same, torch.finfo(S.dtype).min).logsumexp(1)
-    per_anchor = lse_same - torch.where(own, S, 0.0).sum(1) / count.clamp(min=1)
-    return per_anchor, count > 0
+    return lse_same - own_sum / own_count.clamp(min=1), own_count > 0
 
 
 def _block_sums(
-    S: Tensor, same: Tensor, own: Tensor, w_sup: float, w_cn: float, clamp: float | None, one_positive: bool
+    S: Tensor,
+    same: Tensor | None,
+    w_sup: float,
+    w_cn: float,
+    clamp: float | None,
+    one_positive: bool,
+    pos_sum: Tensor,
+    pos_count: Tensor,
+    own_sum: Tensor,
+    own_count: Tensor,
 ) -> Tensor:
     """Sums and counts of valid per-anchor losses in one block: ``[sum_sup, n_sup, sum_cn, n_cn]``."""
     zero = S.new_zeros(())
     out = [zero, zero, zero, zero]
     if w_sup != 0:
-        loss, valid = _supcon_rows(S, same, clamp, one_positive)
+        if clamp is None and not one_positive:  # positives summed without a mask
+            loss, valid = _supcon_rows(S, None, None, False, pos_sum, pos_count)
+        else:
+            loss, valid = _supcon_rows(S, same, clamp, one_positive)
         out[0], out[1] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
     if w_cn != 0:
-        loss, valid = _cnce_rows(S, same, own)
+        loss, valid = _cnce_rows(S, same, own_sum, own_count)
         out[2], out[3] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
     return torch.stack(out)
 
@@ -239,36 +264,57 @@ def _contrastive(
     norms = torch.linalg.vector_norm(z_all.to(acc), dim=-1).clamp_min(_NORM_EPS)  # (Bg, V)
     inv_t = 1.0 / temperature
 
+    _, cls = torch.unique(lab, return_inverse=True)  # class index 0..C-1 of every sample
+    n_cls = int(cls.max()) + 1
+    needs_mask = w_cn != 0 or clamp is not None or one_positive  # else SupCon needs no (M, K) mask
+
     if anchors == "all":
         # view-major flattening: row v * Bg + j is sample j in view v
         zf = z_all.transpose(0, 1).reshape(V * Bg, D)
         nf = norms.transpose(0, 1).reshape(V * Bg, 1)
-        lab_f, id_f = lab.repeat(V), ids.repeat(V)
+        cls_f, id_f = cls.repeat(V), ids.repeat(V)
         view_f = torch.arange(V, device=device).repeat_interleave(Bg)
         cand = zf / nf
         anchor_feat = cand * inv_t if norm == "row" else zf * inv_t
-        inv_norm_c = (1.0 / norms)[id_f]  # (K, V): 1 / ||z[j, v]|| for candidate j and any view v
+        # s(a, c) = anchor_feat[a] . cand[c] * scale[c, view(a)]; the scale is 1 for "row"
+        # and 1 / ||z[j_c, v_a]|| for "broadcast". Positive sums use per-class and
+        # per-sample sums of the scaled candidates, so they need no (M, K) mask.
+        scale = (1.0 / norms)[id_f] if norm == "broadcast" else None  # (K, V)
+        if scale is None:
+            class_sum = cand.new_zeros(n_cls, D).index_add(0, cls_f, cand).expand(V, n_cls, D)
+            sample_sum = cand.view(V, Bg, D).sum(0).expand(V, Bg, D)
+        else:
+            class_sum = torch.stack([cand.new_zeros(n_cls, D).index_add(0, cls_f, cand * scale[:, v, None]) for v in range(V)])
+            sample_sum = cand.view(V, Bg, D).sum(0) * (1.0 / norms).T[:, :, None]
+        class_count = torch.bincount(cls_f, minlength=n_cls)
         local = (torch.arange(V, device=device)[:, None] * Bg + offset + torch.arange(B, device=device)).reshape(-1)
 
         def block(rows: Tensor) -> Tensor:
             idx = local[rows]  # global flat indices of these anchors (= their own columns)
-            S = (anchor_feat[idx] @ cand.T).to(acc)
-            if norm == "broadcast":  # divide by ||z[j, v_anchor]|| too
-                S = S * inv_norm_c[:, view_f[idx]].T
+            va, ca, ia = view_f[idx], cls_f[idx], id_f[idx]
+            a = anchor_feat[idx]
+            S = (a @ cand.T).to(acc)
+            self_term = cand[idx]
+            if scale is not None:  # divide by ||z[j, v_anchor]|| too
+                S = S * scale[:, va].T
+                self_term = self_term * scale[idx, va, None]
             ar = torch.arange(idx.shape[0], device=device)
             S[ar, idx] = neg_big  # a candidate is never the anchor itself
-            same = lab_f[idx, None] == lab_f[None, :]
-            same[ar, idx] = False
-            own = id_f[idx, None] == id_f[None, :]
-            own[ar, idx] = False
-            return _block_sums(S, same, own, w_sup, w_cn, clamp, one_positive)
+            same = None
+            if needs_mask:
+                same = cls_f[idx, None] == cls_f[None, :]
+                same[ar, idx] = False
+            pos_sum = (a * (class_sum[va, ca] - self_term)).sum(1).to(acc)
+            own_sum = (a * (sample_sum[va, ia] - self_term)).sum(1).to(acc)
+            own_count = torch.full_like(ca, V - 1)
+            return _block_sums(S, same, w_sup, w_cn, clamp, one_positive, pos_sum, class_count[ca] - 1, own_sum, own_count)
 
         s = _run_chunks(block, local.shape[0], chunk_size, device, grad)
         return w_sup * s[0] / s[1].clamp(min=1) + w_cn * s[2] / s[3].clamp(min=1)
 
     # anchors == "cross_view": view v (local rows) against view w (all rows), w < v
-    lab_local = lab[offset : offset + B]
-    id_local = ids[offset : offset + B]
+    cls_local = cls[offset : offset + B]
+    class_count = torch.bincount(cls, minlength=n_cls)
     total = z.new_zeros((), dtype=acc)
     for v in range(1, V):
         for w in range(v):
@@ -279,12 +325,17 @@ def _contrastive(
             else:  # the artefact: both norms taken at the candidate index j
                 anchor_feat = zv * inv_t
                 cand = z_all[:, w] / (norms[:, v] * norms[:, w])[:, None]
+            class_sum = cand.new_zeros(n_cls, D).index_add(0, cls, cand)
 
-            def block(rows: Tensor, anchor_feat=anchor_feat, cand=cand) -> Tensor:
-                S = (anchor_feat[rows] @ cand.T).to(acc)
-                same = lab_local[rows, None] == lab[None, :]
-                own = id_local[rows, None] == ids[None, :]
-                return _block_sums(S, same, own, w_sup, w_cn, clamp, one_positive)
+            def block(rows: Tensor, anchor_feat=anchor_feat, cand=cand, class_sum=class_sum) -> Tensor:
+                a = anchor_feat[rows]
+                S = (a @ cand.T).to(acc)
+                ca = cls_local[rows]
+                same = cls_local[rows, None] == cls[None, :] if needs_mask else None
+                pos_sum = (a * class_sum[ca]).sum(1).to(acc)
+                own_sum = (a * cand[offset + rows]).sum(1).to(acc)  # the anchor's own sample in view w
+                own_count = torch.ones_like(ca)
+                return _block_sums(S, same, w_sup, w_cn, clamp, one_positive, pos_sum, class_count[ca], own_sum, own_count)
 
             s = _run_chunks(block, B, chunk_size, device, grad)
             total = total + w_sup * s[0] / s[1].clamp(min=1) + w_cn * s[2] / s[3].clamp(min=1)
