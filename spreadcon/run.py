@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
                               data_root=args.data_root, results_dir=args.results, overrides=overrides,
                               alpha=args.alpha, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                               device=args.device, progress=not args.no_progress)
-    except ValueError as exc:
+    except (ValueError, FileNotFoundError) as exc:  # bad names / settings; a missing dataset says how to get it
         print(f"spreadcon run: {exc}", file=sys.stderr)
         return 2
     finally:
