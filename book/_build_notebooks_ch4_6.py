@@ -151,9 +151,9 @@ from spreadcon.records import load_records
 results_root = report.default_results_dir() if results_root is None else Path(results_root)
 live_dir = Path(tempfile.mkdtemp(prefix="spreadcon-live-"))  # build-time runs never touch results/
 METHODS = ["ce", "supcon", "spread", "autoencoder", "thanos"]
-SPREAD_METRIC = "spread"          # record metric: within-class spread of the test embeddings
-SPREAD_LABEL = "within-class spread"
-SUBGROUP_METRIC = "subgroup_ami"  # record metric: AMI of inferred vs true subgroups
+SPREAD_METRIC = "spread"   # record metric: 1 - ||class mean of unit embeddings||^2, test set (0 = collapsed)
+SPREAD_LABEL = "within-class spread 1 − ‖μ‖² (unitless)"
+SUBGROUP_METRIC = "inferred_group_ami"  # record metric: AMI of the inferred subgroups vs the true ones
 NAMES = {"ce": "CE", "supcon": "SupCon", "spread": "SupCon + cNCE", "autoencoder": "autoencoder", "thanos": "Thanos"}
 
 
@@ -208,10 +208,11 @@ accuracy (the sweep), and what do the official code's quirks change?
 dataset = "mnist"          # live runs' dataset (offline, small images)
 preset = "smoke"           # live runs' preset: smoke = seconds per run; cpu = minutes per run
 seeds = [0]                # live runs' seeds
-alphas = [0.0, 0.25, 0.5, 0.75, 1.0]   # the alpha sweep (alpha = 0 is SupCon, 1 is cNCE alone)
-overrides = {"epochs": 2}  # on top of the live preset: 2 epochs so the sweep has some signal
+alphas = [0.0, 1.0]        # extra alpha values for the sweep; the ablation's run adds the preset's 0.5
+overrides = {}             # config overrides of the live runs, e.g. {"epochs": 3}
 data_root = None           # None = $SPREADCON_DATA, else ~/.cache/spreadcon
 # Committed records shown beside them (written by `python -m spreadcon reproduce`):
+QUIRK_METHODS = ["supcon"]     # trained again with the official loss; add "spread" to compare it too
 ablation_dataset = "cifar10"   # the dataset of the official README's ablation row
 record_preset = "cpu"          # "cpu": the grid recorded on a 2-core CPU; "paper": GPU runs
 record_seeds = [0, 1, 2]
@@ -292,8 +293,11 @@ symmetry breaker is for.
     code("""
 sweep = report.run_live(dataset, ["spread"], preset, seeds, live_dir / "alpha", alphas=alphas,
                         data_root=data_root, overrides=overrides)
-acc = report.summarize(sweep, "fine_test_acc", by=("alpha_override",))
-spr = report.summarize(sweep, SPREAD_METRIC, by=("alpha_override",), percent=False)
+sweep += [r for r in live if r["method"] == "spread"]  # the ablation's run, at the preset's alpha
+for r in sweep:
+    r["alpha"] = r["provenance"]["config"]["alpha"]    # the alpha the run really used
+acc = report.summarize(sweep, "fine_test_acc", by=("alpha",))
+spr = report.summarize(sweep, SPREAD_METRIC, by=("alpha",), percent=False)
 xs = sorted(a for (a,) in acc)
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(8, 3))
@@ -331,15 +335,16 @@ of SupCon's positive logit at 1. With $\\tau = 0.5$ a positive pair's logit
 $\\langle u_a, u_p\\rangle/\\tau$ can reach 2, so the clamp removes the pull on
 positives once their cosine passes 0.5. That might be enough to stop SupCon
 collapsing on its own, which would make the baseline stronger than the paper's
-equations give. We train SupCon and SupCon + cNCE with `reference_quirks` off
-(the equations) and on (the official code).
+equations give. We train SupCon (and, if the parameters ask, SupCon + cNCE) with `reference_quirks` off
+(the equations) and on (the official code). The "off" runs are the ablation's.
 """),
     code("""
-QUIRK_METHODS = ["supcon", "spread"]
 quirks = {}
 for on in (False, True):
-    recs = report.run_live(dataset, QUIRK_METHODS, preset, seeds, live_dir / f"quirks_{on}",
-                           data_root=data_root, overrides={**overrides, "reference_quirks": on})
+    recs = [r for r in live if r["method"] in QUIRK_METHODS] if not on else report.run_live(
+        dataset, QUIRK_METHODS, preset, seeds, live_dir / "quirks", data_root=data_root,
+        overrides={**overrides, "reference_quirks": True})
+    assert all(r["provenance"]["config"]["reference_quirks"] == on for r in recs)
     quirks[on] = (report.summarize(recs, "fine_test_acc"), report.summarize(recs, SPREAD_METRIC, percent=False))
 LABEL = {False: "equations", True: "official quirks"}
 
@@ -360,8 +365,8 @@ acc_off, acc_on = quirks[False][0][dataset, "supcon"].mean, quirks[True][0][data
 finding = f"With the quirks, SupCon's fine accuracy moves {acc_on - acc_off:+.1f} points ({acc_off:.1f}% -> {acc_on:.1f}%)"
 if quirks[False][1]:
     s_off, s_on = quirks[False][1][dataset, "supcon"].mean, quirks[True][1][dataset, "supcon"].mean
-    finding += (f" and its within-class spread goes from {s_off:.3f} to {s_on:.3f}: the clamp "
-                + ("keeps the classes more spread out" if s_on > s_off else "does not stop the collapse"))
+    finding += (f" and its within-class spread goes from {s_off:.3f} to {s_on:.3f}, "
+                + ("higher with the clamp" if s_on > s_off else "not higher with the clamp"))
 glue("ch4_quirks_finding", finding + f" ({dataset}, preset {preset}).", display=False)
 """),
     md("""
@@ -441,7 +446,7 @@ live_dataset = "mnist"
 live_methods = ["supcon", "thanos"]
 live_preset = "smoke"          # seconds per run; "cpu" is a few minutes per run
 live_seeds = [0]
-live_overrides = {"epochs": 2}
+live_overrides = {}            # config overrides of the live runs, e.g. {"epochs": 3}
 data_root = None               # None = $SPREADCON_DATA, else ~/.cache/spreadcon
 # The committed records this chapter reports:
 record_preset = "cpu"          # the 2-core CPU grid; the paper rows are read from preset "paper"
@@ -652,7 +657,7 @@ live_dataset = "mnist-cifar"
 live_methods = ["ce", "thanos"]
 live_preset = "smoke"          # seconds per run; "cpu" is a few minutes per run
 live_seeds = [0]
-live_overrides = {"epochs": 2}
+live_overrides = {}            # config overrides of the live runs, e.g. {"epochs": 3}
 data_root = None               # None = $SPREADCON_DATA, else ~/.cache/spreadcon
 # The committed records this chapter reports:
 record_preset = "cpu"          # the proxy grid on a 2-core CPU
