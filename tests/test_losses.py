@@ -360,3 +360,12 @@ def test_bad_input_raises_value_error_naming_it(call, match):
     z, y = _ok()
     with pytest.raises(ValueError, match=match):
         call(z, y)
+
+
+def test_supcon_equals_pytorch_metric_learning():
+    """An independent implementation of Khosla L_out (optional dependency)."""
+    pml = pytest.importorskip("pytorch_metric_learning.losses")
+    z, y = _data(B=12, V=2, D=8, n_cls=3, seed=14)
+    flat = z.transpose(0, 1).reshape(-1, 8)
+    want = pml.SupConLoss(temperature=0.2)(flat, y.repeat(2))
+    assert float(supcon_loss(z, y, 0.2)) == pytest.approx(float(want), rel=1e-10)
