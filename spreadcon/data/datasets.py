@@ -11,7 +11,7 @@ format for both.
 Splits (all seeded by ``seed``, default 0):
 
 * ``val`` is a hold-out of the official training set, stratified by fine
-  label: ``round(val_fraction * n_c)`` images of each class ``c``
+  label: ``round(val_fraction * n_c)`` (half up) images of each class ``c``
   (``val_fraction`` default 0.1). So train + val = the official training set.
   Waterbirds and CelebA have official validation splits, which are used as is.
 * ``test`` is the official test set. TinyImageNet has no public test labels,
@@ -351,7 +351,7 @@ def _missing(name: str, path: Path, hint: str = "") -> DatasetNotFound:
 
 
 def _holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stratified seeded hold-out: ``round(fraction * n_c)`` of each label go to the second index set."""
+    """Stratified seeded hold-out: ``round(fraction * n_c)`` (half up) of each label go to the second index set."""
     if not 0.0 <= fraction < 1.0:
         raise ValueError(f"val_fraction={fraction!r} must be in [0, 1)")
     gen = torch.Generator().manual_seed(int(seed))
@@ -359,7 +359,7 @@ def _holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Te
     for c in torch.unique(labels).tolist():
         idx = (labels == c).nonzero().flatten()
         idx = idx[torch.randperm(len(idx), generator=gen)]
-        k = int(round(fraction * len(idx)))
+        k = int(fraction * len(idx) + 0.5)  # round half up
         held.append(idx[:k])
         keep.append(idx[k:])
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
@@ -394,12 +394,18 @@ def _resize_images(images: torch.Tensor, size: int | None) -> torch.Tensor:
 
 def _decode_jpegs(blobs: list[bytes], what: str, names: list[str] | None = None) -> torch.Tensor:
     """Decode JPEG/PNG bytes to uint8 ``(N, 3, H, W)`` (greyscale → RGB); all must share one size."""
-    from torchvision.io import ImageReadMode, decode_image
+    import warnings
+
+    with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
+        warnings.simplefilter("ignore", DeprecationWarning)
+        from torchvision.io import ImageReadMode, decode_image
 
     out = []
     for k, blob in enumerate(blobs):
         try:
-            out.append(decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DeprecationWarning)
+                out.append(decode_image(torch.frombuffer(bytearray(blob), dtype=torch.uint8), mode=ImageReadMode.RGB))
         except RuntimeError as e:
             where = names[k] if names else f"#{k}"
             raise CorruptDataset(f"{what}: cannot decode image {where}: {e}") from e
