@@ -345,9 +345,13 @@ def _cached(name: str, sources: list[Path], build: Callable[[], dict], where: Pa
 # --------------------------------------------------------------------------- helpers
 
 
+DOWNLOADABLE = ("mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet", "waterbirds", "celeba")
+
+
 def _missing(name: str, path: Path, hint: str = "") -> DatasetNotFound:
     extra = f" {hint}" if hint else ""
-    return DatasetNotFound(f"{name}: expected {path}; get it with {URLS[name]}{extra}")
+    how = "; or load(..., download=True) / `data summary --download`" if name in DOWNLOADABLE else ""
+    return DatasetNotFound(f"{name}: expected {path}; get it with {URLS[name]}{extra}{how}")
 
 
 def _holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -365,19 +369,23 @@ def _holdout(labels: torch.Tensor, fraction: float, seed: int) -> tuple[torch.Te
     return torch.cat(keep).sort().values, torch.cat(held).sort().values
 
 
-def _transfer_splits(train: dict, test: dict, coarse_of: list[int], val_fraction: float, seed: int) -> dict:
-    """Build train/val/test Splits from ``{"images", "fine"}`` dicts and a fine→coarse list."""
+def _transfer_splits(a: dict, coarse_of: list[int], val_fraction: float, seed: int, image_size: int | None = None) -> dict:
+    """train/val/test Splits from ``a = {"train_images", "train_fine", "test_images", "test_fine"}``.
+
+    val is the seeded stratified hold-out of train; labels get coarse ids from
+    ``coarse_of``; images are resized to ``image_size`` when it is given.
+    """
     cmap = torch.tensor(coarse_of, dtype=torch.long)
 
     def split(images, fine):
         fine = fine.long()
-        return Split(fine=fine, coarse=cmap[fine], images=images)
+        return Split(fine=fine, coarse=cmap[fine], images=_resize_images(images, image_size))
 
-    tr, va = _holdout(train["fine"], val_fraction, seed)
+    tr, va = _holdout(a["train_fine"], val_fraction, seed)
     return {
-        "train": split(train["images"][tr], train["fine"][tr]),
-        "val": split(train["images"][va], train["fine"][va]),
-        "test": split(test["images"], test["fine"]),
+        "train": split(a["train_images"][tr], a["train_fine"][tr]),
+        "val": split(a["train_images"][va], a["train_fine"][va]),
+        "test": split(a["test_images"], a["test_fine"]),
     }
 
 
@@ -476,12 +484,9 @@ def load_mnist(root: Path, *, seed=0, val_fraction=0.1, image_size=None, downloa
     tr_x, tr_y, te_x, te_y = (_read_idx(p) for p in files)
     if len(tr_x) != len(tr_y) or len(te_x) != len(te_y):
         raise CorruptDataset(f"mnist: image and label counts differ under {raw}")
-    train = {"images": tr_x[:, None], "fine": tr_y.long()}
-    test = {"images": te_x[:, None], "fine": te_y.long()}
+    a = {"train_images": tr_x[:, None], "train_fine": tr_y.long(), "test_images": te_x[:, None], "test_fine": te_y.long()}
     coarse_of, coarse_names = hierarchy.mnist_coarse()
-    splits = _transfer_splits(train, test, coarse_of, val_fraction, seed)
-    for s in splits.values():
-        s.images = _resize_images(s.images, image_size)
+    splits = _transfer_splits(a, coarse_of, val_fraction, seed, image_size)
     return Dataset(
         name="mnist", task="transfer", image_shape=tuple(splits["train"].images.shape[1:]),
         fine_names=list(hierarchy.MNIST_FINE), coarse_names=coarse_names,
@@ -575,13 +580,7 @@ def load_cifar10(root: Path, *, seed=0, val_fraction=0.1, image_size=None, downl
     """CIFAR-10 from ``<root>/cifar10-jpeg.zip`` (offline JPEG copy) or ``<root>/cifar-10-batches-py``."""
     a = _cifar10_arrays(root, download, cache)
     coarse_of, coarse_names = hierarchy.cifar10_coarse()
-    splits = _transfer_splits(
-        {"images": a["train_images"], "fine": a["train_fine"]},
-        {"images": a["test_images"], "fine": a["test_fine"]},
-        coarse_of, val_fraction, seed,
-    )
-    for s in splits.values():
-        s.images = _resize_images(s.images, image_size)
+    splits = _transfer_splits(a, coarse_of, val_fraction, seed, image_size)
     return Dataset(
         name="cifar10", task="transfer", image_shape=tuple(splits["train"].images.shape[1:]),
         fine_names=list(hierarchy.CIFAR10_FINE), coarse_names=coarse_names,
@@ -645,13 +644,7 @@ def _cifar100_dataset(name: str, splits: dict, a: dict, description: str) -> Dat
 def load_cifar100(root: Path, *, seed=0, val_fraction=0.1, image_size=None, download=False, cache=None) -> Dataset:
     """CIFAR-100 from the official pickles ``<root>/cifar-100-python/{train,test,meta}``."""
     a = _cifar100_arrays(root, download, cache)
-    splits = _transfer_splits(
-        {"images": a["train_images"], "fine": a["train_fine"]},
-        {"images": a["test_images"], "fine": a["test_fine"]},
-        _cifar100_coarse_of(a), val_fraction, seed,
-    )
-    for s in splits.values():
-        s.images = _resize_images(s.images, image_size)
+    splits = _transfer_splits(a, _cifar100_coarse_of(a), val_fraction, seed, image_size)
     return _cifar100_dataset("cifar100", splits, a, "CIFAR-100; coarse = the 20 official superclasses")
 
 
@@ -672,13 +665,8 @@ def load_cifar100u(root: Path, *, seed=0, val_fraction=0.1, image_size=None, dow
             idx = (fine == f).nonzero().flatten()
             chosen.append(idx[torch.randperm(len(idx), generator=gen)[: min(count, len(idx))]])
     keep = torch.cat(chosen).sort().values
-    splits = _transfer_splits(
-        {"images": a["train_images"][keep], "fine": fine[keep]},
-        {"images": a["test_images"], "fine": a["test_fine"]},
-        coarse_of, val_fraction, seed,
-    )
-    for s in splits.values():
-        s.images = _resize_images(s.images, image_size)
+    unbalanced = {**a, "train_images": a["train_images"][keep], "train_fine": fine[keep]}
+    splits = _transfer_splits(unbalanced, coarse_of, val_fraction, seed, image_size)
     return _cifar100_dataset(
         "cifar100u", splits, a, "CIFAR-100 unbalanced: 500/250/100/50/50 training images per superclass's classes (seeded)"
     )
@@ -753,13 +741,7 @@ def load_tinyimagenet(root: Path, *, seed=0, val_fraction=0.1, image_size=None, 
     tree = _Tree(root)
     a = _cached("tinyimagenet", [tree.source], lambda: _tinyimagenet_build(tree), cache, root)
     coarse_of, coarse_names = hierarchy.tinyimagenet_coarse(a["wnids"])
-    splits = _transfer_splits(
-        {"images": a["train_images"], "fine": a["train_fine"]},
-        {"images": a["test_images"], "fine": a["test_fine"]},
-        coarse_of, val_fraction, seed,
-    )
-    for s in splits.values():
-        s.images = _resize_images(s.images, image_size)
+    splits = _transfer_splits(a, coarse_of, val_fraction, seed, image_size)
     return Dataset(
         name="tinyimagenet", task="transfer", image_shape=tuple(splits["train"].images.shape[1:]),
         fine_names=a["fine_names"], coarse_names=coarse_names,
@@ -947,7 +929,7 @@ def load_folder(root: Path, *, seed=0, val_fraction=0.1, image_size=32, download
     reader = ImageReader(root, image_size)
     exts = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".gif")
 
-    def read(split: str) -> dict:
+    def read(split: str) -> tuple[torch.Tensor, torch.Tensor]:
         files, labels = [], []
         for c, name in enumerate(fine_names):
             folder = root / split / name
@@ -955,13 +937,15 @@ def load_folder(root: Path, *, seed=0, val_fraction=0.1, image_size=32, download
             files += [str(p.relative_to(root)) for p in mine]
             labels += [c] * len(mine)
         images = torch.stack([reader(f) for f in files]) if files else torch.zeros(0, 3, image_size, image_size, dtype=torch.uint8)
-        return {"images": images, "fine": torch.tensor(labels, dtype=torch.long)}
+        return images, torch.tensor(labels, dtype=torch.long)
 
-    train, test = read("train"), read("test")
-    splits = _transfer_splits(train, test, coarse_of, 0.0 if (root / "val").is_dir() else val_fraction, seed)
-    if (root / "val").is_dir():
-        v = read("val")
-        splits["val"] = Split(fine=v["fine"], coarse=torch.tensor(coarse_of, dtype=torch.long)[v["fine"]], images=v["images"])
+    (tr_x, tr_y), (te_x, te_y) = read("train"), read("test")
+    a = {"train_images": tr_x, "train_fine": tr_y, "test_images": te_x, "test_fine": te_y}
+    has_val = (root / "val").is_dir()
+    splits = _transfer_splits(a, coarse_of, 0.0 if has_val else val_fraction, seed)
+    if has_val:
+        va_x, va_y = read("val")
+        splits["val"] = Split(fine=va_y, coarse=torch.tensor(coarse_of, dtype=torch.long)[va_y], images=va_x)
     mean, std = _dataset_stats(splits["train"].images)
     return Dataset(
         name="folder", task="transfer", image_shape=(3, image_size, image_size),
