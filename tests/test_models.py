@@ -204,3 +204,15 @@ def test_bad_names_and_arguments_raise_value_error():
     with pytest.raises(ValueError, match="shape"):
         build_encoder("cnn", image_shape=(1, 28, 28))(torch.randn(2, 3, 28, 28))
     assert set(ENCODERS) == {"vit", "resnet18", "cnn", "linear"}
+
+
+@pytest.mark.parametrize("name", ["vit", "linear"])  # attention, drop-path; spectral norm
+def test_encoders_trace_as_one_graph_for_torch_compile(name):
+    """torch.compile-friendly: dynamo captures the training forward without graph breaks."""
+    import torch._dynamo as dynamo
+
+    overrides = {"depth": 2} if name == "vit" else {}
+    enc = build_encoder(name, image_shape=(3, 16, 16), **overrides).train()
+    explanation = dynamo.explain(enc)(torch.randn(4, 3, 16, 16))
+    dynamo.reset()
+    assert explanation.graph_break_count == 0 and explanation.graph_count == 1
