@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 CHECKPOINT_VERSION = 1
+_OOM = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)  # torch < 2.5 has only the CUDA name
 OOM_HINT = (
     "out of memory. Knobs that cut memory, cheapest first: `--set batch_size=64` (activations scale "
     "with it), `--set eval_batch_size=256`, `--set amp=bf16` on CUDA, `--set encoder=cnn` (smaller "
@@ -390,7 +391,7 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
                 bar.set_postfix({**{k: f"{v:.3f}" for k, v in zip(method.terms, means)}, "val": f"{val_acc:.3f}"})
             if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
                 checkpoint()
-    except torch.OutOfMemoryError as exc:
+    except _OOM as exc:
         raise RuntimeError(f"{method.name}: {OOM_HINT}") from exc
     finally:
         if bar is not None:

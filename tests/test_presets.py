@@ -22,8 +22,8 @@ def test_paper_preset_carries_the_official_hyperparameters():
 def test_dataset_adjustments_apply_then_overrides_win():
     base = resolve("cpu")
     adjusted = resolve("cpu", "tinyimagenet")
-    assert adjusted.train_size == DATASET_ADJUSTMENTS[("cpu", "tinyimagenet")]["train_size"] != base.train_size
-    assert resolve("cpu", "tinyimagenet", {"train_size": 7}).train_size == 7
+    assert adjusted.image_size == DATASET_ADJUSTMENTS[("cpu", "tinyimagenet")]["image_size"] != base.image_size
+    assert resolve("cpu", "tinyimagenet", {"image_size": 0}).image_size == 0
 
 
 def test_string_overrides_are_parsed_to_the_field_type():
