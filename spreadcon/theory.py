@@ -68,6 +68,10 @@ __all__ = [
     "within_class_permutation",
     "SubclassData",
     "make_subclass_data",
+    "MECHANISMS",
+    "mlp",
+    "train_synthetic",
+    "subclass_recovery",
 ]
 
 
@@ -511,7 +515,7 @@ class SubclassData:
         """
         c = self.centres[self.fine]
         eps = torch.randn((len(self.fine), views, c.shape[1]), generator=generator)
-        return c[:, None, :] + self.noise * eps
+        return c[:, None, :] + self.noise * eps  # (N, views, d)
 
     def split(self, frac: float, generator: torch.Generator | None = None) -> tuple["SubclassData", "SubclassData"]:
         """A random ``(train, test)`` split with ``frac`` of the samples in train."""
@@ -564,3 +568,129 @@ def make_subclass_data(
     return SubclassData(
         x=x.float(), coarse=fine // m, fine=fine, centres=centres.float(), noise=float(noise), class_centres=centres_k.float()
     )
+
+
+MECHANISMS = ("baseline", "linear", "autoencoder", "augment")
+
+
+def mlp(in_dim: int, out_dim: int, hidden: int = 128, depth: int = 2) -> torch.nn.Sequential:
+    """A ReLU multilayer perceptron for the synthetic vectors of chapter 3 (the unconstrained encoder).
+
+    Example:
+        >>> mlp(8, 4)(torch.zeros(2, 8)).shape
+        torch.Size([2, 4])
+    """
+    layers: list[torch.nn.Module] = []
+    d = in_dim
+    for _ in range(depth):
+        layers += [torch.nn.Linear(d, hidden), torch.nn.ReLU()]
+        d = hidden
+    layers.append(torch.nn.Linear(d, out_dim))
+    return torch.nn.Sequential(*layers)
+
+
+def train_synthetic(
+    data: SubclassData,
+    mechanism: str,
+    alpha: float = 0.5,
+    temperature: float = 0.5,
+    out_dim: int = 32,
+    steps: int = 300,
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    recon_weight: float = 1.0,
+    seed: int = 0,
+) -> torch.nn.Module:
+    """Train an encoder with ``L_spread`` on the coarse labels of synthetic subclass data.
+
+    The four settings of chapter 3 (one symmetry breaker each, against a baseline):
+
+    * ``baseline``: MLP encoder, the two views are the sample itself. Nothing
+      in the objective ties a sample to its place inside its class.
+    * ``linear``: the constrained encoder ``spreadcon.models.LinearEncoder``
+      (one linear map), identical views.
+    * ``autoencoder``: MLP encoder plus an MLP decoder; the objective adds
+      ``recon_weight * reconstruction_loss(decoder(z), x)``.
+    * ``augment``: MLP encoder; the views are fresh samples of the sample's own
+      subclass (``SubclassData.subclass_views``), an augmentation that stays
+      within the subclass.
+
+    Args:
+        data: training data (coarse labels are used, fine labels never).
+        mechanism: one of ``MECHANISMS``.
+        alpha, temperature: of ``spreadcon.losses.SpreadLoss`` (the equations).
+        out_dim: embedding size.
+        steps, batch_size, lr: Adam on random mini-batches.
+        recon_weight: weight of the reconstruction term (``autoencoder``).
+        seed: initialisation and batch order.
+
+    Returns:
+        The trained encoder, in eval mode: float ``(N, d) -> (N, out_dim)``.
+
+    Example:
+        >>> d = make_subclass_data(K=2, m=2, n_per_subclass=20, dim=8)
+        >>> enc = train_synthetic(d, "linear", steps=5)
+        >>> enc(d.x).shape
+        torch.Size([80, 32])
+    """
+    from spreadcon.losses import SpreadLoss, reconstruction_loss
+    from spreadcon.models import build_encoder
+
+    if mechanism not in MECHANISMS:
+        raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
+    torch.manual_seed(seed)
+    g = torch.Generator().manual_seed(seed)
+    dim = data.x.shape[1]
+    if mechanism == "linear":
+        lin = build_encoder("linear", image_shape=(1, 1, dim), out_dim=out_dim)
+        encoder: torch.nn.Module = torch.nn.Sequential(torch.nn.Unflatten(1, (1, 1, dim)), lin)
+    else:
+        encoder = mlp(dim, out_dim)
+    decoder = mlp(out_dim, dim) if mechanism == "autoencoder" else None
+    params = list(encoder.parameters()) + (list(decoder.parameters()) if decoder is not None else [])
+    opt = torch.optim.Adam(params, lr=lr)
+    loss_fn = SpreadLoss(alpha=alpha, temperature=temperature)
+    n = len(data.coarse)
+    for _ in range(steps):
+        idx = torch.randperm(n, generator=g)[: min(batch_size, n)]
+        if mechanism == "augment":
+            views = _subclass_views_at(data, idx, g)
+        else:
+            views = data.x[idx].unsqueeze(1).expand(-1, 2, -1)
+        z = encoder(views.flatten(0, 1)).view(len(idx), 2, -1)
+        loss = loss_fn(z, data.coarse[idx])
+        if decoder is not None:
+            loss = loss + recon_weight * reconstruction_loss(decoder(z[:, 0]), data.x[idx])
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return encoder.eval()
+
+
+def _subclass_views_at(data: SubclassData, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Two within-subclass views of the samples ``idx``: ``(len(idx), 2, d)``."""
+    c = data.centres[data.fine[idx]]
+    eps = torch.randn((len(idx), 2, c.shape[1]), generator=generator)
+    return c[:, None, :] + data.noise * eps
+
+
+def subclass_recovery(encoder: torch.nn.Module, train: SubclassData, test: SubclassData, seed: int = 0) -> dict[str, float]:
+    """How much of the latent subclass structure a frozen encoder keeps.
+
+    Uses ``spreadcon.evaluate``: a fine-label linear probe (train on
+    ``train``, score on ``test``), per-class k-means AMI on the test
+    embeddings, and the within-class cosine.
+
+    Returns:
+        ``{"fine_acc", "coarse_acc", "ami", "within_cosine"}``; fine accuracy at
+        chance within each class is ``1/m``.
+    """
+    from spreadcon.evaluate import linear_probe, spread_metrics, subclass_ami
+
+    with torch.no_grad():
+        ztr, zte = encoder(train.x).float(), encoder(test.x).float()
+    fine = linear_probe(ztr, train.fine, zte, test.fine, l2=1e-3).accuracy
+    coarse = linear_probe(ztr, train.coarse, zte, test.coarse, l2=1e-3).accuracy
+    ami = subclass_ami(zte, test.coarse, test.fine, seed=seed, n_init=3)["ami"]
+    return {"fine_acc": fine, "coarse_acc": coarse, "ami": ami,
+            "within_cosine": spread_metrics(zte, test.coarse)["within_cosine"]}
