@@ -370,8 +370,8 @@ from spreadcon.losses import SpreadLoss
 ## The symmetric model
 
 $K$ classes of $n$ samples, $N = nK$; every sample has two **identical
-views** (the setting of free embeddings; the two views of an optimum coincide
-anyway, because both terms decrease as an anchor's own views align). The Gram
+views**. This is the free-embedding setting, one point per sample; with real
+augmentations the views differ and the model is an idealisation. The Gram
 matrix of the $N$ unit vectors takes three values: 1 on the diagonal, $\rho$
 for two samples of one class, $\sigma$ for two samples of different classes.
 
@@ -519,8 +519,14 @@ but it has a **kink at $\rho = \tau$** (logit exactly 1). Above the kink the
 numerator no longer rewards alignment, while $\log(e^{t\rho}+\dots)$ still
 penalises it. Two consequences, both exact in the model:
 
-* *SupCon alone does not collapse* when $\tau < 1$: its derivative at $\rho=1$
-  is positive, so $\rho^\star(0) < 1$ and there is no collapse threshold.
+* *SupCon alone need not collapse.* For $\tau<1$ the clamp is active at
+  $\rho = 1$, and there the two parts of the derivative share a denominator:
+  $$\frac{d\mathcal L^q_{\text{SupCon}}}{d\rho}\Big|_{\rho=1} = \frac{(n-1)t}{n}\,
+  \frac{e^{t} - n\,e^{-t/(K-1)}}{e^{t} + n(K-1)e^{-t/(K-1)}} ,$$
+  positive iff $\tau < K/\bigl((K-1)\log n\bigr)$. Then $\rho^\star(0) < 1$ and
+  there is no collapse at any $\alpha$. (For $K=2$, $n=16$ the bound is 0.72,
+  so $\tau=0.5$ does not collapse; for a CIFAR-10-like batch, $K=10$ with
+  $n\approx13$ per class, it is 0.43 and $\tau = 0.5$ does collapse at $\alpha=0$.)
 * *A plateau*: at the kink the left and right derivatives differ by
   $(1-\alpha)\frac{n-1}{n}t$, so $0$ lies in the subdifferential for a whole
   interval of weights, $\alpha \in [\alpha(\tau^+), \alpha(\tau^-)]$, and there

@@ -513,9 +513,7 @@ class SubclassData:
         ``centres[fine[i]] + noise * eps``, so the two views of a sample share
         its subclass and nothing else.
         """
-        c = self.centres[self.fine]
-        eps = torch.randn((len(self.fine), views, c.shape[1]), generator=generator)
-        return c[:, None, :] + self.noise * eps  # (N, views, d)
+        return _subclass_views_at(self, torch.arange(len(self.fine)), generator, views)
 
     def split(self, frac: float, generator: torch.Generator | None = None) -> tuple["SubclassData", "SubclassData"]:
         """A random ``(train, test)`` split with ``frac`` of the samples in train."""
@@ -667,10 +665,11 @@ def train_synthetic(
     return encoder.eval()
 
 
-def _subclass_views_at(data: SubclassData, idx: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-    """Two within-subclass views of the samples ``idx``: ``(len(idx), 2, d)``."""
+def _subclass_views_at(data: SubclassData, idx: torch.Tensor, generator: torch.Generator | None,
+                       views: int = 2) -> torch.Tensor:
+    """Within-subclass views of the samples ``idx``: ``(len(idx), views, d)``."""
     c = data.centres[data.fine[idx]]
-    eps = torch.randn((len(idx), 2, c.shape[1]), generator=generator)
+    eps = torch.randn((len(idx), views, c.shape[1]), generator=generator)
     return c[:, None, :] + data.noise * eps
 
 

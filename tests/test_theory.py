@@ -195,3 +195,12 @@ def test_mechanisms_train_and_are_scored():
         enc = T.train_synthetic(tr, mech, steps=3, batch_size=32, out_dim=8)
         rec = T.subclass_recovery(enc, tr, te)
         assert 0 <= rec["fine_acc"] <= 1 and 0 <= rec["coarse_acc"] <= 1 and -1 <= rec["ami"] <= 1
+
+
+@pytest.mark.parametrize("n,K,tau", [(16, 2, 0.5), (13, 10, 0.5), (100, 2, 0.9), (4, 3, 0.3), (30, 5, 0.45)])
+def test_clamped_supcon_collapses_iff_tau_above_the_bound(n, K, tau):
+    """Chapter 2: for tau < 1 the clamped SupCon collapses iff tau >= K / ((K-1) log n)."""
+    bound = K / ((K - 1) * math.log(n))
+    collapses = T.rho_star(0.0, n, K, tau, reference_quirks=True) == 1.0
+    assert collapses == (tau >= bound)
+    assert (T.thresholds(n, K, tau, reference_quirks=True).collapse is not None) == collapses
