@@ -7,7 +7,9 @@ all 32. The encoder is ``linear`` (no batch norm, no dropout), because batch
 statistics are per rank by design and would differ.
 
 Tolerances: float32; gradients ``atol 1e-6, rtol 1e-4`` (reduction order
-differs), parameters after one AdamW step ``atol 1e-6``.
+differs); parameters after one AdamW step ``atol 1e-5``, 1% of the step size
+``lr = 1e-3`` -- Adam's first update ``g / (|g| + eps)`` turns float32
+rounding in a near-zero gradient into an O(1e-6) difference.
 
 Why gradients are captured too: AdamW's first step divides the gradient by
 its own magnitude, so a gradient off by a constant factor (a wrong DDP
@@ -86,7 +88,7 @@ def test_two_process_step_equals_single_process_full_batch(tmp_path):
         for g1, g2 in zip(single["grads"], multi["grads"], strict=True):
             torch.testing.assert_close(g2, g1, atol=1e-6, rtol=1e-4)
         for k, p in single["params"].items():
-            torch.testing.assert_close(multi["params"][k], p, atol=1e-6, rtol=0)
+            torch.testing.assert_close(multi["params"][k], p, atol=1e-5, rtol=0)
     # each rank reports the loss of its own anchors; their mean is the full-batch loss
     losses = [torch.load(tmp_path / f"rank{r}.pt", weights_only=True)["loss"] for r in (0, 1)]
     assert sum(losses) / 2 == pytest.approx(single["loss"], rel=1e-5)
