@@ -49,7 +49,7 @@ def write(name: str, nb: nbformat.NotebookNode) -> None:
 # engine's exact resume (one epoch per call), so no logic is duplicated here.
 MNIST_HELPERS = r'''
 import tempfile
-from spreadcon import evaluate
+from spreadcon import evaluate, theory
 from spreadcon.data import load
 from spreadcon.data.augment import TwoViewAugment
 from spreadcon.engine import train
@@ -64,12 +64,20 @@ def mnist_subset(cfg):
 
 
 def frozen_metrics(encoder, ds, aug):
-    """Within-class cosine and fine/coarse probe accuracy of a frozen encoder (test split)."""
+    """Centred within/between-class cosine and fine/coarse probe accuracy of a frozen encoder (test split).
+
+    The embeddings are centred on the training mean first, as in the neural-collapse
+    literature: an untrained network maps every image near one common direction,
+    which would read as "collapsed" without centring. At the SupCon optimum the
+    embeddings already sum to zero (Chapter 1), so centring changes nothing there.
+    """
     ztr = evaluate.embed(encoder, ds.splits["train"], normalize_fn=aug.normalize)
     zte = evaluate.embed(encoder, ds.splits["test"], normalize_fn=aug.normalize)
     tr, te = ds.splits["train"], ds.splits["test"]
+    zc = zte - ztr.mean(0)
     return {
-        "within_cosine": evaluate.spread_metrics(zte, te.coarse)["within_cosine"],
+        "within_cosine": evaluate.spread_metrics(zc, te.coarse)["within_cosine"],
+        "between_cosine": theory.class_cosines(zc, te.coarse)[1],
         "fine_acc": evaluate.linear_probe(ztr, tr.fine, zte, te.fine, l2=1e-3).accuracy,
         "coarse_acc": evaluate.linear_probe(ztr, tr.coarse, zte, te.coarse, l2=1e-3).accuracy,
     }
@@ -273,16 +281,19 @@ for r in rows:
 ep = [r["epoch"] for r in rows]
 fig, ax1 = plt.subplots(figsize=(6, 3.6))
 ax1.plot(ep, [r["within_cosine"] for r in rows], "o-", color="C3", label="within-class cosine")
-ax1.set(xlabel="SupCon epochs on coarse labels", ylabel="mean within-class cosine (unitless)", ylim=(0, 1.02))
+ax1.plot(ep, [r["between_cosine"] for r in rows], "v-", color="C1", label="between-class cosine")
+ax1.set(xlabel="SupCon epochs on coarse labels", ylabel="mean centred cosine (unitless)", ylim=(-1.02, 1.02))
 ax2 = ax1.twinx()
 ax2.plot(ep, [r["fine_acc"] for r in rows], "s--", color="C0", label="fine (digit) probe accuracy")
 ax2.plot(ep, [r["coarse_acc"] for r in rows], "^:", color="C2", label="coarse probe accuracy")
 ax2.set(ylabel="test accuracy (fraction)", ylim=(0, 1.02))
-fig.legend(loc="lower center", ncol=3, fontsize=8)
-plt.tight_layout(rect=(0, 0.08, 1, 1))
+fig.legend(loc="lower center", ncol=2, fontsize=8)
+plt.tight_layout(rect=(0, 0.14, 1, 1))
 plt.show()
 glue("ch1_cos_first", rows[0]["within_cosine"], display=False)
 glue("ch1_cos_last", rows[-1]["within_cosine"], display=False)
+glue("ch1_between_first", rows[0]["between_cosine"], display=False)
+glue("ch1_between_last", rows[-1]["between_cosine"], display=False)
 glue("ch1_fine_first", rows[0]["fine_acc"], display=False)
 glue("ch1_fine_peak", max(r["fine_acc"] for r in rows), display=False)
 glue("ch1_fine_last", rows[-1]["fine_acc"], display=False)
@@ -290,10 +301,17 @@ glue("ch1_coarse_last", rows[-1]["coarse_acc"], display=False)
 glue("ch1_epochs", EPOCHS, display=False)
 """),
     md(r"""
-*Figure 1.3. As SupCon trains, the within-class cosine climbs from
-{glue:text}`ch1_cos_first:.2f` to {glue:text}`ch1_cos_last:.2f` while the digit
-probe ends at {glue:text}`ch1_fine_last:.2f` (peak {glue:text}`ch1_fine_peak:.2f`):
-the coarse task is solved by forgetting the fine one.*
+*Figure 1.3. As SupCon trains, the centred within-class cosine moves from
+{glue:text}`ch1_cos_first:.2f` to {glue:text}`ch1_cos_last:.2f` and the
+between-class cosine from {glue:text}`ch1_between_first:.2f` to
+{glue:text}`ch1_between_last:.2f` (the optimum: 1 and −1), while the digit probe
+goes from {glue:text}`ch1_fine_first:.2f` through a peak of
+{glue:text}`ch1_fine_peak:.2f` to {glue:text}`ch1_fine_last:.2f`.*
+
+Cosines are measured after centring on the mean training embedding, as in the
+neural-collapse literature {cite}`papyan2020prevalence`: a randomly initialised
+network maps all images close to one common direction, which would otherwise
+read as collapse before any training.
 
 :::{admonition} What the paper claims / what we measured
 :class: note
@@ -305,11 +323,13 @@ fine-grained information, is lost.
 {glue:text}`ch1_rho_s2:.4f` on $S^2$ and {glue:text}`ch1_rho_hd:.4f` on
 $S^{15}$; between-class cosines {glue:text}`ch1_sigma_s2:.4f` and
 {glue:text}`ch1_sigma_hd:.4f` (simplex: $-1/3$ and {glue:text}`ch1_simplex_hd:.4f`).
-MNIST, {glue:text}`ch1_epochs` SupCon epochs at CPU scale: within-class cosine
-{glue:text}`ch1_cos_first:.2f` → {glue:text}`ch1_cos_last:.2f`, digit probe
-{glue:text}`ch1_fine_first:.2f` at initialisation, {glue:text}`ch1_fine_last:.2f`
-at the end, coarse probe {glue:text}`ch1_coarse_last:.2f`. This is a short
-run on a small subset; the trend, not the level, is the result.
+MNIST, {glue:text}`ch1_epochs` SupCon epochs at CPU scale: centred within-class cosine
+{glue:text}`ch1_cos_first:.2f` → {glue:text}`ch1_cos_last:.2f`, between-class
+{glue:text}`ch1_between_first:.2f` → {glue:text}`ch1_between_last:.2f`, digit probe
+{glue:text}`ch1_fine_first:.2f` at initialisation,
+at its peak {glue:text}`ch1_fine_peak:.2f`, at the end {glue:text}`ch1_fine_last:.2f`;
+coarse probe {glue:text}`ch1_coarse_last:.2f`. This is a short run on a small
+subset; the trend, not the level, is the result.
 :::
 """),
 ]
@@ -576,6 +596,10 @@ glue("ch2_q_plateau_lo", th_q.plateau[0], display=False)
 glue("ch2_q_plateau_hi", th_q.plateau[1], display=False)
 glue("ch2_q_alpha_o", th_q.overlap, display=False)
 glue("ch2_q_alpha_u", th_q.uniform, display=False)
+# The paper's own setting: a batch of 128 from CIFAR-10, about 13 samples per class, tau = 0.5.
+th_cifar = theory.thresholds(13, 10, 0.5)
+glue("ch2_cifar_alpha_star", th_cifar.collapse, display=False)
+glue("ch2_cifar_alpha_o", th_cifar.overlap, display=False)
 glue("ch2_err_eq", err[False], display=False)
 glue("ch2_err_q", err[True], display=False)
 """),
@@ -663,7 +687,10 @@ spreads classes without merging them.
 collapse for $\alpha\le$ {glue:text}`ch2_alpha_star:.3f`, overlap from
 {glue:text}`ch2_alpha_o:.3f`, uniform from {glue:text}`ch2_alpha_u:.3f`; so
 "properly weighted" is $\alpha\in($ {glue:text}`ch2_alpha_star:.3f`,
-{glue:text}`ch2_alpha_o:.3f` $)$. With the official clamp there is no collapse at
+{glue:text}`ch2_alpha_o:.3f` $)$. For the paper's setting (batch of 128 from
+CIFAR-10: $K=10$, $n\approx13$, $\tau=0.5$) the same formulas give the range
+$($ {glue:text}`ch2_cifar_alpha_star:.3f`, {glue:text}`ch2_cifar_alpha_o:.3f` $)$,
+which contains the paper's $\alpha=0.5$. With the official clamp there is no collapse at
 all ($\rho^\star(0)=$ {glue:text}`ch2_q_rho0:.3f`), a plateau $\rho^\star=\tau$
 for $\alpha\in$ [{glue:text}`ch2_q_plateau_lo:.3f`, {glue:text}`ch2_q_plateau_hi:.3f`],
 and overlap from {glue:text}`ch2_q_alpha_o:.3f`. Gradient descent on free
