@@ -124,6 +124,8 @@ from spreadcon import theory
 from spreadcon.losses import SpreadLoss
 
 torch.manual_seed(SEED)
+THREADS = torch.get_num_threads()
+torch.set_num_threads(1)   # the free-embedding problems are tiny: one thread is fastest
 """),
     md(r"""
 ## SupCon
@@ -259,6 +261,7 @@ curve is one uninterrupted run.
 """),
     code(MNIST_HELPERS),
     code(r"""
+torch.set_num_threads(THREADS)  # the CNN uses every core
 cfg = resolve("smoke", "mnist", {
     "train_size": MNIST_TRAIN, "val_size": 256, "test_size": MNIST_TEST, "epochs": EPOCHS,
     "ce_weight": 0.0,           # SupCon alone
@@ -562,11 +565,14 @@ rho_eq = np.array([theory.rho_star(a, N_PER, K, TAU) for a in grid])
 rho_q = np.array([theory.rho_star(a, N_PER, K, TAU, True) for a in grid])
 
 y = torch.arange(K).repeat_interleave(N_PER)
+threads = torch.get_num_threads()
+torch.set_num_threads(1)   # tiny problems: one thread is fastest
 free = {False: [], True: []}
 for quirks in (False, True):
     for a in ALPHAS_FREE:
         u, _ = theory.optimise_free_embeddings(SpreadLoss(a, TAU, quirks), y, dim=FREE_DIM, steps=FREE_STEPS, seed=SEED)
         free[quirks].append(theory.class_cosines(u, y)[0])
+torch.set_num_threads(threads)
 err = {q: max(abs(c - theory.rho_star(a, N_PER, K, TAU, q)) for a, c in zip(ALPHAS_FREE, free[q])) for q in (False, True)}
 print("largest |optimised - analytic| within-class cosine:", err)
 """),
