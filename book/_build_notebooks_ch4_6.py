@@ -71,9 +71,9 @@ dataset = "mnist"    # a name in spreadcon.data.DATASETS
 method = "spread"    # ce, supcon, spread (SupCon + cNCE), autoencoder, thanos, ...
 preset = "smoke"     # smoke: seconds, numbers meaningless | cpu: minutes on a CPU | paper: the paper's recipe, GPU
 seed = 0             # initialisation, shuffling and augmentation seed
-alpha = None         # cNCE weight in L_spread; None = the preset's (0.5)
-data_root = None     # None = $SPREADCON_DATA, else ~/.cache/spreadcon
-results_dir = None   # None = a temporary folder; the grid passes the repository's results/
+alpha = None         # cNCE weight in L_spread; None: the preset default (0.5)
+data_root = None     # None: $SPREADCON_DATA, else ~/.cache/spreadcon
+results_dir = None   # None: a temporary folder (the grid passes results/)
 overrides = {}       # {config key: value} on top of the preset, e.g. {"epochs": 2}
 # The paper's setting (GPU, about a day for CIFAR-10 at 600 epochs):
 #   papermill book/experiment.ipynb runs/cifar10_thanos.ipynb -p dataset cifar10 -p method thanos \\
@@ -206,17 +206,17 @@ accuracy (the sweep), and what do the official code's quirks change?
     code("""
 # Build-time experiments: small live runs, executed on every build.
 dataset = "mnist"          # live runs' dataset (offline, small images)
-preset = "smoke"           # live runs' preset: smoke = seconds per run; cpu = minutes per run
+preset = "smoke"           # preset of the live runs: smoke (seconds per run) or cpu (minutes per run)
 seeds = [0]                # live runs' seeds
 alphas = [0.0, 1.0]        # extra alpha values for the sweep; the ablation's run adds the preset's 0.5
 overrides = {}             # config overrides of the live runs, e.g. {"epochs": 3}
-data_root = None           # None = $SPREADCON_DATA, else ~/.cache/spreadcon
+data_root = None           # None: $SPREADCON_DATA, else ~/.cache/spreadcon
 # Committed records shown beside them (written by `python -m spreadcon reproduce`):
 QUIRK_METHODS = ["supcon"]     # trained again with the official loss; add "spread" to compare it too
 ablation_dataset = "cifar10"   # the dataset of the official README's ablation row
 record_preset = "cpu"          # "cpu": the grid recorded on a 2-core CPU; "paper": GPU runs
 record_seeds = [0, 1, 2]
-results_root = None            # None = the repository's results/
+results_root = None            # None: results/ of the repository
 # The paper's scale (GPU; the ViT for 600 epochs, about a day per run on CIFAR-10):
 #   papermill book/04_thanos.ipynb runs/04_paper.ipynb -p dataset cifar10 -p preset paper \\
 #       -y "overrides: {}" -y "seeds: [0, 1, 2]"
@@ -447,12 +447,12 @@ live_methods = ["supcon", "thanos"]
 live_preset = "smoke"          # seconds per run; "cpu" is a few minutes per run
 live_seeds = [0]
 live_overrides = {}            # config overrides of the live runs, e.g. {"epochs": 3}
-data_root = None               # None = $SPREADCON_DATA, else ~/.cache/spreadcon
+data_root = None               # None: $SPREADCON_DATA, else ~/.cache/spreadcon
 # The committed records this chapter reports:
 record_preset = "cpu"          # the 2-core CPU grid; the paper rows are read from preset "paper"
 cpu_datasets = ["mnist", "cifar10", "tinyimagenet"]   # the offline datasets of the cpu grid
 record_seeds = [0, 1, 2]
-results_root = None            # None = the repository's results/
+results_root = None            # None: results/ of the repository
 # The paper's scale needs a GPU (about a day per CIFAR-10 run); on one, run
 #   python -m spreadcon reproduce --preset paper --datasets cifar10 --methods supcon spread autoencoder thanos --seeds 0 1 2
 # then rebuild this chapter: its paper rows fill in from results/. Or run it with papermill:
@@ -658,12 +658,12 @@ live_methods = ["ce", "thanos"]
 live_preset = "smoke"          # seconds per run; "cpu" is a few minutes per run
 live_seeds = [0]
 live_overrides = {}            # config overrides of the live runs, e.g. {"epochs": 3}
-data_root = None               # None = $SPREADCON_DATA, else ~/.cache/spreadcon
+data_root = None               # None: $SPREADCON_DATA, else ~/.cache/spreadcon
 # The committed records this chapter reports:
 record_preset = "cpu"          # the proxy grid on a 2-core CPU
 record_seeds = [0, 1, 2]
 online_preset = "paper"        # Waterbirds / ISIC / CelebA: the paper's recipe, GPU + internet
-results_root = None            # None = the repository's results/
+results_root = None            # None: results/ of the repository
 # On a GPU with the data:
 #   python -m spreadcon reproduce --preset paper --datasets waterbirds isic celeba --methods ce supcon spread autoencoder thanos --seeds 0 1 2
 # or run this chapter with papermill:
