@@ -57,6 +57,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.utils.checkpoint import checkpoint
 
 from spreadcon.distributed import gather_no_grad, gather_with_grad, world_size
@@ -178,9 +179,113 @@ def _cnce_rows(S: Tensor, same: Tensor, own_sum: Tensor, own_count: Tensor) -> t
     return lse_same - own_sum / own_count.clamp(min=1), own_count > 0
 
 
+class _SharedExp(torch.autograd.Function):
+    r"""Every denominator of one block of logits from a single ``exp``.
+
+    Inputs: logits ``S`` (M, K), the class of each row ``cls_rows`` (M,) and
+    column ``cls_cols`` (K,) in ``0..n_cls-1``, and ``has_self``: whether row
+    ``r``'s own column (the anchor itself) is in the block, already set to
+    ``finfo.min`` by the caller. "Same" below means same class, anchor excluded.
+    With ``m`` the row maximum and ``E = exp(S - m)`` (0 at the anchor), per row:
+
+    * ``lse_all  = m + log sum_c E_c``                        (Khosla denominator),
+    * ``lse_same = m + log sum_{same} E_c``                   (cNCE denominator),
+    * ``lae_sum  = sum_{p same} log(exp s_p + sum_{n not same} exp s_n)``
+      ``= sum_p [m + log(E_p + sigma_neg)]``                   (one positive plus the negatives),
+    * ``excess   = sum_{p same} relu(s_p - clamp)``, so that the clamped
+      numerator is ``sum_p min(s_p, clamp) = sum_p s_p - excess``.
+
+    Why a custom function: ``torch.logsumexp`` calls ``exp`` once per mask in
+    the forward pass and again in the backward pass, the masks are (M, K)
+    tensors, and on this CPU ``exp`` of ``finfo.min`` mask entries leaves the
+    vectorised path (about 20x slower per element). Here ``E`` is computed once,
+    the per-class row sums are one ``(M, K) @ (K, n_cls)`` product with the
+    one-hot class matrix (no (M, K) mask), and the backward pass reuses ``E``:
+    ``dS = E * coef[r, class(c)]`` plus the per-entry terms of ``lae`` and the
+    clamp. Sums are floored at ``finfo.tiny``, so empty sets stay finite (the
+    caller leaves those rows out of the mean).
+    """
+
+    @staticmethod
+    def forward(ctx, S, cls_rows, cls_cols, n_cls, has_self, want_all, want_same, want_lae, clamp):
+        tiny = torch.finfo(S.dtype).tiny
+        M = S.shape[0]
+        rows = torch.arange(M, device=S.device)
+        onehot = F.one_hot(cls_cols, n_cls).to(S.dtype)  # (K, C)
+        m = S.amax(1, keepdim=True)
+        E = (S - m).exp_()
+        ctx.flags = (want_all, want_same, want_lae, clamp is not None)
+        if want_all and not (want_same or want_lae or clamp is not None):  # Khosla SupCon alone: no classes
+            sum_all = E.sum(1).clamp_min(tiny)
+            ctx.save_for_backward(E, sum_all)
+            zero = S.new_zeros(M)
+            return m[:, 0] + sum_all.log(), zero, zero, zero
+        by_class = E @ onehot  # (M, C): sum of E over the columns of each class
+        own = F.one_hot(cls_rows, n_cls).bool()  # (M, C): the row's own class
+        sum_all = by_class.sum(1).clamp_min(tiny)
+        sum_same = by_class[rows, cls_rows].clamp_min(tiny)
+        sum_neg = by_class.masked_fill(own, 0.0).sum(1)
+        zero = S.new_zeros(M)
+        lse_all = m[:, 0] + sum_all.log() if want_all else zero
+        lse_same = m[:, 0] + sum_same.log() if want_same else zero
+        lae_sum, excess, inv_same, over_same = zero, zero, None, None
+        same = cls_rows[:, None] == cls_cols[None, :] if (want_lae or clamp is not None) else None
+        if want_lae:
+            self_den = sum_neg.clamp_min(tiny)  # E_p + sigma_neg at the anchor's own column (E = 0 there)
+            log_den = (E + sum_neg[:, None]).clamp_min_(tiny)  # E_p + sigma_neg, every column
+            inv_same = log_den.reciprocal()
+            log_den.log_()
+            log_sum = (log_den @ onehot)[rows, cls_rows]
+            inv_sum = (inv_same @ onehot)[rows, cls_rows]  # sum_{p same} 1 / (E_p + sigma_neg)
+            if has_self:
+                log_sum, inv_sum = log_sum - self_den.log(), inv_sum - self_den.reciprocal()
+            count = onehot.sum(0)[cls_rows] - float(has_self)
+            lae_sum = log_sum + m[:, 0] * count
+            inv_same.mul_(same)  # kept for the backward pass; the anchor's column gets E = 0 there
+        else:
+            inv_sum = None
+        if clamp is not None:
+            excess = ((S - clamp).clamp_min_(0.0) @ onehot)[rows, cls_rows]  # 0 at the anchor (finfo.min)
+            over_same = (S > clamp).logical_and_(same)
+        ctx.save_for_backward(E, onehot, cls_rows, sum_all, sum_same, inv_sum, inv_same, over_same)
+        return lse_all, lse_same, lae_sum, excess
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g_all, g_same, g_lae, g_excess):
+        want_all, want_same, want_lae, clamped = ctx.flags
+        saved = ctx.saved_tensors  # unpacked once (activation checkpointing allows no more)
+        if len(saved) == 2:  # Khosla SupCon alone
+            E, sum_all = saved
+            return (E * (g_all / sum_all)[:, None],) + (None,) * 8
+        E, onehot, cls_rows, sum_all, sum_same, inv_sum, inv_same, over_same = saved
+        M, n_cls = E.shape[0], onehot.shape[1]
+        rows = torch.arange(M, device=E.device)
+        # coef[r, c]: d loss / d s for a column of class c is E * coef[r, c] (+ per-entry terms below)
+        coef = E.new_zeros(M, n_cls)
+        if want_all:
+            coef += (g_all / sum_all)[:, None]
+        if want_lae:  # each negative's share of every positive's log(E_p + sigma_neg)
+            coef += (g_lae * inv_sum)[:, None]
+            coef[rows, cls_rows] -= g_lae * inv_sum
+        if want_same:
+            coef[rows, cls_rows] += g_same / sum_same
+        grad = coef @ onehot.T  # coef[r, class(c)] for every column c, as a product with the one-hot
+        if want_lae:  # d/ds_p log(E_p + sigma_neg) = E_p / (E_p + sigma_neg), positives only
+            grad.addcmul_(inv_same, g_lae[:, None])
+        grad.mul_(E)
+        if clamped:
+            grad.addcmul_(over_same.to(E.dtype), g_excess[:, None])
+        return grad, None, None, None, None, None, None, None, None
+
+
 def _block_sums(
     S: Tensor,
-    same: Tensor | None,
+    cls_rows: Tensor,
+    cls_cols: Tensor,
+    n_cls: int,
+    self_col: Tensor | None,
+    fused: bool,
     w_sup: float,
     w_cn: float,
     clamp: float | None,
@@ -190,19 +295,64 @@ def _block_sums(
     own_sum: Tensor,
     own_count: Tensor,
 ) -> Tensor:
-    """Sums and counts of valid per-anchor losses in one block: ``[sum_sup, n_sup, sum_cn, n_cn]``."""
+    """Sums and counts of valid per-anchor losses in one block: ``[sum_sup, n_sup, sum_cn, n_cn]``.
+
+    ``S``: (M, K) logits, the anchor's own column ``self_col[r]`` (if not
+    ``None``) at ``finfo.min``; ``cls_rows`` (M,) / ``cls_cols`` (K,) class
+    ids. The positive logits come as ``pos_sum`` / ``pos_count`` and the
+    anchor's own other views as ``own_sum`` / ``own_count``, summed by the
+    caller from per-class and per-sample feature sums.
+
+    ``fused=True`` takes every denominator from one shared ``exp`` with no
+    (M, K) mask (:class:`_SharedExp`); the caller uses it only when the logits
+    of a row span less than the float range of ``exp`` (see ``_fused_ok``).
+    Otherwise each denominator is its own masked ``logsumexp``, which is exact
+    for any spread of logits.
+    """
     zero = S.new_zeros(())
     out = [zero, zero, zero, zero]
+    if not fused:
+        same = cls_rows[:, None] == cls_cols[None, :]
+        if self_col is not None:
+            same[torch.arange(S.shape[0], device=S.device), self_col] = False
+        if w_sup != 0:
+            if clamp is None and not one_positive:
+                loss, valid = _supcon_rows(S, None, None, False, pos_sum, pos_count)
+            else:
+                loss, valid = _supcon_rows(S, same, clamp, one_positive)
+            out[0], out[1] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
+        if w_cn != 0:
+            loss, valid = _cnce_rows(S, same, own_sum, own_count)
+            out[2], out[3] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
+        return torch.stack(out)
+    lse_all, lse_same, lae_sum, excess = _SharedExp.apply(
+        S, cls_rows, cls_cols, n_cls, self_col is not None,
+        w_sup != 0 and not one_positive, w_cn != 0, w_sup != 0 and one_positive, clamp if w_sup != 0 else None,
+    )  # fmt: skip
     if w_sup != 0:
-        if clamp is None and not one_positive:  # positives summed without a mask
-            loss, valid = _supcon_rows(S, None, None, False, pos_sum, pos_count)
-        else:
-            loss, valid = _supcon_rows(S, same, clamp, one_positive)
+        numer_sum = pos_sum - excess  # sum_p min(s_p, clamp)
+        if one_positive:  # mean_p [ log(exp s_p + sum_n exp s_n) - numer_p ]
+            loss = (lae_sum - numer_sum) / pos_count.clamp(min=1)
+        else:  # Khosla L_out
+            loss = lse_all - numer_sum / pos_count.clamp(min=1)
+        valid = pos_count > 0
         out[0], out[1] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
-    if w_cn != 0:
-        loss, valid = _cnce_rows(S, same, own_sum, own_count)
+    if w_cn != 0:  # mean own-view logit against the logsumexp over same-class candidates
+        loss, valid = lse_same - own_sum / own_count.clamp(min=1), own_count > 0
         out[2], out[3] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
     return torch.stack(out)
+
+
+def _fused_ok(norms: Tensor, inv_t: float, norm: str, dtype: torch.dtype) -> bool:
+    """Whether every logit of a row lies within the range where ``exp(s - max)`` stays a normal float.
+
+    ``|s(a, c)| <= 1 / tau`` for ``norm="row"`` (no data needed, no device
+    sync), and ``<= max||z|| / (tau min||z||)`` for ``norm="broadcast"``. The
+    shared-exp path needs ``2 * bound`` below ``-log(finfo.tiny)`` (87 in
+    float32), with a margin: ``tau >= 0.026`` in float32 with row norms.
+    """
+    bound = inv_t if norm == "row" else inv_t * float(norms.detach().amax() / norms.detach().amin())
+    return 2.0 * bound * (1.0 + 1e-3) <= -math.log(torch.finfo(dtype).tiny) - 8.0
 
 
 def _run_chunks(block, n_rows: int, chunk_size: int | None, device: torch.device, grad: bool) -> Tensor:
@@ -266,7 +416,7 @@ def _contrastive(
 
     _, cls = torch.unique(lab, return_inverse=True)  # class index 0..C-1 of every sample
     n_cls = int(cls.max()) + 1
-    needs_mask = w_cn != 0 or clamp is not None or one_positive  # else SupCon needs no (M, K) mask
+    fused = _fused_ok(norms, inv_t, norm, acc)
 
     if anchors == "all":
         # view-major flattening: row v * Bg + j is sample j in view v
@@ -300,14 +450,11 @@ def _contrastive(
                 self_term = self_term * scale[idx, va, None]
             ar = torch.arange(idx.shape[0], device=device)
             S[ar, idx] = neg_big  # a candidate is never the anchor itself
-            same = None
-            if needs_mask:
-                same = cls_f[idx, None] == cls_f[None, :]
-                same[ar, idx] = False
             pos_sum = (a * (class_sum[va, ca] - self_term)).sum(1).to(acc)
             own_sum = (a * (sample_sum[va, ia] - self_term)).sum(1).to(acc)
             own_count = torch.full_like(ca, V - 1)
-            return _block_sums(S, same, w_sup, w_cn, clamp, one_positive, pos_sum, class_count[ca] - 1, own_sum, own_count)
+            return _block_sums(S, ca, cls_f, n_cls, idx, fused, w_sup, w_cn, clamp, one_positive,
+                               pos_sum, class_count[ca] - 1, own_sum, own_count)  # fmt: skip
 
         s = _run_chunks(block, local.shape[0], chunk_size, device, grad)
         return w_sup * s[0] / s[1].clamp(min=1) + w_cn * s[2] / s[3].clamp(min=1)
@@ -331,11 +478,11 @@ def _contrastive(
                 a = anchor_feat[rows]
                 S = (a @ cand.T).to(acc)
                 ca = cls_local[rows]
-                same = cls_local[rows, None] == cls[None, :] if needs_mask else None
                 pos_sum = (a * class_sum[ca]).sum(1).to(acc)
                 own_sum = (a * cand[offset + rows]).sum(1).to(acc)  # the anchor's own sample in view w
                 own_count = torch.ones_like(ca)
-                return _block_sums(S, same, w_sup, w_cn, clamp, one_positive, pos_sum, class_count[ca], own_sum, own_count)
+                return _block_sums(S, ca, cls, n_cls, None, fused, w_sup, w_cn, clamp, one_positive,
+                                   pos_sum, class_count[ca], own_sum, own_count)  # fmt: skip
 
             s = _run_chunks(block, B, chunk_size, device, grad)
             total = total + w_sup * s[0] / s[1].clamp(min=1) + w_cn * s[2] / s[3].clamp(min=1)
