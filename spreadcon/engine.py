@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import math
 import os
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +49,7 @@ import torch
 from torch import Tensor, nn
 
 from spreadcon import distributed as D
+from spreadcon.atomic import atomic_torch_save
 from spreadcon.methods import Method, MethodModel, Objective, build_model, get_method
 from spreadcon.presets import Config
 
@@ -150,19 +150,7 @@ def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
     If anything fails midway the temp file is removed and any previous
     checkpoint at ``path`` is untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(state, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_torch_save(state, path)
 
 
 _CHECKPOINT_KEYS = ("version", "epoch", "step", "model", "optimizer", "generator", "torch_rng",

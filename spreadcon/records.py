@@ -26,12 +26,13 @@ import math
 import os
 import statistics
 import subprocess
-import tempfile
 from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
 import torch
+
+from spreadcon.atomic import atomic_write
 
 __all__ = [
     "REQUIRED_KEYS", "PROVENANCE_KEYS", "METRIC_KEYS", "record_path", "make_record",
@@ -135,18 +136,11 @@ def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
     path = record_path(results_dir, task=record["task"], dataset=record["dataset"],
                        preset=record["preset"], method=record["method"], seed=record["seed"],
                        alpha=alpha)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    def dump(f) -> None:
+        json.dump(record, f, indent=2, sort_keys=True)
+        f.write("\n")
+
+    atomic_write(path, dump, binary=False)
     return path
 
 

@@ -50,7 +50,6 @@ import hashlib
 import io
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -59,6 +58,7 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
+from ..atomic import atomic_torch_save
 from . import hierarchy
 
 CACHE_VERSION = 1
@@ -300,19 +300,7 @@ def batches(
 
 def save_atomic(obj, path: str | Path) -> None:
     """``torch.save`` to a temporary file in the same folder, then ``os.replace`` onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    atomic_torch_save(obj, path)
 
 
 def load_cache(path: str | Path):
@@ -531,10 +519,27 @@ def _cifar10_from_zip(zpath: Path) -> dict:
     return out
 
 
+class _DataUnpickler(pickle.Unpickler):
+    """Unpickles the official CIFAR batches, which hold only dicts, lists,
+    strings, bytes and numpy arrays; any other global is refused, so a
+    tampered file cannot execute code."""
+
+    _ALLOWED = {
+        ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+        ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+        ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode"),
+    }
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self._ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to load global {module}.{name}")
+
+
 def _unpickle(path: Path, what: str) -> dict:
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            return _DataUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise
     except Exception as e:
