@@ -33,6 +33,8 @@ def code(text: str, *tags: str):
 
 def notebook(cells) -> nbformat.NotebookNode:
     nb = new_notebook(cells=[code(COLAB, "remove-cell"), *cells])
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"cell-{i:02d}"  # stable ids: rebuilding does not churn the diff
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     return nb
@@ -110,9 +112,9 @@ TEMPERATURE = 0.5                          # tau; the paper uses 0.5
 MNIST_TRAIN, MNIST_TEST = 1024, 1000       # images of the MNIST subset
 EPOCHS = 4                                 # SupCon epochs, evaluated after each
 DATA_ROOT = None                           # None: $SPREADCON_DATA, else ~/.cache/spreadcon
-# Paper scale (GPU): the `paper` preset -- all 60k MNIST images, the 3.2M ViT,
-# 600 epochs: MNIST_TRAIN = MNIST_TEST = 0, EPOCHS = 600, and resolve("paper", ...)
-# below instead of "smoke"; about a GPU-day.
+# Paper scale (GPU): the paper preset -- all 60k MNIST images, the 3.2M ViT,
+# 600 epochs: set MNIST_TRAIN and MNIST_TEST to 0, EPOCHS to 600, and resolve
+# the paper preset below instead of smoke; about a GPU-day.
 """, "parameters"),
     code(r"""
 import matplotlib.pyplot as plt
@@ -369,14 +371,13 @@ clamps the positive logit at 1.
 # CPU defaults: the whole chapter runs in about 2-3 minutes on 2 cores.
 SEED = 0
 K, N_PER, TAU = 2, 16, 0.5            # the symmetric model checked by free embeddings
-FREE_DIM, FREE_STEPS = 34, 250        # free-embedding optimisation (dim >= K*N_PER - 1)
+FREE_DIM, FREE_STEPS = 34, 250        # free-embedding optimisation (dim at least K*N_PER - 1)
 ALPHAS_FREE = [0.0, 0.1, 0.2, 0.4, 0.5, 0.7]
 ALPHAS_REAL = [0.0, 0.5, 0.9]         # real encoder on MNIST
 MNIST_TRAIN, MNIST_TEST, EPOCHS = 1024, 1000, 2
 DATA_ROOT = None
-# Paper scale (GPU): ALPHAS_REAL = [0, .1, .2, ..., 1], the `paper` preset
-# (all data, ViT, 600 epochs) via resolve("paper", "cifar10", {"alpha": a});
-# about a GPU-day per alpha.
+# Paper scale (GPU): ALPHAS_REAL from 0 to 1 in steps of 0.1, the paper preset
+# (all data, ViT, 600 epochs) on cifar10 with each alpha; about a GPU-day per alpha.
 """, "parameters"),
     code(r"""
 import math
@@ -731,7 +732,7 @@ K, M, N_PER_SUB, DIM = 2, 4, 60, 32         # 2 classes x 4 latent subclasses, 6
 SEPARATIONS = [1.0, 2.0, 4.0]               # subclass offset / noise std: input-space separability
 ALPHA, TAU = 0.5, 0.5                       # L_spread weight and temperature (paper: 0.5, 0.5)
 STEPS, BATCH = 100, 96                      # Adam steps and batch of the synthetic trainings
-# Paper scale: more separations, 5 seeds, STEPS = 2000, BATCH = 512 (minutes on a GPU).
+# Paper scale: more separations, 5 seeds, STEPS 2000, BATCH 512 (minutes on a GPU).
 """, "parameters"),
     code(r"""
 import matplotlib.pyplot as plt
