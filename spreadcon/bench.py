@@ -1,45 +1,80 @@
 """Speed benchmarks behind ``python -m spreadcon bench [--json]`` (CONTRACT §5).
 
 One function per benchmark, each returning a plain dict; :func:`run_all`
-assembles them and :func:`main` prints the result. Every time is the median of
-``repeats`` runs after ``warmup`` runs. Peak memory is measured with the torch
-profiler's allocation events (CPU) or ``torch.cuda.max_memory_allocated``.
-Nothing here is asserted by tests: the numbers are reported, not checked.
+assembles them and :func:`main` prints the result (and, with ``--out``, writes
+it atomically to a JSON file). Every time is the median of ``repeats`` runs
+after ``warmup`` runs. Where two things are compared (ours against a reference,
+a training step against a matmul) they are timed round-robin, so that load from
+other processes on a shared machine hits both alike. ``machine`` records the
+1-minute load average at the start and at the end, so a reader can judge the
+noise. Peak memory is measured with the torch profiler's allocation events
+(CPU) or ``torch.cuda.max_memory_allocated``. Nothing here is asserted by
+tests: the numbers are reported, not checked.
 
 Sections:
 
 * :func:`bench_losses`: forward + backward of ``SpreadLoss`` (reference quirks)
   against a per-anchor Python loop with the official code's shape, and our
   SupCon against pytorch-metric-learning's ``SupConLoss`` (optional
-  dependency, imported lazily; ``None`` when missing).
-* :func:`bench_train_step_flops` and :func:`bench_augment`: hooks for the ViT
-  training-step and augmentation figures. They import ``spreadcon.models`` and
-  ``spreadcon.data.augment`` lazily and record ``None`` with a reason when
-  those are not available.
+  dependency, imported lazily; ``None`` with a reason when missing). The loop
+  is slow (about 2 ms per anchor), so at large ``B`` it is timed on the first
+  ``loop_anchors`` anchors of each view pair and scaled by ``B / loop_anchors``
+  (each anchor costs the same at a given ``B``); the output says so.
+* :func:`bench_chunked`: the chunked loss at a large ``B * V`` (16k), time and
+  peak memory, against the size of the unchunked ``(B V)^2`` logit matrix.
+* :func:`bench_train_step`: one training step of the paper's ViT on CPU
+  (float32, no autocast) with ``L_spread`` and AdamW; FLOPs from
+  :func:`spreadcon.models.vit.vit_train_step_flops`
+  (``torch.utils.flop_counter``), achieved FLOP/s as a fraction of this
+  machine's measured float32 matmul FLOP/s, and images per second.
+* :func:`bench_augment`: :func:`spreadcon.data.augment.benchmark_augment`
+  (the paper's pipeline, batched on tensors, against per-image PIL torchvision).
+* :func:`bench_gpu`: with ``--device cuda``, epoch time of the ``paper``
+  preset on CIFAR-10-shaped synthetic uint8 data resident on the GPU, the
+  projected 600-epoch time and the fraction of the measured bf16 matmul
+  FLOP/s reached. Without CUDA every figure is ``None`` with the reason.
+
+Example:
+    >>> r = bench_losses(sizes=(16,), repeats=1, warmup=0, memory=False)
+    >>> r["sizes"]["16"]["spread_quirks_s"] > 0
+    True
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 
 from spreadcon.losses import spread_loss, supcon_loss
 
 LOSS_SIZES = (128, 512, 2048)  # B; V = 2 views, D = 128 features (the issue's grid)
+LOOP_ANCHORS = 512  # the Python loop runs on at most this many anchors per view pair; larger B is scaled
+PAPER_EPOCHS = 600  # the paper's schedule, for the GPU projection
 
 
 # --------------------------------------------------------------------------- measuring
 
 
+def load_average() -> float | None:
+    """The 1-minute load average (``None`` where the OS does not report one)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
 def machine() -> dict:
-    """The CPU model, torch thread count, torch version and accelerator, if any."""
+    """The CPU model, core and torch thread counts, torch version, accelerator and load average."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo") as f:
@@ -51,10 +86,13 @@ def machine() -> dict:
         pass
     return {
         "cpu": cpu,
+        "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch_version": torch.__version__,
         "python": platform.python_version(),
+        "cpu_capability": getattr(torch.backends.cpu, "get_cpu_capability", lambda: None)(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "load_avg_1m_start": load_average(),
     }
 
 
@@ -65,25 +103,17 @@ def _sync(device: torch.device) -> None:
 
 def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 2, device: str = "cpu") -> float:
     """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
-    dev = torch.device(device)
-    for _ in range(warmup):
-        fn()
-    _sync(dev)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        _sync(dev)
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    return interleaved_times({"fn": fn}, repeats=repeats, warmup=warmup, device=device)["fn"]
 
 
 def interleaved_times(
     steps: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2, device: str = "cpu",
     slow: dict[str, int] | None = None,
 ) -> dict[str, float]:  # fmt: skip
-    """Median time of each step, measured round-robin so that load changes on a shared
-    machine hit every step alike. ``slow`` caps the repeats of named slow steps."""
+    """Median time (s) of each step, measured round-robin so that load changes on a shared
+    machine hit every step alike. ``slow`` caps the repeats (and warm-ups, to 1) of named slow steps."""
+    if repeats < 1 or warmup < 0:
+        raise ValueError(f"repeats must be >= 1 and warmup >= 0; got repeats={repeats!r}, warmup={warmup!r}")
     dev = torch.device(device)
     slow = slow or {}
     for name, step in steps.items():
@@ -129,25 +159,46 @@ def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float | No
     return peak / 2**20
 
 
+def _threads(n: int | None):
+    """Context manager: ``torch.set_num_threads(n)`` for the block (``None``: unchanged)."""
+
+    class _Ctx:
+        def __enter__(self):
+            self.before = torch.get_num_threads()
+            if n is not None:
+                torch.set_num_threads(int(n))
+            return torch.get_num_threads()
+
+        def __exit__(self, *exc):
+            torch.set_num_threads(self.before)
+
+    return _Ctx()
+
+
 # --------------------------------------------------------------------------- losses
 
 
-def official_loop_spread(z: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float) -> torch.Tensor:
+def official_loop_spread(
+    z: torch.Tensor, labels: torch.Tensor, alpha: float, temperature: float, anchors: int | None = None
+) -> torch.Tensor:
     """The official loss's algorithmic shape: a Python loop over anchors, one row at a time.
 
     Written from CONTRACT §1 (``reference_quirks=True``), not copied: for each
     view pair ``w < v`` and each anchor ``i`` it builds the logit row with the
     norms at the candidate index, the clamped SupCon term over ``P(i)`` with
-    one positive plus the negatives, and the cNCE term.
+    one positive plus the negatives, and the cNCE term. ``anchors`` limits the
+    loop to the first ``anchors`` anchors of each pair (for timing; the value
+    is then the mean over those anchors only).
     """
     B, V, _ = z.shape
+    n = B if anchors is None else min(B, int(anchors))
     pairs = []
     for v in range(V):
         for w in range(v):
             zv, zw = z[:, v], z[:, w]
             nv, nw = zv.norm(dim=1), zw.norm(dim=1)
             rows = []
-            for i in range(B):
+            for i in range(n):
                 s = (zv[i] @ zw.T) / (temperature * nv * nw)
                 pos = labels == labels[i]
                 sp, neg_sum = s[pos], torch.exp(s[~pos]).sum()
@@ -169,14 +220,23 @@ def _fwd_bwd(loss_fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -
 def bench_losses(
     sizes: tuple[int, ...] = LOSS_SIZES, dim: int = 128, views: int = 2, n_classes: int = 10,
     temperature: float = 0.5, alpha: float = 0.5, repeats: int = 7, warmup: int = 2,
-    loop_max_b: int = 2048, device: str = "cpu", memory: bool = True,
+    loop_anchors: int | None = LOOP_ANCHORS, loop_repeats: int = 3, device: str = "cpu", memory: bool = True,
 ) -> dict:  # fmt: skip
     """Forward + backward time (s) and peak memory (MiB) of the losses at each batch size.
 
-    Returns ``{"sizes": {B: {...}}, "loss_speedup_vs_loop_b512": ..., "loss_vs_pml_supcon_b512": ...}``.
-    The speed-up is loop time / ``SpreadLoss(reference_quirks=True)`` time; the
-    PML ratio is our SupCon time / PML ``SupConLoss`` time on the same
-    ``(B * V, D)`` embeddings (below 1: we are faster).
+    Cases per ``B``: ``spread_quirks`` (``SpreadLoss(alpha, temperature,
+    reference_quirks=True)``), ``spread_paper`` (the equations), ``supcon``
+    (ours, Khosla L_out), ``loop_quirks`` (:func:`official_loop_spread`) and
+    ``pml_supcon`` (pytorch-metric-learning on the same ``(B * V, D)``
+    embeddings). When ``B > loop_anchors`` the loop runs on ``loop_anchors``
+    anchors and its time and memory are multiplied by ``B / loop_anchors``
+    (``loop_quirks_scale`` in the row; 1 means measured in full).
+
+    Returns:
+        ``{"sizes": {str(B): {case_s, case_peak_mib, ...}}, "loss_speedup_vs_loop_b512",
+        "loss_vs_pml_supcon_b512", settings...}``. The speed-up is loop time /
+        ``spread_quirks`` time; the PML ratio is our SupCon time / PML time
+        (below 1: we are faster).
     """
     try:
         from pytorch_metric_learning.losses import SupConLoss as PMLSupCon
@@ -190,31 +250,36 @@ def bench_losses(
         z = torch.randn(B, views, dim, generator=g).to(device)
         y = torch.randint(0, n_classes, (B,), generator=g).to(device)
         flat_y = y.repeat(views)  # view-major flattening, as (B*V, D) below
+        n_loop = B if loop_anchors is None else min(B, loop_anchors)
         cases: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
             "spread_quirks": lambda t: spread_loss(t, y, alpha, temperature, reference_quirks=True),
             "spread_paper": lambda t: spread_loss(t, y, alpha, temperature),
             "supcon": lambda t: supcon_loss(t, y, temperature),
+            "loop_quirks": lambda t: official_loop_spread(t, y, alpha, temperature, anchors=n_loop),
         }
-        if B <= loop_max_b:
-            cases["loop_quirks"] = lambda t: official_loop_spread(t, y, alpha, temperature)
         if PMLSupCon is not None:
             pml = PMLSupCon(temperature=temperature)
             cases["pml_supcon"] = lambda t: pml(t.transpose(0, 1).reshape(-1, t.shape[-1]), flat_y)
-        row: dict[str, float | None] = {}
         steps = {name: _fwd_bwd(fn, z) for name, fn in cases.items()}
-        for name, t in interleaved_times(steps, repeats=repeats, warmup=warmup, device=device,
-                                         slow={"loop_quirks": 3}).items():  # fmt: skip
-            row[f"{name}_s"] = t
+        times = interleaved_times(steps, repeats=repeats, warmup=warmup, device=device,
+                                  slow={"loop_quirks": min(loop_repeats, repeats)})  # fmt: skip
+        scale = B / n_loop
+        row: dict[str, float | None] = {f"{name}_s": t for name, t in times.items()}
+        row["loop_quirks_s"] *= scale
+        row["loop_quirks_anchors_timed"], row["loop_quirks_scale"] = n_loop, scale
         if memory:
             for name, step in steps.items():
                 row[f"{name}_peak_mib"] = peak_memory_mib(step, device)
+            if row["loop_quirks_peak_mib"] is not None:
+                row["loop_quirks_peak_mib"] *= scale
         table[str(B)] = row
     b512 = table.get("512", {})
     out = {"sizes": table, "dim": dim, "views": views, "n_classes": n_classes, "temperature": temperature,
-           "alpha": alpha, "repeats": repeats}  # fmt: skip
-    out["loss_speedup_vs_loop_b512"] = (
-        b512["loop_quirks_s"] / b512["spread_quirks_s"] if "loop_quirks_s" in b512 else None
-    )
+           "alpha": alpha, "repeats": repeats, "warmup": warmup, "loop_repeats": loop_repeats,
+           "loop_anchors": loop_anchors, "threads": torch.get_num_threads(), "device": str(device)}  # fmt: skip
+    out["loss_speedup_vs_loop_b512"] = b512["loop_quirks_s"] / b512["spread_quirks_s"] if b512 else None
+    if not b512:
+        out["loss_speedup_vs_loop_b512_reason"] = "B=512 not in sizes"
     if "pml_supcon_s" in b512:
         out["loss_vs_pml_supcon_b512"] = b512["supcon_s"] / b512["pml_supcon_s"]
     else:
@@ -223,103 +288,281 @@ def bench_losses(
     return out
 
 
-# --------------------------------------------------------------------------- hooks for other sections
+def bench_chunked(
+    bv: int = 16384, views: int = 2, dim: int = 128, chunk_size: int = 1024, n_classes: int = 10,
+    repeats: int = 2, warmup: int = 1, device: str = "cpu",
+) -> dict:  # fmt: skip
+    """Forward + backward of ``L_spread`` (the equations, alpha 0.5) at ``B * V = bv`` anchors, chunked.
+
+    ``chunk_size`` anchors per block, each block recomputed in the backward
+    pass, so the logits held at once are ``chunk_size x bv`` instead of
+    ``bv x bv``. Returns the median time (s), the measured peak memory (MiB)
+    and, for comparison, the size of one unchunked ``bv x bv`` float32 logit
+    matrix (the unchunked loss holds several).
+    """
+    if bv % views:
+        raise ValueError(f"bv={bv} must be divisible by views={views}")
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(bv // views, views, dim, generator=g).to(device)
+    y = torch.randint(0, n_classes, (bv // views,), generator=g).to(device)
+    step = _fwd_bwd(lambda t: spread_loss(t, y, 0.5, 0.5, chunk_size=chunk_size), z)
+    seconds = median_time(step, repeats=repeats, warmup=warmup, device=device)
+    return {
+        "chunked_bv": bv, "chunked_views": views, "chunked_chunk_size": chunk_size,
+        "chunked_s": seconds, "chunked_peak_mib": peak_memory_mib(step, device),
+        "unchunked_logits_mib": bv * bv * 4 / 2**20, "chunked_repeats": repeats,
+    }  # fmt: skip
 
 
-def matmul_flops_per_s(n: int = 1024, repeats: int = 5, device: str = "cpu") -> float:
-    """This machine's measured float32 matmul throughput (FLOP/s) on ``n x n`` matrices."""
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    return 2 * n**3 / median_time(lambda: a @ b, repeats=repeats, device=device)
+# --------------------------------------------------------------------------- ViT training step
 
 
-def bench_train_step_flops(batch: int = 128, views: int = 2, repeats: int = 3, device: str = "cpu") -> dict:
-    """Hook: achieved FLOP/s of one ViT training step / measured matmul FLOP/s.
+def matmul_flops_per_s(n: int = 2048, repeats: int = 5, device: str = "cpu", dtype=torch.float32) -> float:
+    """This machine's measured matmul throughput (FLOP/s): median over ``n x n`` products."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    return 2 * n**3 / median_time(lambda: a @ b, repeats=repeats, warmup=1, device=device)
 
-    Needs ``spreadcon.models.build_encoder("vit", ...)`` (ARCHITECTURE.md);
-    records ``None`` with the reason when it is not available yet. The owner
-    of the ViT section may replace this body.
+
+def bench_train_step(
+    batch: int = 128, views: int = 2, repeats: int = 5, warmup: int = 1, matmul_n: int = 2048,
+    threads: int | None = None,
+) -> dict:  # fmt: skip
+    """One full training step of the paper's ViT on CPU, against this machine's matmul throughput.
+
+    The step: ``views`` x ``batch`` random 32x32 images through the ViT
+    encoder (train mode, float32, no autocast), ``L_spread`` (alpha 0.5,
+    tau 0.5), backward and an AdamW step. FLOPs are the encoder's forward +
+    backward from :func:`spreadcon.models.vit.vit_train_step_flops` (matmuls,
+    convolutions and attention, ``torch.utils.flop_counter``; the loss and
+    optimiser are a rounding error and not counted). The step and a float32
+    ``matmul_n``-square sgemm are timed round-robin; the fraction is
+    ``(flops / step_s) / (2 matmul_n^3 / sgemm_s)``.
+
+    Returns:
+        ``train_step_flops_fraction_cpu``, ``train_step_flops``,
+        ``train_step_s``, ``train_step_images_per_s`` (source images, each in
+        ``views`` views), ``train_step_views_per_s``, ``matmul_flops_per_s``,
+        ``train_step_achieved_flops_per_s``, settings; or ``None`` with
+        ``train_step_flops_fraction_cpu_reason`` if the model is unavailable.
     """
     key = "train_step_flops_fraction_cpu"
     try:
-        from torch.utils.flop_counter import FlopCounterMode
-
         from spreadcon.models import build_encoder
-
-        enc = build_encoder("vit", image_shape=(3, 32, 32)).to(device)
-    except Exception as e:  # missing module, or an interface that is not there yet
+        from spreadcon.models.vit import vit_train_step_flops
+    except Exception as e:  # pragma: no cover - a broken install
         return {key: None, f"{key}_reason": f"spreadcon.models ViT unavailable: {type(e).__name__}: {e}"}
-    opt = torch.optim.SGD(enc.parameters(), lr=1e-3)
-    g = torch.Generator().manual_seed(0)
-    x = torch.randn(batch * views, 3, 32, 32, generator=g).to(device)
-    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    with _threads(threads) as used:
+        torch.manual_seed(0)
+        enc = build_encoder("vit", image_shape=(3, 32, 32)).train()
+        opt = torch.optim.AdamW(enc.parameters(), lr=3e-4, weight_decay=1e-2)
+        g = torch.Generator().manual_seed(0)
+        x = torch.randn(batch * views, 3, 32, 32, generator=g)
+        y = torch.randint(0, 10, (batch,), generator=g)
 
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        z = enc(x).reshape(batch, views, -1)
-        spread_loss(z, y, 0.5, 0.5).backward()
-        opt.step()
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            z = enc(x).view(views, batch, -1).transpose(0, 1)  # view-major batch -> (B, V, D)
+            spread_loss(z, y, 0.5, 0.5).backward()
+            opt.step()
 
-    with FlopCounterMode(display=False) as counter:
-        step()
-    flops = counter.get_total_flops()
-    seconds = median_time(step, repeats=repeats, warmup=1, device=device)
-    peak = matmul_flops_per_s(device=device)
-    return {key: (flops / seconds) / peak, "train_step_flops": flops, "train_step_s": seconds,
-            "matmul_flops_per_s": peak}  # fmt: skip
+        n = matmul_n
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        times = interleaved_times({"step": step, "sgemm": lambda: a @ b}, repeats=repeats, warmup=warmup)
+    flops = vit_train_step_flops(batch * views, (3, 32, 32))
+    peak = 2 * n**3 / times["sgemm"]
+    achieved = flops / times["step"]
+    return {
+        key: achieved / peak, "train_step_flops": flops, "train_step_s": times["step"],
+        "train_step_achieved_flops_per_s": achieved, "matmul_flops_per_s": peak, "matmul_n": n,
+        "train_step_images_per_s": batch / times["step"], "train_step_views_per_s": batch * views / times["step"],
+        "train_step_batch": batch, "train_step_views": views, "train_step_threads": used,
+        "train_step_repeats": repeats,
+    }  # fmt: skip
 
 
-def bench_augment(batch: int = 256, size: int = 32, repeats: int = 3, device: str = "cpu") -> dict:
-    """Hook: batched two-view augmentation throughput / per-image PIL torchvision throughput.
+# --------------------------------------------------------------------------- augmentation
 
-    Needs ``spreadcon.data.augment.TwoViewAugment`` (ARCHITECTURE.md); records
-    ``None`` with the reason when it is not available yet. The owner of the
-    augmentation section may replace this body.
+
+def bench_augment(n: int = 512, repeats: int = 5, device: str = "cpu", threads: int | None = 1) -> dict:
+    """Batched two-view augmentation vs per-image PIL torchvision, via ``benchmark_augment``.
+
+    The paper's pipeline at 32x32 (``TwoViewAugment`` against the torchvision
+    pipeline with the same parameters). ``None`` with a reason if torchvision
+    or PIL is missing.
     """
     key = "augment_speedup_vs_pil"
     try:
-        from spreadcon.data.augment import TwoViewAugment
+        from spreadcon.data.augment import benchmark_augment
 
-        aug = TwoViewAugment(image_size=(size, size), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-        import torchvision.transforms as T
-        from PIL import Image
-    except Exception as e:
-        return {key: None, f"{key}_reason": f"spreadcon.data.augment unavailable: {type(e).__name__}: {e}"}
-    g = torch.Generator().manual_seed(0)
-    x = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=g)
-    pil = T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(), T.RandomApply([T.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-                     T.RandomGrayscale(0.2), T.ToTensor(), T.Normalize((0.5,) * 3, (0.25,) * 3)])  # fmt: skip
-    images = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in x]
-    xd = x.to(device)
-    ours = median_time(lambda: aug(xd, views=2), repeats=repeats, device=device)
-    ref = median_time(lambda: [pil(im) for im in images for _ in range(2)], repeats=repeats, warmup=1)
-    return {key: ref / ours, "augment_batched_s": ours, "augment_pil_s": ref, "augment_batch": batch}
+        r = benchmark_augment(n=n, repeats=repeats, image_size=32, views=2, device=device, threads=threads)
+    except ImportError as e:
+        return {key: None, f"{key}_reason": f"{type(e).__name__}: {e}"}
+    return {key: r.pop(key), "augment": r}
+
+
+# --------------------------------------------------------------------------- GPU
+
+
+def _synthetic_cifar10(n_train: int = 50000, n_val: int = 5000, seed: int = 0):
+    """A :class:`spreadcon.data.Dataset` shaped like CIFAR-10 (coarse = fine // 5), random uint8 images."""
+    from spreadcon.data.datasets import Dataset, Split
+
+    g = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> Split:
+        fine = torch.randint(0, 10, (n,), generator=g)
+        images = torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+        return Split(fine=fine, coarse=fine // 5, images=images)
+
+    return Dataset(
+        name="cifar10-synthetic", task="transfer", image_shape=(3, 32, 32),
+        fine_names=[f"f{i}" for i in range(10)], coarse_names=["c0", "c1"],
+        mean=(0.49, 0.48, 0.45), std=(0.25, 0.24, 0.26), grayscale_aug=True,
+        splits={"train": split(n_train), "val": split(n_val), "test": split(n_val)},
+    )  # fmt: skip
+
+
+def bench_gpu(device: str = "cuda", method: str = "spread", epochs: int = 2, n_train: int = 50000) -> dict:
+    """Epoch time of the ``paper`` preset on CIFAR-10-shaped uint8 data resident on the GPU.
+
+    Trains ``method`` for ``epochs`` epochs (the first includes
+    ``torch.compile`` and warm-up; the last is the timed one) through
+    :func:`spreadcon.engine.train`, projects ``PAPER_EPOCHS`` epochs from the
+    timed one (training only, not the final probe), and divides the encoder's
+    FLOP/s (:func:`vit_train_step_flops` per step) by the measured bf16 matmul
+    FLOP/s of the device. Without CUDA every figure is ``None`` with the reason.
+    """
+    keys = ("gpu_epoch_s", "gpu_projected_600_epochs_s", "gpu_bf16_flops_fraction")
+    dev = torch.device(device)
+    if dev.type != "cuda" or not torch.cuda.is_available():
+        reason = "no CUDA device in this session" if not torch.cuda.is_available() else f"device {device} is not CUDA"
+        return {**{k: None for k in keys}, "gpu_reason": reason,
+                "gpu_command": "python -m spreadcon bench --json --device cuda --out results/bench/gpu.json"}  # fmt: skip
+    from spreadcon.engine import train
+    from spreadcon.models.vit import vit_train_step_flops
+    from spreadcon.presets import resolve
+
+    cfg = resolve("paper", "cifar10", {"epochs": epochs})
+    ds = _synthetic_cifar10(n_train=n_train)
+    stamps: list[float] = []
+
+    def on_epoch_end(_row: dict) -> None:
+        torch.cuda.synchronize(dev)
+        stamps.append(time.perf_counter())
+
+    torch.cuda.synchronize(dev)
+    start = time.perf_counter()
+    train(method, ds, cfg, seed=0, device=dev, progress=False, on_epoch_end=on_epoch_end)
+    edges = [start] + stamps
+    epoch_s = [b - a for a, b in zip(edges, edges[1:])]
+    steps = n_train // cfg.batch_size
+    flops_epoch = vit_train_step_flops(cfg.batch_size * cfg.views, (3, 32, 32)) * steps
+    peak = matmul_flops_per_s(n=8192, repeats=10, device=device, dtype=torch.bfloat16)
+    return {
+        "gpu_epoch_s": epoch_s[-1], "gpu_epoch_times_s": epoch_s,
+        "gpu_projected_600_epochs_s": epoch_s[-1] * PAPER_EPOCHS,
+        "gpu_bf16_flops_fraction": flops_epoch / epoch_s[-1] / peak, "gpu_bf16_matmul_flops_per_s": peak,
+        "gpu_encoder_flops_per_epoch": flops_epoch, "gpu_method": method, "gpu_train_images": n_train,
+        "gpu_device": torch.cuda.get_device_name(dev), "gpu_preset": "paper",
+        "gpu_peak_memory_mib": torch.cuda.max_memory_allocated(dev) / 2**20,
+    }  # fmt: skip
 
 
 # --------------------------------------------------------------------------- CLI
 
+#: Settings of the full run and of ``--quick`` (tests and the book; about a minute on 2 busy cores).
+FULL = dict(sizes=LOSS_SIZES, repeats=7, warmup=2, loop_anchors=LOOP_ANCHORS, loop_repeats=3, chunk_bv=16384,
+            chunk_size=1024, chunk_repeats=2, vit_batch=128, vit_repeats=5, matmul_n=2048, aug_n=512, aug_repeats=5)
+QUICK = dict(sizes=(128, 512), repeats=3, warmup=1, loop_anchors=128, loop_repeats=2, chunk_bv=2048,
+             chunk_size=256, chunk_repeats=1, vit_batch=8, vit_repeats=2, matmul_n=1024, aug_n=64, aug_repeats=2)
 
-def run_all(quick: bool = False, device: str = "cpu") -> dict:
-    """Every section, merged into one dict with the CONTRACT §5 keys at the top level."""
-    out: dict = {"machine": machine(), "device": device}
-    sizes = (128, 512) if quick else LOSS_SIZES
-    losses = bench_losses(sizes=sizes, repeats=3 if quick else 7, device=device)
-    out["loss_speedup_vs_loop_b512"] = losses.pop("loss_speedup_vs_loop_b512")
-    out["loss_vs_pml_supcon_b512"] = losses.pop("loss_vs_pml_supcon_b512")
-    out["losses"] = losses
-    for section in (bench_train_step_flops, bench_augment):
-        out.update(section(device=device))
+
+def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None, **overrides) -> dict:
+    """Every section, merged into one dict with the CONTRACT §5 keys at the top level.
+
+    ``threads`` sets ``torch.set_num_threads`` for the loss, chunked and ViT
+    sections (``None``: torch's default); augmentation runs on one thread, as
+    its PIL reference does. The CLI defaults to one thread: every comparison
+    here is a ratio measured at one thread count, and on a shared,
+    oversubscribed CPU OpenMP's spinning threads make multi-threaded timings of
+    small kernels meaningless (we saw 20x slowdowns at B=128 with 2 threads
+    under a load average of 7 on 2 cores). ``overrides`` replace entries of :data:`FULL` /
+    :data:`QUICK` (for example ``sizes=(64, 128, 256, 512)``).
+    """
+    s = {**(QUICK if quick else FULL), **overrides}
+    unknown = set(overrides) - set(FULL)
+    if unknown:
+        raise ValueError(f"unknown bench settings {sorted(unknown)}; valid: {sorted(FULL)}")
+    t0 = time.perf_counter()
+    out: dict = {"machine": machine(), "device": device, "quick": quick, "settings": s}
+    with _threads(threads) as used:
+        out["machine"]["bench_threads"] = used
+        losses = bench_losses(sizes=tuple(s["sizes"]), repeats=s["repeats"], warmup=s["warmup"],
+                              loop_anchors=s["loop_anchors"], loop_repeats=s["loop_repeats"], device=device)  # fmt: skip
+        out["loss_speedup_vs_loop_b512"] = losses.pop("loss_speedup_vs_loop_b512")
+        out["loss_vs_pml_supcon_b512"] = losses.pop("loss_vs_pml_supcon_b512")
+        out["losses"] = losses
+        out["chunked"] = bench_chunked(bv=s["chunk_bv"], chunk_size=s["chunk_size"], repeats=s["chunk_repeats"],
+                                       device=device)  # fmt: skip
+    out.update(bench_train_step(batch=s["vit_batch"], repeats=s["vit_repeats"], matmul_n=s["matmul_n"],
+                                threads=threads))  # fmt: skip
+    out.update(bench_augment(n=s["aug_n"], repeats=s["aug_repeats"], device=device))
+    out["gpu"] = bench_gpu(device)
+    out["machine"]["load_avg_1m_end"] = load_average()
+    out["wall_time_s"] = time.perf_counter() - t0
     return out
 
 
+def write_json_atomic(obj: dict, path: str | Path) -> Path:
+    """Write ``obj`` as JSON to ``path`` through a temp file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _provenance() -> dict:
+    """The git commit (``-dirty`` if the tree has changes) and whether ``spreadcon/`` itself is committed."""
+    import subprocess
+
+    from spreadcon.records import git_commit
+
+    root = Path(__file__).resolve().parent
+    try:
+        r = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "."], cwd=root,
+                           capture_output=True, text=True, check=True, timeout=30)  # fmt: skip
+        clean: bool | None = not r.stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        clean = None
+    return {"git_commit": git_commit(), "package_committed": clean}
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m spreadcon bench [--json] [--quick] [--device DEV]``."""
+    """``python -m spreadcon bench [--json] [--quick] [--device DEV] [--threads N] [--out FILE]``."""
     parser = argparse.ArgumentParser(prog="python -m spreadcon bench", description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
-    parser.add_argument("--quick", action="store_true", help="B in {128, 512} and fewer repeats")
-    parser.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (tests, the book)")
+    parser.add_argument("--device", default="cpu", help="torch device for the loss, augmentation and GPU sections")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads for the CPU sections (default 1; 0 = torch's default)")  # fmt: skip
+    parser.add_argument("--out", default=None, help="also write the JSON to this file (atomically)")
     args = parser.parse_args(argv)
-    result = run_all(quick=args.quick, device=args.device)
+    if args.threads < 0:
+        parser.error(f"--threads must be >= 0; got {args.threads}")
+    result = run_all(quick=args.quick, device=args.device, threads=args.threads or None)
+    result.update(_provenance())
+    result["command"] = "python -m spreadcon bench " + " ".join(argv if argv is not None else sys.argv[1:])
+    if args.out:
+        write_json_atomic(result, args.out)
     if args.json:
         json.dump(result, sys.stdout)
         sys.stdout.write("\n")

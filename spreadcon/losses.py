@@ -211,7 +211,11 @@ class _SharedExp(torch.autograd.Function):
         tiny = torch.finfo(S.dtype).tiny
         M = S.shape[0]
         rows = torch.arange(M, device=S.device)
-        onehot = F.one_hot(cls_cols, n_cls).to(S.dtype)  # (K, C)
+        onehot = F.one_hot(cls_cols, n_cls).to(S.dtype).T.contiguous()  # (C, K)
+
+        def by_cls(X: Tensor) -> Tensor:  # (M, C) sums of X over the columns of each class
+            return (onehot @ X.T).T  # this orientation is ~3x faster than X @ onehot.T in MKL
+
         m = S.amax(1, keepdim=True)
         E = (S - m).exp_()
         ctx.flags = (want_all, want_same, want_lae, clamp is not None)
@@ -220,7 +224,7 @@ class _SharedExp(torch.autograd.Function):
             ctx.save_for_backward(E, sum_all)
             zero = S.new_zeros(M)
             return m[:, 0] + sum_all.log(), zero, zero, zero
-        by_class = E @ onehot  # (M, C): sum of E over the columns of each class
+        by_class = by_cls(E)  # (M, C): sum of E over the columns of each class
         own = F.one_hot(cls_rows, n_cls).bool()  # (M, C): the row's own class
         sum_all = by_class.sum(1).clamp_min(tiny)
         sum_same = by_class[rows, cls_rows].clamp_min(tiny)
@@ -235,17 +239,17 @@ class _SharedExp(torch.autograd.Function):
             log_den = (E + sum_neg[:, None]).clamp_min_(tiny)  # E_p + sigma_neg, every column
             inv_same = log_den.reciprocal()
             log_den.log_()
-            log_sum = (log_den @ onehot)[rows, cls_rows]
-            inv_sum = (inv_same @ onehot)[rows, cls_rows]  # sum_{p same} 1 / (E_p + sigma_neg)
+            log_sum = by_cls(log_den)[rows, cls_rows]
+            inv_sum = by_cls(inv_same)[rows, cls_rows]  # sum_{p same} 1 / (E_p + sigma_neg)
             if has_self:
                 log_sum, inv_sum = log_sum - self_den.log(), inv_sum - self_den.reciprocal()
-            count = onehot.sum(0)[cls_rows] - float(has_self)
+            count = onehot.sum(1)[cls_rows] - float(has_self)
             lae_sum = log_sum + m[:, 0] * count
             inv_same.mul_(same)  # kept for the backward pass; the anchor's column gets E = 0 there
         else:
             inv_sum = None
         if clamp is not None:
-            excess = ((S - clamp).clamp_min_(0.0) @ onehot)[rows, cls_rows]  # 0 at the anchor (finfo.min)
+            excess = by_cls((S - clamp).clamp_min_(0.0))[rows, cls_rows]  # 0 at the anchor (finfo.min)
             over_same = (S > clamp).logical_and_(same)
         ctx.save_for_backward(E, onehot, cls_rows, sum_all, sum_same, inv_sum, inv_same, over_same)
         return lse_all, lse_same, lae_sum, excess
@@ -259,7 +263,7 @@ class _SharedExp(torch.autograd.Function):
             E, sum_all = saved
             return (E * (g_all / sum_all)[:, None],) + (None,) * 8
         E, onehot, cls_rows, sum_all, sum_same, inv_sum, inv_same, over_same = saved
-        M, n_cls = E.shape[0], onehot.shape[1]
+        M, n_cls = E.shape[0], onehot.shape[0]
         rows = torch.arange(M, device=E.device)
         # coef[r, c]: d loss / d s for a column of class c is E * coef[r, c] (+ per-entry terms below)
         coef = E.new_zeros(M, n_cls)
@@ -270,7 +274,7 @@ class _SharedExp(torch.autograd.Function):
             coef[rows, cls_rows] -= g_lae * inv_sum
         if want_same:
             coef[rows, cls_rows] += g_same / sum_same
-        grad = coef @ onehot.T  # coef[r, class(c)] for every column c, as a product with the one-hot
+        grad = coef @ onehot  # coef[r, class(c)] for every column c, as a product with the one-hot
         if want_lae:  # d/ds_p log(E_p + sigma_neg) = E_p / (E_p + sigma_neg), positives only
             grad.addcmul_(inv_same, g_lae[:, None])
         grad.mul_(E)
