@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import inspect
 import math
 import os
 import time
@@ -210,6 +211,29 @@ def coarse_accuracy(model: MethodModel, split, augment, device: torch.device, ba
     return float(correct.item()) / max(1, n)
 
 
+def _wants_model(fn: Callable[..., Any]) -> bool:
+    """True when ``fn`` takes a ``model`` keyword (by name or through ``**kwargs``)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # some builtins have no signature: the old one-argument call
+        return False
+    return any(p.name == "model" and p.kind != p.POSITIONAL_ONLY or p.kind == p.VAR_KEYWORD for p in params)
+
+
+def _call_epoch_hook(fn: Callable[..., Any], row: dict[str, float], core: MethodModel) -> None:
+    """Call the ``on_epoch_end`` hook without letting it disturb the run's randomness."""
+    rng, was_training = torch.get_rng_state(), core.training
+    core.eval()
+    try:
+        if _wants_model(fn):
+            fn(row, model=core)
+        else:
+            fn(row)
+    finally:
+        torch.set_rng_state(rng)
+        core.train(was_training)
+
+
 def _amp_enabled(cfg: Config, device: torch.device) -> bool:
     if cfg.amp == "off":
         return False
@@ -224,7 +248,7 @@ def _amp_enabled(cfg: Config, device: torch.device) -> bool:
 def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: str | torch.device = "cpu",
           checkpoint_dir: str | Path | None = None, resume: bool = False,
           max_epochs_this_call: int | None = None, progress: bool = True,
-          augment=None, on_epoch_end: Callable[[dict[str, float]], None] | None = None) -> TrainResult:
+          augment=None, on_epoch_end: Callable[..., None] | None = None) -> TrainResult:
     """Train one single-backbone method on ``dataset``'s coarse labels.
 
     Args:
@@ -241,7 +265,14 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
             ran in this call; used to simulate interruption.
         progress: show a tqdm bar with each loss term (rank 0 only).
         augment: a :class:`TwoViewAugment`; default ``TwoViewAugment.for_dataset(dataset)``.
-        on_epoch_end: called with each epoch's history row.
+        on_epoch_end: called after each epoch as ``on_epoch_end(row)`` with
+            the epoch's history row, or as ``on_epoch_end(row, model=core)``
+            when it has a ``model`` parameter (or ``**kwargs``). ``core`` is the
+            unwrapped :class:`MethodModel` at the end of that epoch (before
+            best-epoch selection), in eval mode; the callback must not change
+            its weights. The global CPU RNG state is restored after the call, so a
+            callback that draws random numbers (a probe, a k-means) leaves the
+            training run unchanged.
 
     Returns:
         A :class:`TrainResult`.
@@ -372,7 +403,7 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
                    "loss": means[-1], "val_acc": val_acc}
             history.append(row)
             if on_epoch_end is not None:
-                on_epoch_end(row)
+                _call_epoch_hook(on_epoch_end, row, core)
             if not cfg.select_on_val or val_acc > best_val:
                 best_val, best_epoch, best_state = val_acc, epoch, _cpu_state(core)
             if bar is not None:

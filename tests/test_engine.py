@@ -147,3 +147,32 @@ def test_out_of_memory_names_the_knobs(monkeypatch):
 def test_composite_method_is_refused_by_the_engine():
     with pytest.raises(ValueError, match="composite"):
         train("thanos", synthetic_dataset(), tiny_cfg(epochs=1), seed=0, progress=False)
+
+
+def test_on_epoch_end_gets_the_model_and_leaves_the_run_unchanged():
+    """A hook with a ``model`` parameter sees each epoch's weights; one-argument hooks still work.
+
+    The hook draws random numbers on purpose: the engine restores the RNG after
+    it, so the run's history and weights must equal a run without any hook.
+    """
+    ds = synthetic_dataset()
+    cfg = tiny_cfg(epochs=3, select_on_val=False)  # keep the last epoch's weights
+    plain = train("spread", ds, cfg, seed=5, progress=False)
+    rng_after_plain = torch.get_rng_state()
+    rows, snapshots, modes, old_style = [], [], [], []
+
+    def hook(row, model):
+        rows.append(row)
+        snapshots.append(_params(model))
+        modes.append(model.training)
+        torch.randn(100)  # randomness inside the hook must not leak into training
+
+    hooked = train("spread", ds, cfg, seed=5, progress=False, on_epoch_end=hook)
+    assert torch.equal(torch.get_rng_state(), rng_after_plain)  # the global stream (dropout, ...) is untouched
+    train("spread", ds, cfg, seed=5, progress=False, on_epoch_end=old_style.append)
+    assert rows == hooked.history == plain.history == old_style
+    assert len(snapshots) == 3 and modes == [False] * 3
+    last, final = snapshots[-1], _params(plain.model)
+    assert all(torch.equal(last[k], final[k]) for k in final)
+    first = snapshots[0]
+    assert any(not torch.equal(first[k], final[k]) for k in final)  # the hook saw the weights change
