@@ -418,8 +418,8 @@ def _contrastive(
     norms = torch.linalg.vector_norm(z_all.to(acc), dim=-1).clamp_min(_NORM_EPS)  # (Bg, V)
     inv_t = 1.0 / temperature
 
-    _, cls = torch.unique(lab, return_inverse=True)  # class index 0..C-1 of every sample
-    n_cls = int(cls.max()) + 1
+    uniq, cls = torch.unique(lab, return_inverse=True)  # class index 0..C-1 of every sample
+    n_cls = uniq.numel()  # known on the host after unique: no extra device sync
     fused = _fused_ok(norms, inv_t, norm, acc)
 
     if anchors == "all":
