@@ -8,12 +8,15 @@ name keys that exist; anything else is an error that lists the valid keys.
 
 How the presets differ from the paper (Chen et al., ICML 2022):
 
-* ``paper`` -- the official recipe: the 3.2M-parameter ViT, AdamW at 3e-4,
+* ``paper`` -- the official recipe: the paper's ViT (7 blocks, 3.72M parameters at
+  32x32; see spreadcon.models.vit on the quoted 3.2M), AdamW at 3e-4,
   batch 128 x 2 views, tau = 0.5, alpha = 0.5, 600 epochs under cosine
   annealing that restarts every 100 epochs, bf16 autocast, and a 100-epoch
   linear probe (AdamW, lr 1e-3) trained on augmented images. The weight decay
   (1e-2, AdamW's default) is our choice; the paper does not state it. Needs a
-  GPU: about a day per run for 600 epochs of CIFAR-10 on one modern card.
+  GPU. Its model compute for CIFAR-10 is about 91 PFLOP (390 GFLOP per
+  128 x 2-view step, counted by spreadcon.models.vit_train_step_flops, x 391
+  steps x 600 epochs); its wall time has not been measured here.
 * ``cpu`` -- real but small, about 2-3 minutes per (dataset, method, seed) on
   a 2-core CPU: a few thousand training images instead of all of them, a
   small CNN instead of the ViT, 5 epochs with one cosine instead of 600
@@ -108,7 +111,7 @@ PRESETS: dict[str, Config] = {
     "cpu": Config(),  # the dataclass defaults above are the cpu preset
     "paper": Config(
         train_size=0, val_size=0, test_size=0,        # all data
-        encoder="vit", decoder="resnet",              # the paper's 3.2M ViT and ResNet-18 decoder
+        encoder="vit", decoder="resnet",              # the paper's ViT (3.72M) and ResNet-18 decoder
         temperature=0.5, alpha=0.5,
         epochs=600, batch_size=128, lr=3e-4, weight_decay=1e-2,
         warmup_epochs=0.0, cosine_period_epochs=100,  # official: cosine restarting every 100 epochs
