@@ -6,6 +6,8 @@ BIN    := $(VENV)/bin
 # when they exist; else spreadcon's default (~/.cache/spreadcon, downloads).
 SPREADCON_DATA ?= $(if $(wildcard ../shared/data/MNIST),$(abspath ../shared/data),)
 export SPREADCON_DATA
+# The book needs the inline backend for its figures; a user-set MPLBACKEND (e.g. Agg) would drop them.
+unexport MPLBACKEND
 PYTEST_ARGS ?=
 
 .PHONY: book test book-from-executed setup clean
