@@ -598,6 +598,8 @@ def train_synthetic(
     lr: float = 1e-3,
     recon_weight: float = 1.0,
     seed: int = 0,
+    on_eval: Callable[[int, torch.nn.Module], None] | None = None,
+    eval_every: int = 0,
 ) -> torch.nn.Module:
     """Train an encoder with ``L_spread`` on the coarse labels of synthetic subclass data.
 
@@ -621,6 +623,12 @@ def train_synthetic(
         steps, batch_size, lr: Adam on random mini-batches.
         recon_weight: weight of the reconstruction term (``autoencoder``).
         seed: initialisation and batch order.
+        on_eval: called as ``on_eval(step, encoder)`` (encoder in eval mode)
+            before training (step 0), every ``eval_every`` steps and after the
+            last step, to follow a run without retraining it. It must not
+            change the encoder; batches come from a private generator, so the
+            run is the same with or without it.
+        eval_every: steps between ``on_eval`` calls (0: only before and after).
 
     Returns:
         The trained encoder, in eval mode: float ``(N, d) -> (N, out_dim)``.
@@ -636,6 +644,8 @@ def train_synthetic(
 
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
+    if eval_every < 0:
+        raise ValueError(f"eval_every must be >= 0, got {eval_every!r}")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     dim = data.x.shape[1]
@@ -649,7 +659,14 @@ def train_synthetic(
     opt = torch.optim.Adam(params, lr=lr)
     loss_fn = SpreadLoss(alpha=alpha, temperature=temperature)
     n = len(data.coarse)
-    for _ in range(steps):
+
+    def report(step: int) -> None:
+        if on_eval is not None:
+            on_eval(step, encoder.eval())
+            encoder.train()
+
+    report(0)
+    for step in range(1, steps + 1):
         idx = torch.randperm(n, generator=g)[: min(batch_size, n)]
         if mechanism == "augment":
             views = _subclass_views_at(data, idx, g)
@@ -662,6 +679,8 @@ def train_synthetic(
         opt.zero_grad()
         loss.backward()
         opt.step()
+        if step == steps or (eval_every and step % eval_every == 0):
+            report(step)
     return encoder.eval()
 
 

@@ -213,3 +213,25 @@ def test_clamped_supcon_collapses_iff_tau_above_the_bound(n, K, tau):
     collapses = T.rho_star(0.0, n, K, tau, reference_quirks=True) == 1.0
     assert collapses == (tau >= bound)
     assert (T.thresholds(n, K, tau, reference_quirks=True).collapse is not None) == collapses
+
+
+def test_train_synthetic_on_eval_follows_the_run_without_changing_it():
+    """on_eval sees step 0, every eval_every steps and the last step; the run equals one without it."""
+    d = T.make_subclass_data(K=2, m=2, n_per_subclass=20, dim=8, seed=0)
+    plain = T.train_synthetic(d, "baseline", steps=7, batch_size=16, out_dim=4, seed=3)
+    seen = {}
+
+    def on_eval(step, enc):
+        assert not enc.training
+        torch.randn(10)  # global randomness in a callback must not change the batches
+        with torch.no_grad():
+            seen[step] = enc(d.x).clone()
+
+    hooked = T.train_synthetic(d, "baseline", steps=7, batch_size=16, out_dim=4, seed=3, on_eval=on_eval, eval_every=3)
+    assert sorted(seen) == [0, 3, 6, 7]
+    with torch.no_grad():
+        final = plain(d.x)
+        assert torch.equal(hooked(d.x), final) and torch.equal(seen[7], final)
+    assert not torch.allclose(seen[0], final)  # the callback saw training move the embedding
+    with pytest.raises(ValueError, match="eval_every"):
+        T.train_synthetic(d, "baseline", steps=1, eval_every=-1)
