@@ -6,45 +6,7 @@ The notebooks are generated, so edit this file, not the .ipynb files.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-BOOK = Path(__file__).resolve().parent
-
-COLAB = (
-    "import sys\n"
-    'if "google.colab" in sys.modules:\n'
-    "    get_ipython().run_line_magic(\"pip\", \"install -q 'spreadcon[book] @ git+https://github.com/spreadcon/spreadcon'\")"
-)
-
-
-def md(text: str):
-    return new_markdown_cell(text.strip("\n"))
-
-
-def code(text: str, *tags: str):
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    return cell
-
-
-def notebook(cells) -> nbformat.NotebookNode:
-    nb = new_notebook(cells=[code(COLAB, "remove-cell"), *cells])
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"cell-{i:02d}"  # stable ids: rebuilding does not churn the diff
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-def write(name: str, nb: nbformat.NotebookNode) -> None:
-    nbformat.validate(nb)
-    path = BOOK / f"{name}.ipynb"
-    path.write_text(nbformat.writes(nb) + "\n")
-    print(f"wrote {path}")
+from _nb import code, md, notebook, write  # book/_nb.py: the shared cell and notebook helpers
 
 
 # The MNIST measurements of chapters 1 and 2: cosines of the L2-normalised
