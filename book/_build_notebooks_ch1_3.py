@@ -406,14 +406,19 @@ loss as written (the equations) and for the official code's variant, which
 clamps the positive logit at 1.
 """),
     code(r"""
-# CPU defaults: the whole chapter runs in about 2-3 minutes on 2 cores.
+# CPU defaults: the whole chapter runs in about 2 minutes on 2 cores.
 SEED = 0
-K, N_PER, TAU = 2, 16, 0.5            # the symmetric model checked by free embeddings
-FREE_DIM, FREE_STEPS = 34, 250        # free-embedding optimisation (dim at least K*N_PER - 1)
-ALPHAS_FREE = [0.0, 0.1, 0.2, 0.4, 0.5, 0.7]
-ALPHAS_REAL = [0.0, 0.5, 0.9]         # real encoder on MNIST
-MNIST_TRAIN, MNIST_TEST, EPOCHS = 1024, 1000, 2
-DATA_ROOT = None
+K = 2                   # classes of the symmetric model checked by free embeddings
+N_PER = 16              # samples per class
+TAU = 0.5               # temperature; the paper uses 0.5
+FREE_DIM = 34           # free-embedding dimension, at least K times N_PER minus 1
+FREE_STEPS = 250        # Adam steps per free-embedding optimisation
+ALPHAS_FREE = [0.0, 0.1, 0.2, 0.4, 0.5, 0.7]   # weights checked by free embeddings
+ALPHAS_REAL = [0.0, 0.5, 0.9]                  # weights of the real encoder on MNIST
+MNIST_TRAIN = 1024      # MNIST training images
+MNIST_TEST = 1000       # held-out MNIST images
+EPOCHS = 2              # CNN epochs per weight
+DATA_ROOT = None        # None means SPREADCON_DATA, else ~/.cache/spreadcon
 # Paper scale (GPU): ALPHAS_REAL from 0 to 1 in steps of 0.1, the paper preset
 # (all data, ViT, 600 epochs) on cifar10 with each alpha; about a GPU-day per alpha.
 """, "parameters"),
@@ -764,12 +769,17 @@ also the first step of GEORGE {cite}`sohoni2020george`, which feeds them to
 Group DRO {cite}`sagawa2020distributionally`.
 """),
     code(r"""
-# CPU defaults: the whole chapter runs in about 2-3 minutes on 2 cores.
+# CPU defaults: the whole chapter runs in about 2 minutes on 2 cores.
 SEED = 0
-K, M, N_PER_SUB, DIM = 2, 4, 60, 32         # 2 classes x 4 latent subclasses, 60 vectors each, in R^32
-SEPARATIONS = [1.0, 2.0, 4.0]               # subclass offset / noise std: input-space separability
-ALPHA, TAU = 0.5, 0.5                       # L_spread weight and temperature (paper: 0.5, 0.5)
-STEPS, BATCH = 100, 96                      # Adam steps and batch of the synthetic trainings
+K = 2                   # classes
+M = 4                   # latent subclasses per class
+N_PER_SUB = 60          # vectors per subclass
+DIM = 32                # input dimension
+SEPARATIONS = [1.0, 2.0, 4.0]   # subclass offset over noise std, the input-space separability
+ALPHA = 0.5             # cNCE weight of L_spread; the paper uses 0.5
+TAU = 0.5               # temperature; the paper uses 0.5
+STEPS = 100             # Adam steps of each synthetic training
+BATCH = 96              # batch size of each synthetic training
 # Paper scale: more separations, 5 seeds, STEPS 2000, BATCH 512 (minutes on a GPU).
 """, "parameters"),
     code(r"""
