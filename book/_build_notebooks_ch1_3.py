@@ -880,6 +880,19 @@ $\alpha = 0.5$:
 * **autoencoder**: the MLP plus an MLP decoder that reconstructs the input from the embedding;
 * **augment**: the MLP, with views drawn afresh from the sample's own subclass.
 
+The augmentation is the *idealised* one, and it knows the answer: each view is
+a new draw around the sample's true subclass centre
+(`SubclassData.subclass_views`), so the generator of the views reads the very
+fine label that the probe later tries to recover. Two views of a sample are
+then two independent members of its subclass, and cNCE, which asks each view
+to pick out its partner among the classmates, can only be satisfied by placing
+subclass-mates together. Real augmentations (crops, colour jitter) only
+approximate this: they stay within a subclass when the subclass is a property
+that survives the transformation (a digit's identity under small shifts) and
+leak across it otherwise. So the **augment** curve is an upper bound on what
+within-subclass augmentation can do, not a measurement of any practical
+augmentation; the other three mechanisms never see the fine label.
+
 Recovery is measured on held-out samples: a linear probe for the fine label,
 and per-class k-means scored by adjusted mutual information (AMI: 1 perfect, 0
 chance). The raw input is the reference for how much structure is there to find.
@@ -935,6 +948,8 @@ augment {glue:text}`ch3_fine_augment:.2f` / {glue:text}`ch3_ami_augment:.2f`;
 raw input {glue:text}`ch3_fine_raw_input:.2f` / {glue:text}`ch3_ami_raw_input:.2f`.
 The permutation demo: identical losses (gap {glue:text}`ch3_loss_gap:.1e`), subclass
 probe {glue:text}`ch3_fine_before:.2f` → {glue:text}`ch3_fine_after:.2f`.
+The **augment** numbers are those of the idealised augmentation, whose views are drawn
+from the true subclass; they bound what a real within-subclass augmentation can reach.
 One seed at CPU scale; read the ordering, not the decimals.
 :::
 """),
