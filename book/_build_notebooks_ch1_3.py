@@ -79,9 +79,9 @@ CNN_TRAIN = 1024         # MNIST training images for the CNN
 CNN_EPOCHS = 4           # CNN epochs (batch 32), measured after each
 MNIST_TEST = 1000        # held-out MNIST images for every measurement
 DATA_ROOT = None         # None means SPREADCON_DATA, else ~/.cache/spreadcon
-# Paper scale (GPU): the paper preset (all 60k MNIST images, the 3.2M-parameter ViT,
+# Paper scale (GPU): the paper preset (all 60k MNIST images, the paper's ViT (3.72M parameters),
 # 600 epochs) in place of the CNN run; set CNN_TRAIN and MNIST_TEST to 0, CNN_EPOCHS
-# to 600 and resolve the paper preset below instead of smoke. About a GPU-day.
+# to 600 and resolve the paper preset below instead of smoke. Wall time on a GPU not measured here.
 """, "parameters"),
     code(r"""
 import math
@@ -420,7 +420,7 @@ MNIST_TEST = 1000       # held-out MNIST images
 EPOCHS = 2              # CNN epochs per weight
 DATA_ROOT = None        # None means SPREADCON_DATA, else ~/.cache/spreadcon
 # Paper scale (GPU): ALPHAS_REAL from 0 to 1 in steps of 0.1, the paper preset
-# (all data, ViT, 600 epochs) on cifar10 with each alpha; about a GPU-day per alpha.
+# (all data, ViT, 600 epochs) on cifar10 with each alpha; GPU wall time not measured here.
 """, "parameters"),
     code(r"""
 import math
@@ -444,8 +444,8 @@ augmentations the views differ and the model is an idealisation. The Gram
 matrix of the $N$ unit vectors takes three values: 1 on the diagonal, $\rho$
 for two samples of one class, $\sigma$ for two samples of different classes.
 
-**Lemma 1 (feasibility).** Write $G = (1-\rho)I + (\rho-\sigma)\,\mathrm{blockdiag}(J_n)
-+ \sigma J_N$. Its eigenvalues are $1-\rho$ (on vectors that sum to zero inside
+**Lemma 1 (feasibility).** Write
+$G = (1-\rho)I + (\rho-\sigma)\,\mathrm{blockdiag}(J_n) + \sigma J_N$. Its eigenvalues are $1-\rho$ (on vectors that sum to zero inside
 every class; multiplicity $K(n-1)$), $1+(n-1)\rho - n\sigma$ (on class-constant
 vectors summing to zero; multiplicity $K-1$) and $1+(n-1)\rho + n(K-1)\sigma$
 (on the all-ones vector). So unit vectors with these cosines exist (in

@@ -39,7 +39,7 @@ alpha = None         # cNCE weight in L_spread; None: the preset default (0.5)
 data_root = None     # None: $SPREADCON_DATA, else ~/.cache/spreadcon
 results_dir = None   # None: a temporary folder (the grid passes results/)
 overrides = {}       # {config key: value} on top of the preset, e.g. {"epochs": 2}
-# The paper's setting (GPU, about a day for CIFAR-10 at 600 epochs):
+# The paper's setting (GPU; 600 epochs, wall time not measured here):
 #   papermill book/experiment.ipynb runs/cifar10_thanos.ipynb -p dataset cifar10 -p method thanos \\
 #       -p preset paper -p results_dir results
 # or, for a whole grid:  python -m spreadcon reproduce --preset paper --datasets cifar10 --methods thanos --seeds 0
@@ -181,7 +181,7 @@ ablation_dataset = "cifar10"   # the dataset of the official README's ablation r
 record_preset = "cpu"          # "cpu": the grid recorded on a 2-core CPU; "paper": GPU runs
 record_seeds = [0, 1, 2]
 results_root = None            # None: results/ of the repository
-# The paper's scale (GPU; the ViT for 600 epochs, about a day per run on CIFAR-10):
+# The paper's scale (GPU; the ViT for 600 epochs, wall time not measured here):
 #   papermill book/04_thanos.ipynb runs/04_paper.ipynb -p dataset cifar10 -p preset paper \\
 #       -y "overrides: {}" -y "seeds: [0, 1, 2]"
 """, "parameters"),
@@ -417,7 +417,7 @@ record_preset = "cpu"          # the 2-core CPU grid; the paper rows are read fr
 cpu_datasets = ["mnist", "cifar10", "tinyimagenet"]   # the offline datasets of the cpu grid
 record_seeds = [0, 1, 2]
 results_root = None            # None: results/ of the repository
-# The paper's scale needs a GPU (about a day per CIFAR-10 run); on one, run
+# The paper's scale needs a GPU (600 epochs of the ViT); on one, run
 #   python -m spreadcon reproduce --preset paper --datasets cifar10 --methods supcon spread autoencoder thanos --seeds 0 1 2
 # then rebuild this chapter: its paper rows fill in from results/. Or run it with papermill:
 #   papermill book/05_transfer.ipynb runs/05_paper.ipynb -p record_preset paper -y "cpu_datasets: [cifar10]"
@@ -470,7 +470,7 @@ display(Markdown("All cells have records." if not todo else
 ## Beside the paper's targets
 
 The official README reports fine-label accuracy on CIFAR-10 for four of the
-methods. The paper trains the 3.2M-parameter ViT for 600 epochs on all 50,000
+methods. The paper trains its ViT (3.72M parameters here) for 600 epochs on all 50,000
 images; the `cpu` preset trains a small CNN for a few epochs on a few thousand.
 So the absolute numbers should not match, and the column that matters is the
 *gain over SupCon*, ours against the paper's.
