@@ -22,3 +22,15 @@ def data_root() -> Path:
     if not (root / "MNIST").is_dir():
         pytest.skip(f"real data not found under {root} (set SPREADCON_DATA)")
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one intra-op thread: small tensors on a shared 2-core
+    machine run far faster (and steadier) that way. Restores the count after."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

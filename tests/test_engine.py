@@ -12,13 +12,7 @@ from spreadcon.engine import CheckpointError, lr_factor, train
 from spreadcon.presets import resolve
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run faster (and steadier on a shared machine) on one thread."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def synthetic_dataset(n: int = 96, side: int = 8, seed: int = 0, task: str = "transfer"):

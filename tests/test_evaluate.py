@@ -21,13 +21,7 @@ from spreadcon.evaluate import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops on a shared 2-core machine run far faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def linear_data(n, d=10, k=4, seed=0):

@@ -19,13 +19,7 @@ from spreadcon.models import (
 )
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Small ops on a shared 2-core machine run far faster on one thread."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 def n_params(m: torch.nn.Module) -> int:

@@ -14,12 +14,7 @@ TINY = ["--set", "train_size=128", "--set", "val_size=64", "--set", "test_size=1
         "--set", "probe_epochs=20", "--no-progress"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
 
 
 @pytest.mark.data
