@@ -119,6 +119,8 @@ class Summary:
         return self.std / math.sqrt(self.n) if self.n > 1 else math.nan
 
     def __str__(self) -> str:
+        if self.n == 1:  # one seed: no spread to report, and "± 0.0" would claim there is none
+            return f"{self.mean:.1f} (n=1)"
         return f"{self.mean:.1f} ± {self.std:.1f} (n={self.n})"
 
 
