@@ -80,3 +80,10 @@ def test_table_provenance_and_command():
     assert report.provenance_line([]) == "no records yet"
     assert report.reproduce_command("paper", ["celeba"], ["supcon", "thanos"], [0, 1]) == (
         "python -m spreadcon reproduce --preset paper --datasets celeba --methods supcon thanos --seeds 0 1")
+
+
+def test_single_seed_cell_claims_no_spread():
+    from spreadcon.report import Summary
+
+    assert str(Summary(mean=92.5, std=0.0, n=1, values=(92.5,), seeds=(0,))) == "92.5 (n=1)"
+    assert str(Summary(mean=60.0, std=14.1, n=2, values=(50.0, 70.0), seeds=(0, 1))) == "60.0 ± 14.1 (n=2)"
