@@ -48,13 +48,13 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
 
+from spreadcon.atomic import atomic_write
 from spreadcon.losses import spread_loss, supcon_loss
 
 LOSS_SIZES = (128, 512, 2048)  # B; V = 2 views, D = 128 features (the issue's grid)
@@ -516,18 +516,11 @@ def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None
 
 def write_json_atomic(obj: dict, path: str | Path) -> Path:
     """Write ``obj`` as JSON to ``path`` through a temp file in the same folder and ``os.replace``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    def dump(f) -> None:
+        json.dump(obj, f, indent=2)
+        f.write("\n")
+
+    return atomic_write(path, dump, binary=False)
 
 
 def _provenance() -> dict:
