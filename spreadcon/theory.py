@@ -434,7 +434,7 @@ def optimise_free_embeddings(
         loss.backward()
         opt.step()
         if history_every and step % history_every == 0:
-            history.append(float(loss))
+            history.append(float(loss.detach()))
     with torch.no_grad():
         u = w / w.norm(dim=-1, keepdim=True)
         history.append(float(loss_fn(embed(), labels)))
