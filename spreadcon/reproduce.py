@@ -5,7 +5,7 @@ Command line::
     python -m spreadcon reproduce --preset cpu|paper|smoke \\
         --datasets mnist cifar10 --methods supcon spread autoencoder thanos --seeds 0 1 2 \\
         [--alpha A] [--data-root DIR] [--results results] [--runs runs] \\
-        [--set key=value ...] [--dry-run]
+        [--set key=value ...] [--jobs N [--threads T]] [--dry-run]
 
 For every (dataset, method, seed) of the grid, in that order:
 
@@ -18,6 +18,13 @@ For every (dataset, method, seed) of the grid, in that order:
   ``<runs>/<preset>/<dataset>/<method>_seed<N>[_alpha<A>].ipynb`` (``runs/``
   is git-ignored) and the notebook writes the record under ``--results``
   (``results/`` is committed).
+
+``--jobs N`` runs N notebooks at once, each in its own worker process whose
+kernel is limited to ``--threads`` torch threads (default: the CPU count
+divided by N, at least 1). On a 2-core machine ``--jobs 2`` runs two
+single-threaded runs side by side, which finishes a grid of small CPU runs in
+about half the wall time of one two-threaded run after another (small
+models do not scale to a second thread). On one GPU keep ``--jobs 1``.
 
 A failed run does not stop the grid. At the end the command prints how many
 runs finished, were skipped and failed, lists the failures with the notebook
@@ -36,12 +43,13 @@ Example:
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["GridRun", "TEMPLATE", "plan_grid", "find_record", "execute_run", "run_grid", "main"]
+__all__ = ["GridRun", "TEMPLATE", "plan_grid", "find_record", "execute_run", "run_grid", "default_threads", "main"]
 
 #: The papermill template, next to the chapters it serves.
 TEMPLATE = Path(__file__).resolve().parents[1] / "book" / "experiment.ipynb"
@@ -173,30 +181,82 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
     return path
 
 
+def _limit_threads(threads: int) -> None:
+    """Worker initialiser: the kernels this process starts inherit these variables."""
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = str(threads)
+
+
+def _execute_in_worker(run: GridRun, results_dir, runs_dir, data_root, overrides, template) -> Path:
+    return execute_run(run, results_dir, runs_dir, data_root, overrides, template)
+
+
+def default_threads(jobs: int) -> int:
+    """Torch threads per run when ``jobs`` runs share this machine: ``cpu_count // jobs``, at least 1."""
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+
+
 def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_dir: str | Path = "runs",
              data_root: str | Path | None = None, overrides: dict[str, Any] | None = None,
-             template: str | Path = TEMPLATE, progress: bool = True) -> dict[str, list]:
+             template: str | Path = TEMPLATE, progress: bool = True, jobs: int = 1,
+             threads: int | None = None) -> dict[str, list]:
     """Run every not-yet-recorded run of ``plan``; failures do not stop the rest.
 
+    Args:
+        jobs: how many runs execute at once. With ``jobs > 1`` each run executes
+            in a worker process (``spawn``) whose kernel gets ``threads`` torch
+            threads through ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``.
+        threads: threads per run when ``jobs > 1``; default :func:`default_threads`.
+
     Returns:
-        ``{"done": [record paths], "skipped": [GridRun], "failed": [(GridRun, message)]}``.
+        ``{"done": [record paths], "skipped": [GridRun], "failed": [(GridRun, message)]}``;
+        with ``jobs > 1`` ``done`` and ``failed`` are in completion order.
     """
     from tqdm.auto import tqdm
 
+    if not isinstance(jobs, int) or jobs < 1:
+        raise ValueError(f"jobs={jobs!r} must be a positive int")
     result: dict[str, list] = {"done": [], "skipped": [], "failed": []}
-    bar = tqdm(plan, desc="grid", unit="run", disable=not progress, file=sys.stderr)
-    for run in bar:
-        bar.set_postfix_str(run.label())
+    todo = []
+    for run in plan:
         existing = run.existing or find_record(results_dir, run.dataset, run.method, run.preset,
                                                run.seed, run.alpha)
-        if existing is not None:
-            result["skipped"].append(run)
-            continue
-        try:
-            result["done"].append(execute_run(run, results_dir, runs_dir, data_root, overrides, template))
-        except Exception as exc:  # keep going; report at the end
+        (result["skipped"] if existing is not None else todo).append(run)
+    bar = tqdm(total=len(plan), initial=len(result["skipped"]), desc="grid", unit="run",
+               disable=not progress, file=sys.stderr)
+
+    def finished(run: GridRun, path: Path | None, exc: BaseException | None) -> None:
+        if exc is None:
+            result["done"].append(path)
+        else:
             result["failed"].append((run, str(exc)))
             bar.write(f"FAILED {run.label()}: {exc}")
+        bar.update(1)
+
+    if jobs == 1:
+        for run in todo:
+            bar.set_postfix_str(run.label())
+            try:
+                path = execute_run(run, results_dir, runs_dir, data_root, overrides, template)
+            except Exception as exc:  # keep going; report at the end
+                finished(run, None, exc)
+            else:
+                finished(run, path, None)
+    elif todo:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor, as_completed
+
+        n_threads = default_threads(jobs) if threads is None else int(threads)
+        if n_threads < 1:
+            raise ValueError(f"threads={threads!r} must be a positive int")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                                 initializer=_limit_threads, initargs=(n_threads,)) as pool:
+            futures = {pool.submit(_execute_in_worker, run, results_dir, runs_dir, data_root, overrides,
+                                   template): run for run in todo}
+            bar.set_postfix_str(f"{jobs} at once, {n_threads} thread(s) each")
+            for fut in as_completed(futures):
+                exc = fut.exception()
+                finished(futures[fut], None if exc else fut.result(), exc)
     bar.close()
     return result
 
@@ -215,6 +275,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run; repeatable")
     p.add_argument("--template", default=str(TEMPLATE), help="papermill template notebook")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="runs executed at once, each in its own process (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads per run when --jobs > 1 (default: CPU count // jobs)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what would be skipped; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
@@ -238,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise ValueError(f"--set needs KEY=VALUE, got {item!r}")
             overrides[key.strip()] = value.strip()
+        if args.jobs < 1 or (args.threads is not None and args.threads < 1):
+            raise ValueError(f"--jobs and --threads must be positive; got {args.jobs} and {args.threads}")
         plan = plan_grid(args.preset, _split(args.datasets), _split(args.methods), seeds, args.alpha,
                          args.results, overrides)
     except ValueError as exc:
@@ -251,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {r.label():<40} {state}")
         return 0
     out = run_grid(plan, args.results, args.runs, args.data_root, overrides, args.template,
-                   progress=not args.no_progress)
+                   progress=not args.no_progress, jobs=args.jobs, threads=args.threads)
     print(f"finished {len(out['done'])}, skipped {len(out['skipped'])}, failed {len(out['failed'])}")
     for path in out["done"]:
         print(f"  wrote {path}")

@@ -76,3 +76,56 @@ def test_grid_writes_records_skips_them_and_reports_failures(data_root, tmp_path
     assert reproduce.main([*argv, "--dry-run"]) == 0
     out = capsys.readouterr().out
     assert "1 already recorded" in out and f"skip (record {path})" in out
+
+
+def _timing_template(path: Path) -> Path:
+    """A stand-in template: records its run's parameters, thread limit and start/end time, in ~2 s."""
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    params = nbformat.v4.new_code_cell(
+        'dataset = "mnist"\nmethod = "ce"\npreset = "smoke"\nseed = 0\nalpha = None\n'
+        "data_root = None\nresults_dir = None\noverrides = {}")
+    params.metadata["tags"] = ["parameters"]
+    body = nbformat.v4.new_code_cell(
+        "import json, os, time\n"
+        "from spreadcon.records import record_path\n"
+        "start = time.time()\n"
+        "time.sleep(2)\n"
+        "p = record_path(results_dir, task='transfer', dataset=dataset, preset=preset, method=method, seed=seed)\n"
+        "p.parent.mkdir(parents=True, exist_ok=True)\n"
+        "p.write_text(json.dumps({'seed': seed, 'omp': os.environ.get('OMP_NUM_THREADS'),\n"
+        "                         'start': start, 'end': time.time()}))")
+    nb.cells = [params, body]
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(nb, path)
+    return path
+
+
+def test_jobs_run_side_by_side_with_limited_threads(tmp_path, capsys):
+    template = _timing_template(tmp_path / "template.ipynb")
+    results, runs = tmp_path / "results", tmp_path / "runs"
+    argv = ["--preset", "smoke", "--datasets", "mnist", "--methods", "ce", "--seeds", "0", "1", "2", "3",
+            "--results", str(results), "--runs", str(runs), "--template", str(template), "--no-progress",
+            "--jobs", "2", "--threads", "3"]
+    assert reproduce.main(argv) == 0
+    assert "finished 4, skipped 0, failed 0" in capsys.readouterr().out
+    recs = {json.loads(p.read_text())["seed"]: json.loads(p.read_text())
+            for p in (results / "transfer" / "mnist" / "smoke").glob("*.json")}
+    assert sorted(recs) == [0, 1, 2, 3]
+    assert {r["omp"] for r in recs.values()} == {"3"}  # not the caller's OMP_NUM_THREADS
+    spans = sorted((r["start"], r["end"]) for r in recs.values())
+    # two workers: some run starts before the one started before it has ended
+    assert any(b_start < a_end for (_, a_end), (b_start, _) in zip(spans, spans[1:])), spans
+    assert all((runs / "smoke" / "mnist" / f"ce_seed{s}.ipynb").is_file() for s in range(4))
+
+    # everything recorded: a second call skips all four and starts no worker
+    assert reproduce.main(argv) == 0
+    assert "finished 0, skipped 4, failed 0" in capsys.readouterr().out
+
+
+def test_jobs_must_be_positive(tmp_path, capsys):
+    argv = ["--preset", "smoke", "--datasets", "mnist", "--methods", "ce", "--results", str(tmp_path)]
+    assert reproduce.main([*argv, "--jobs", "0"]) == 2
+    assert "--jobs" in capsys.readouterr().err
+    assert reproduce.default_threads(1) >= 1 and reproduce.default_threads(10 ** 6) == 1
