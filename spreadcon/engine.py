@@ -245,6 +245,47 @@ def _amp_enabled(cfg: Config, device: torch.device) -> bool:
 # --------------------------------------------------------------------- train
 
 
+def make_optimizer(params, cfg: Config, device: torch.device) -> torch.optim.AdamW:
+    """AdamW with ``cfg.lr`` and ``cfg.weight_decay``; the fused kernel on CPU and CUDA.
+
+    Fused is one kernel for all parameters and keeps its step counts on the
+    device, so ``step()`` reads nothing back to the host (the ``foreach``
+    version calls ``.item()`` on them every step).
+    """
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                             fused=torch.device(device).type in ("cpu", "cuda"))
+
+
+def train_step(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, augment, batch: dict,
+               *, cfg: Config, generator: torch.Generator | None, use_amp: bool = False, rank: int = 0,
+               world: int = 1) -> Tensor:
+    """One optimiser step on one global batch; returns the detached per-term values and the total.
+
+    The whole global batch is augmented (identically on every rank, from the
+    same generator state), then each rank keeps its slice. Nothing here reads
+    a device value on the host, so on a GPU the step is queued without waiting
+    (checked on the CPU by ``tests/test_engine.py`` with
+    :class:`spreadcon.syncs.HostSyncs`).
+
+    Returns:
+        float ``(n_terms + 1,)`` on the device: the method's terms in order, then the total.
+    """
+    views = augment(batch["images"], views=cfg.views, generator=generator)
+    y = batch["coarse"]
+    if world > 1:
+        local = y.shape[0] // world
+        views, y = views[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]
+    with torch.autocast(views.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        out = model(views)
+    total, terms = objective(out, views, y)
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    if cfg.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    optimizer.step()
+    return torch.stack([t.detach().float() for t in terms.values()] + [total.detach().float()])
+
+
 def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: str | torch.device = "cpu",
           checkpoint_dir: str | Path | None = None, resume: bool = False,
           max_epochs_this_call: int | None = None, progress: bool = True,
@@ -298,11 +339,14 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
 
     # Everything random below derives from `seed`.
     torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)  # shuffling (and, on the CPU, augmentation)
+    # On an accelerator the augmentation draws its random numbers there, so no step copies them over.
+    aug_generator = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
     core = build_model(method, cfg, dataset.image_shape, dataset.n_coarse).to(device)
-    objective = Objective(method, cfg).to(device)
-    optimizer = torch.optim.AdamW(core.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay,
-                                  fused=device.type == "cuda")
+    # Labels are class indices 0..n_coarse-1 and the epoch means are checked for NaN below,
+    # so the losses skip their own value checks: a step has no host-device sync.
+    objective = Objective(method, cfg, num_classes=dataset.n_coarse, check_values=False).to(device)
+    optimizer = make_optimizer(core.parameters(), cfg, device)
     drop_last = len(train_split) >= cfg.batch_size
     steps_per_epoch = len(train_split) // cfg.batch_size if drop_last else 1
     total_steps = steps_per_epoch * cfg.epochs
@@ -319,6 +363,8 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
         core.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         generator.set_state(state["generator"])
+        if aug_generator is not generator and state.get("aug_generator") is not None:
+            aug_generator.set_state(state["aug_generator"])
         torch.set_rng_state(state["torch_rng"])
         if device.type == "cuda" and state.get("cuda_rng") is not None:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
@@ -342,6 +388,7 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
             "version": CHECKPOINT_VERSION, "epoch": epoch, "step": step,
             "model": _cpu_state(core), "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+            "aug_generator": None if aug_generator is generator else aug_generator.get_state(),
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "best_val_acc": best_val, "best_epoch": best_epoch, "best_model": best_state,
             "history": history, "config": cfg.to_dict(), "method": method.name, "seed": seed,
@@ -357,7 +404,6 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
             bar = None
 
     start, epochs_this_call = time.perf_counter(), 0
-    local = cfg.batch_size // world
     n_terms = len(method.terms)
     try:
         while epoch < cfg.epochs:
@@ -371,20 +417,8 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
                 factor = lr_factor(step, total_steps, steps_per_epoch, cfg.warmup_epochs, cfg.cosine_period_epochs)
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * factor
-                # Augment the whole global batch (identical on every rank), then keep this rank's slice.
-                views = augment(batch["images"], views=cfg.views, generator=generator)
-                y = batch["coarse"]
-                if world > 1:
-                    views, y = views[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    out = model(views)
-                total, terms = objective(out, views, y)
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                if cfg.grad_clip > 0:
-                    torch.nn.utils.clip_grad_norm_(core.parameters(), cfg.grad_clip)
-                optimizer.step()
-                sums += torch.stack([t.detach().float() for t in terms.values()] + [total.detach().float()])
+                sums += train_step(model, objective, optimizer, augment, batch, cfg=cfg, generator=aug_generator,
+                                   use_amp=use_amp, rank=rank, world=world)
                 count += 1
                 step += 1
                 if bar is not None:

@@ -118,7 +118,7 @@ def _check_chunk(chunk_size: int | None) -> None:
         raise ValueError(f"chunk_size must be None or an int >= 1; got {chunk_size!r}")
 
 
-def _check_z(z: Tensor, labels: Tensor | None) -> None:
+def _check_z(z: Tensor, labels: Tensor | None, num_classes: int | None = None, check_values: bool = True) -> None:
     if not isinstance(z, Tensor) or z.dim() != 3:
         shape = tuple(z.shape) if isinstance(z, Tensor) else type(z).__name__
         raise ValueError(f"z must be a (B, V, D) tensor; got shape {shape}")
@@ -137,8 +137,16 @@ def _check_z(z: Tensor, labels: Tensor | None) -> None:
             raise ValueError(f"labels must be an integer tensor; got dtype {labels.dtype}")
         if labels.device != z.device:
             raise ValueError(f"labels are on {labels.device} but z is on {z.device}")
+    if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 1):
+        raise ValueError(f"num_classes must be None or an int >= 1; got {num_classes!r}")
+    if not check_values:  # the caller checks the loss itself (spreadcon.engine: once per epoch)
+        return
     if not bool(torch.isfinite(z).all()):
         raise ValueError("z contains non-finite values (NaN or inf); refusing to return a NaN loss")
+    if num_classes is not None and labels is not None and labels.numel() and \
+            not bool(((labels >= 0) & (labels < num_classes)).all()):
+        raise ValueError(f"labels must lie in [0, num_classes={num_classes}); "
+                         f"got values from {int(labels.min())} to {int(labels.max())}")
 
 
 # --------------------------------------------------------------------------- per-anchor terms
@@ -359,6 +367,11 @@ def _fused_ok(norms: Tensor, inv_t: float, norm: str, dtype: torch.dtype) -> boo
     return 2.0 * bound * (1.0 + 1e-3) <= -math.log(torch.finfo(dtype).tiny) - 8.0
 
 
+def _counts(cls: Tensor, n_cls: int) -> Tensor:
+    """``bincount(cls, minlength=n_cls)`` without its device sync (its output size depends on the data)."""
+    return cls.new_zeros(n_cls).index_add_(0, cls, torch.ones_like(cls))
+
+
 def _run_chunks(block, n_rows: int, chunk_size: int | None, device: torch.device, grad: bool) -> Tensor:
     """Sum ``block(rows)`` over chunks of anchor rows, checkpointing when there is more than one."""
     rows = torch.arange(n_rows, device=device)
@@ -387,15 +400,20 @@ def _contrastive(
     norm: str,
     chunk_size: int | None,
     gather: bool | None,
+    num_classes: int | None = None,
+    check_values: bool = True,
 ) -> Tensor:
     """``w_sup * SupCon + w_cn * cNCE`` for any combination of the switches.
 
     ``labels=None`` means every sample is its own class (SimCLR).
+    ``num_classes`` (labels known to lie in ``0..num_classes-1``) and
+    ``check_values=False`` together make the call free of host-device
+    synchronisation; see :func:`spread_loss`.
     """
     _check_temperature(temperature)
     _check_switches(anchors, denominator, norm, clamp)
     _check_chunk(chunk_size)
-    _check_z(z, labels)
+    _check_z(z, labels, num_classes, check_values)
     B, V, D = z.shape
     device = z.device
     acc = torch.promote_types(z.dtype, torch.float32)  # logits dtype: float32 at least
@@ -418,8 +436,13 @@ def _contrastive(
     norms = torch.linalg.vector_norm(z_all.to(acc), dim=-1).clamp_min(_NORM_EPS)  # (Bg, V)
     inv_t = 1.0 / temperature
 
-    uniq, cls = torch.unique(lab, return_inverse=True)  # class index 0..C-1 of every sample
-    n_cls = uniq.numel()  # known on the host after unique: no extra device sync
+    if labels is None:  # every sample its own class: no unique needed
+        cls, n_cls = ids, Bg
+    elif num_classes is not None:  # labels already are class indices: no device sync
+        cls, n_cls = lab, num_classes
+    else:  # data-dependent output size: one device sync
+        uniq, cls = torch.unique(lab, return_inverse=True)  # class index 0..C-1 of every sample
+        n_cls = uniq.numel()
     fused = _fused_ok(norms, inv_t, norm, acc)
 
     if anchors == "all":
@@ -440,7 +463,7 @@ def _contrastive(
         else:
             class_sum = torch.stack([cand.new_zeros(n_cls, D).index_add(0, cls_f, cand * scale[:, v, None]) for v in range(V)])
             sample_sum = cand.view(V, Bg, D).sum(0) * (1.0 / norms).T[:, :, None]
-        class_count = torch.bincount(cls_f, minlength=n_cls)
+        class_count = _counts(cls_f, n_cls)
         local = (torch.arange(V, device=device)[:, None] * Bg + offset + torch.arange(B, device=device)).reshape(-1)
 
         def block(rows: Tensor) -> Tensor:
@@ -465,7 +488,7 @@ def _contrastive(
 
     # anchors == "cross_view": view v (local rows) against view w (all rows), w < v
     cls_local = cls[offset : offset + B]
-    class_count = torch.bincount(cls, minlength=n_cls)
+    class_count = _counts(cls, n_cls)
     total = z.new_zeros((), dtype=acc)
     for v in range(1, V):
         for w in range(v):
@@ -507,6 +530,8 @@ def supcon_loss(
     norm: Norm = "row",
     chunk_size: int | None = None,
     gather: bool | None = None,
+    num_classes: int | None = None,
+    check_values: bool = True,
 ) -> Tensor:
     r"""Supervised contrastive loss, Khosla et al.'s :math:`L_{out}` by default.
 
@@ -524,6 +549,11 @@ def supcon_loss(
         norm: ``"row"`` or ``"broadcast"`` (the official norm artefact).
         chunk_size: anchors per block; ``None`` computes all at once.
         gather: gather candidates over ranks; ``None`` does so when distributed.
+        num_classes: the number of classes when ``labels`` are known to lie in
+            ``0..num_classes-1``; skips ``torch.unique`` (a device sync).
+        check_values: check that ``z`` is finite (and labels in range) -- one
+            device sync; ``False`` leaves that to the caller, as the training
+            engine does.
 
     Returns:
         0-dim tensor, the mean over anchors that have at least one positive.
@@ -536,6 +566,7 @@ def supcon_loss(
     return _contrastive(
         z, labels, temperature, w_sup=1.0, w_cn=0.0, clamp=clamp, anchors=anchors,
         denominator=denominator, norm=norm, chunk_size=chunk_size, gather=gather,
+        num_classes=num_classes, check_values=check_values,
     )  # fmt: skip
 
 
@@ -548,6 +579,8 @@ def cnce_loss(
     norm: Norm = "row",
     chunk_size: int | None = None,
     gather: bool | None = None,
+    num_classes: int | None = None,
+    check_values: bool = True,
 ) -> Tensor:
     r"""Class-conditional InfoNCE: the anchor's own other views against its class.
 
@@ -559,7 +592,7 @@ def cnce_loss(
         z: ``(B, V, D)`` float embeddings, ``V >= 2``.
         labels: ``(B,)`` integer class ids.
         temperature: ``tau > 0``.
-        anchors, norm, chunk_size, gather: as in :func:`supcon_loss`.
+        anchors, norm, chunk_size, gather, num_classes, check_values: as in :func:`supcon_loss`.
 
     Returns:
         0-dim tensor.
@@ -571,6 +604,7 @@ def cnce_loss(
     return _contrastive(
         z, labels, temperature, w_sup=0.0, w_cn=1.0, clamp=None, anchors=anchors,
         denominator="all", norm=norm, chunk_size=chunk_size, gather=gather,
+        num_classes=num_classes, check_values=check_values,
     )  # fmt: skip
 
 
@@ -592,6 +626,8 @@ def spread_loss(
     norm: str = "auto",
     chunk_size: int | None = None,
     gather: bool | None = None,
+    num_classes: int | None = None,
+    check_values: bool = True,
 ) -> Tensor:
     r"""L_spread ``= (1 - alpha) * SupCon + alpha * cNCE`` (Chen et al., 2022).
 
@@ -605,7 +641,10 @@ def spread_loss(
         clamp, anchors, denominator, norm: ``"auto"`` takes the value from
             ``reference_quirks``; anything else overrides that one switch. The
             clamp applies to the SupCon term only, as in the official code.
-        chunk_size, gather: as in :func:`supcon_loss`.
+        chunk_size, gather, num_classes, check_values: as in :func:`supcon_loss`.
+            With ``num_classes`` given and ``check_values=False`` the call has
+            no host-device synchronisation with the paper's switches (the
+            quirks' broadcast norm needs one, to choose the stable path).
 
     Returns:
         0-dim tensor. Terms with zero weight are not computed.
@@ -619,7 +658,7 @@ def spread_loss(
     sw = _resolve(reference_quirks, clamp=clamp, anchors=anchors, denominator=denominator, norm=norm)
     return _contrastive(
         z, labels, temperature, w_sup=1.0 - alpha, w_cn=float(alpha),
-        chunk_size=chunk_size, gather=gather, **sw,
+        chunk_size=chunk_size, gather=gather, num_classes=num_classes, check_values=check_values, **sw,
     )  # fmt: skip
 
 
@@ -630,6 +669,7 @@ def simclr_loss(
     anchors: Anchors = "all",
     chunk_size: int | None = None,
     gather: bool | None = None,
+    check_values: bool = True,
 ) -> Tensor:
     r"""Label-free InfoNCE / NT-Xent (SimCLR): each sample is its own class.
 
@@ -642,7 +682,7 @@ def simclr_loss(
     Args:
         z: ``(B, V, D)`` float embeddings, ``V >= 2``.
         temperature: ``tau > 0``.
-        anchors, chunk_size, gather: as in :func:`supcon_loss`.
+        anchors, chunk_size, gather, check_values: as in :func:`supcon_loss`.
 
     Example:
         >>> simclr_loss(torch.randn(8, 2, 16), 0.5).shape
@@ -650,11 +690,11 @@ def simclr_loss(
     """
     return _contrastive(
         z, None, temperature, w_sup=1.0, w_cn=0.0, clamp=None, anchors=anchors,
-        denominator="all", norm="row", chunk_size=chunk_size, gather=gather,
+        denominator="all", norm="row", chunk_size=chunk_size, gather=gather, check_values=check_values,
     )  # fmt: skip
 
 
-def reconstruction_loss(x_hat: Tensor, x: Tensor) -> Tensor:
+def reconstruction_loss(x_hat: Tensor, x: Tensor, *, check_values: bool = True) -> Tensor:
     r"""Autoencoder term: mean squared error over every element.
 
     .. math:: \mathcal L = \frac{1}{n}\sum_k (\hat x_k - x_k)^2
@@ -662,6 +702,8 @@ def reconstruction_loss(x_hat: Tensor, x: Tensor) -> Tensor:
     Args:
         x_hat: decoder output, any shape, float.
         x: target of the same shape (the normalised input images).
+        check_values: raise on non-finite inputs (two device syncs); ``False``
+            leaves that to the caller.
 
     Example:
         >>> float(reconstruction_loss(torch.ones(2, 3), torch.zeros(2, 3)))
@@ -673,9 +715,9 @@ def reconstruction_loss(x_hat: Tensor, x: Tensor) -> Tensor:
         raise ValueError(f"x_hat and x must be tensors of the same shape; got {a} and {b}")
     if x_hat.numel() == 0:
         raise ValueError("x_hat and x are empty")
-    if not bool(torch.isfinite(x_hat).all()):
+    if check_values and not bool(torch.isfinite(x_hat).all()):
         raise ValueError("x_hat contains non-finite values (NaN or inf)")
-    if not bool(torch.isfinite(x).all()):
+    if check_values and not bool(torch.isfinite(x).all()):
         raise ValueError("x contains non-finite values (NaN or inf)")
     return F.mse_loss(x_hat, x.to(x_hat.dtype))
 
@@ -701,6 +743,8 @@ class SupConLoss(nn.Module):
         norm: Norm = "row",
         chunk_size: int | None = None,
         gather: bool | None = None,
+        num_classes: int | None = None,
+        check_values: bool = True,
     ) -> None:
         super().__init__()
         _check_temperature(temperature)
@@ -708,11 +752,13 @@ class SupConLoss(nn.Module):
         _check_chunk(chunk_size)
         self.temperature, self.clamp, self.anchors = temperature, clamp, anchors
         self.denominator, self.norm, self.chunk_size, self.gather = denominator, norm, chunk_size, gather
+        self.num_classes, self.check_values = num_classes, bool(check_values)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         return supcon_loss(
             z, labels, self.temperature, clamp=self.clamp, anchors=self.anchors, denominator=self.denominator,
             norm=self.norm, chunk_size=self.chunk_size, gather=self.gather,
+            num_classes=self.num_classes, check_values=self.check_values,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
@@ -736,6 +782,8 @@ class CNCELoss(nn.Module):
         norm: Norm = "row",
         chunk_size: int | None = None,
         gather: bool | None = None,
+        num_classes: int | None = None,
+        check_values: bool = True,
     ) -> None:
         super().__init__()
         _check_temperature(temperature)
@@ -743,11 +791,13 @@ class CNCELoss(nn.Module):
         _check_chunk(chunk_size)
         self.temperature, self.anchors, self.norm = temperature, anchors, norm
         self.chunk_size, self.gather = chunk_size, gather
+        self.num_classes, self.check_values = num_classes, bool(check_values)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         return cnce_loss(
             z, labels, self.temperature, anchors=self.anchors, norm=self.norm,
             chunk_size=self.chunk_size, gather=self.gather,
+            num_classes=self.num_classes, check_values=self.check_values,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
@@ -783,6 +833,8 @@ class SpreadLoss(nn.Module):
         norm: str = "auto",
         chunk_size: int | None = None,
         gather: bool | None = None,
+        num_classes: int | None = None,
+        check_values: bool = True,
     ) -> None:
         super().__init__()
         _check_alpha(alpha)
@@ -792,11 +844,13 @@ class SpreadLoss(nn.Module):
         self.switches = _resolve(self.reference_quirks, clamp=clamp, anchors=anchors, denominator=denominator, norm=norm)
         _check_switches(**self.switches)
         self.chunk_size, self.gather = chunk_size, gather
+        self.num_classes, self.check_values = num_classes, bool(check_values)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         return spread_loss(
             z, labels, self.alpha, self.temperature, self.reference_quirks,
-            chunk_size=self.chunk_size, gather=self.gather, **self.switches,
+            chunk_size=self.chunk_size, gather=self.gather, num_classes=self.num_classes,
+            check_values=self.check_values, **self.switches,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
@@ -812,15 +866,18 @@ class SimCLRLoss(nn.Module):
         torch.Size([])
     """
 
-    def __init__(self, temperature: float = 0.5, *, chunk_size: int | None = None, gather: bool | None = None):
+    def __init__(self, temperature: float = 0.5, *, chunk_size: int | None = None, gather: bool | None = None,
+                 check_values: bool = True):
         super().__init__()
         _check_temperature(temperature)
         _check_chunk(chunk_size)
         self.temperature, self.chunk_size, self.gather = temperature, chunk_size, gather
+        self.check_values = bool(check_values)
 
     def forward(self, z: Tensor, labels: Tensor | None = None) -> Tensor:
         """``labels`` is accepted and ignored, so SimCLR drops in where a labelled loss was."""
-        return simclr_loss(z, self.temperature, chunk_size=self.chunk_size, gather=self.gather)
+        return simclr_loss(z, self.temperature, chunk_size=self.chunk_size, gather=self.gather,
+                           check_values=self.check_values)
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
@@ -834,5 +891,9 @@ class ReconstructionLoss(nn.Module):
         tensor(0.)
     """
 
+    def __init__(self, *, check_values: bool = True) -> None:
+        super().__init__()
+        self.check_values = bool(check_values)
+
     def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
-        return reconstruction_loss(x_hat, x)
+        return reconstruction_loss(x_hat, x, check_values=self.check_values)

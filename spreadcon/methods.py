@@ -169,13 +169,18 @@ class Objective(nn.Module):
     value and ``total = sum_t weight_t * term_t``. Contrastive terms are
     computed in float32 even under autocast.
 
+    ``num_classes`` (coarse labels are ``0..num_classes-1``) and
+    ``check_values=False`` remove the losses' host-device syncs; the training
+    engine passes both and checks the loss for NaN once per epoch instead.
+
     Under ``torch.distributed`` the contrastive losses gather candidates from
     all ranks themselves (see :mod:`spreadcon.distributed`); CE and
     reconstruction are local means, which DDP's gradient averaging turns into
     the global mean.
     """
 
-    def __init__(self, method: Method | str, cfg: "Config") -> None:
+    def __init__(self, method: Method | str, cfg: "Config", *, num_classes: int | None = None,
+                 check_values: bool = True) -> None:
         super().__init__()
         from spreadcon import losses
 
@@ -185,12 +190,13 @@ class Objective(nn.Module):
         weights = {"ce": cfg.ce_weight, "supcon": cfg.contrastive_weight, "spread": cfg.contrastive_weight,
                    "recon": cfg.recon_weight, "simclr": cfg.simclr_weight}
         self.weights = {t: float(weights[t]) for t in self.method.terms}
+        fast = {"num_classes": num_classes, "check_values": check_values}
         self.supcon = losses.SpreadLoss(alpha=0.0, temperature=cfg.temperature,
-                                        reference_quirks=cfg.reference_quirks)
+                                        reference_quirks=cfg.reference_quirks, **fast)
         self.spread = losses.SpreadLoss(alpha=cfg.alpha, temperature=cfg.temperature,
-                                        reference_quirks=cfg.reference_quirks)
-        self.simclr = losses.SimCLRLoss(temperature=cfg.temperature)
-        self.recon = losses.ReconstructionLoss()
+                                        reference_quirks=cfg.reference_quirks, **fast)
+        self.simclr = losses.SimCLRLoss(temperature=cfg.temperature, check_values=check_values)
+        self.recon = losses.ReconstructionLoss(check_values=check_values)
 
     def forward(self, out: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
         terms: dict[str, Tensor] = {}

@@ -71,7 +71,8 @@ def test_colour_ops_match_torchvision(ours, theirs, lo, hi):
     assert torch.allclose(ours(x, f), ref, atol=1e-5)
 
 
-def test_colour_jitter_uses_each_images_own_order():
+@pytest.mark.parametrize("sync_free", [False, True])
+def test_colour_jitter_uses_each_images_own_order(sync_free):
     x = _images(40)
     g = torch.Generator().manual_seed(3)
     factors = torch.stack([0.6 + 0.8 * torch.rand(40, generator=g) for _ in range(3)] + [0.2 * torch.rand(40, generator=g) - 0.1], 1)
@@ -85,7 +86,7 @@ def test_colour_jitter_uses_each_images_own_order():
             for op in order[i].tolist():
                 y = ops[op](y, float(factors[i, op]))
         ref.append(y)
-    out = A.color_jitter(x, factors, order, apply)
+    out = A.color_jitter(x, factors, order, apply, sync_free=sync_free)
     assert torch.allclose(out, torch.stack(ref), atol=1e-5)
     assert torch.equal(out[~apply], x[~apply])
 
@@ -210,3 +211,22 @@ def test_benchmark_reports_consistent_numbers():
     r = A.benchmark_augment(n=8, repeats=1, image_size=16)
     assert r["augment_speedup_vs_pil"] == pytest.approx(r["batched_images_per_s"] / r["pil_images_per_s"])
     assert r["n"] == 8 and r["views"] == 2 and r["threads"] == 1
+
+
+def test_sync_free_augmentation_reads_nothing_back_and_matches_the_grouped_one():
+    """With ``sync_free=True`` a whole two-view call makes no host-syncing call
+    (what a GPU step needs); the default CPU path does make them, which shows the
+    detector can see them, and both give the same views for the same generator."""
+    from spreadcon.syncs import HostSyncs
+
+    x = (_images(16) * 255).to(torch.uint8)
+    fast = TwoViewAugment(image_size=(16, 16), mean=(0.5,) * 3, std=(0.25,) * 3, sync_free=True)
+    fast(x, generator=torch.Generator().manual_seed(0))  # warm-up: normalisation constants copied once
+    with HostSyncs() as syncs:
+        a = fast(x, generator=torch.Generator().manual_seed(5))
+    assert syncs.calls == []
+    grouped = TwoViewAugment(image_size=(16, 16), mean=(0.5,) * 3, std=(0.25,) * 3, sync_free=False)
+    with HostSyncs() as syncs:
+        b = grouped(x, generator=torch.Generator().manual_seed(5))
+    assert any("tolist" in c for c in syncs.calls), syncs.calls
+    assert torch.allclose(a, b, atol=1e-5)

@@ -170,3 +170,35 @@ def test_on_epoch_end_gets_the_model_and_leaves_the_run_unchanged():
     assert all(torch.equal(last[k], final[k]) for k in final)
     first = snapshots[0]
     assert any(not torch.equal(first[k], final[k]) for k in final)  # the hook saw the weights change
+
+
+@pytest.mark.parametrize("method,encoder", [("spread", "cnn"), ("autoencoder", "cnn"), ("simclr", "vit"),
+                                            ("supcon", "linear")])
+def test_a_training_step_never_waits_for_the_device(method, encoder):
+    """The GPU fast path's rule, checked on the CPU: fetching a batch and one full
+    optimiser step (augmentation, forward, losses, backward, clipping, AdamW) make
+    no call that reads a device value on the host (spreadcon.syncs.HostSyncs)."""
+    from spreadcon.data import batches
+    from spreadcon.data.augment import TwoViewAugment
+    from spreadcon.methods import Objective, build_model
+    from spreadcon.syncs import HostSyncs
+
+    ds = synthetic_dataset(n=64, side=8)
+    cfg = tiny_cfg(encoder=encoder, grad_clip=1.0)
+    model = build_model(method, cfg, ds.image_shape, ds.n_coarse)
+    objective = Objective(method, cfg, num_classes=ds.n_coarse, check_values=False)
+    optimizer = engine.make_optimizer(model.parameters(), cfg, torch.device("cpu"))
+    augment = TwoViewAugment.for_dataset(ds, sync_free=True)
+    gen = torch.Generator().manual_seed(0)
+    it = batches(ds.splits["train"], 32, generator=gen)
+    engine.train_step(model, objective, optimizer, augment, next(it), cfg=cfg, generator=gen)  # warm-up
+    with HostSyncs() as syncs:
+        values = engine.train_step(model, objective, optimizer, augment, next(it), cfg=cfg, generator=gen)
+    assert syncs.calls == []
+    assert values.shape == (len(objective.method.terms) + 1,) and torch.isfinite(values).all()
+    # the same step with the losses' own checks on does wait: the detector can fail
+    checked = Objective(method, cfg)
+    with HostSyncs() as syncs:
+        engine.train_step(model, checked, optimizer, augment, next(batches(ds.splits["train"], 32, generator=gen)),
+                          cfg=cfg, generator=gen)
+    assert syncs.calls

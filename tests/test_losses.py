@@ -354,6 +354,9 @@ def _ok():
         (lambda z, y: SpreadLoss()(z[:, :1], y), "V >= 2"),
         (lambda z, y: reconstruction_loss(z, z[:2]), "same shape"),
         (lambda z, y: reconstruction_loss(z * float("nan"), z), "x_hat"),
+        (lambda z, y: spread_loss(z, y + 1, 0.5, 0.5, num_classes=2), r"\[0, num_classes=2\)"),
+        (lambda z, y: spread_loss(z, y - 1, 0.5, 0.5, num_classes=2), "num_classes"),
+        (lambda z, y: supcon_loss(z, y, 0.5, num_classes=0), "num_classes"),
     ],
 )
 def test_bad_input_raises_value_error_naming_it(call, match):
@@ -369,3 +372,45 @@ def test_supcon_equals_pytorch_metric_learning():
     flat = z.transpose(0, 1).reshape(-1, 8)
     want = pml.SupConLoss(temperature=0.2)(flat, y.repeat(2))
     assert float(supcon_loss(z, y, 0.2)) == pytest.approx(float(want), rel=1e-10)
+
+
+# --------------------------------------------------------------------------- the sync-free path
+
+
+@pytest.mark.parametrize("anchors,denominator,clamp,norm", SWITCHES)
+def test_num_classes_path_equals_unique_path(anchors, denominator, clamp, norm):
+    """Labels 1, 4, 6 of 8 classes (gaps, absent classes): same value and gradient as with torch.unique."""
+    z, y = _data(B=9, V=3, n_cls=3, seed=4)
+    y = torch.tensor([1, 4, 6])[y]
+    kw = dict(anchors=anchors, denominator=denominator, clamp=clamp, norm=norm)
+    z1, z2 = z.clone().requires_grad_(), z.clone().requires_grad_()
+    a = spread_loss(z1, y, 0.4, 0.3, **kw)
+    b = spread_loss(z2, y, 0.4, 0.3, num_classes=8, check_values=False, **kw)
+    a.backward(), b.backward()
+    assert float(b) == pytest.approx(float(a), rel=1e-12, abs=1e-12)
+    assert torch.allclose(z1.grad, z2.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_sync_free_loss_makes_no_host_syncing_call():
+    """num_classes + check_values=False: nothing in the loss's forward or backward reads a
+    device value on the host (paper switches); the defaults do, which shows the detector works."""
+    from spreadcon.syncs import HostSyncs
+
+    z, y = _data(B=16, V=2, D=8, n_cls=4, dtype=torch.float32)
+    for fn in (lambda z: spread_loss(z, y, 0.5, 0.5, num_classes=4, check_values=False),
+               lambda z: simclr_loss(z, 0.5, check_values=False),
+               lambda z: reconstruction_loss(z, z.detach() + 1, check_values=False)):
+        zz = z.clone().requires_grad_()
+        with HostSyncs() as syncs:
+            fn(zz).backward()
+        assert syncs.calls == []
+    with HostSyncs() as syncs:
+        spread_loss(z, y, 0.5, 0.5)
+    assert any("__bool__" in c for c in syncs.calls) and any("boolean_dispatch" in c or "unique" in c
+                                                             for c in syncs.calls), syncs.calls
+
+
+def test_unchecked_loss_returns_nan_instead_of_raising():
+    z, y = _ok()
+    z = z.index_fill(0, torch.tensor([1]), float("nan"))
+    assert torch.isnan(spread_loss(z, y, 0.5, 0.5, num_classes=2, check_values=False))

@@ -178,7 +178,7 @@ def _hue_(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
     h6 = torch.where(argmax == 0, (g - b) / safe, torch.where(argmax == 1, 2.0 + (b - r) / safe, 4.0 + (r - g) / safe))
     h6 = torch.where(delta == 0, torch.zeros_like(h6), h6)
     h6 = h6.add_(6.0 * _per_image(f, x)[:, 0]).unsqueeze(1)
-    n = torch.tensor([5.0, 3.0, 1.0], device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    n = torch.arange(5.0, 0.0, -2.0, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)  # 5, 3, 1 (no host copy)
     k = torch.remainder(h6 + n, 6.0)
     amount = torch.minimum(k, 4.0 - k).clamp_(0, 1)
     return x.copy_(maxc.unsqueeze(1) - delta.unsqueeze(1) * amount).clamp_(0, 1)
@@ -207,11 +207,22 @@ def adjust_hue(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
 COLOR_OPS = (_brightness_, _contrast_, _saturation_, _hue_)  # op ids 0..3 = brightness, contrast, saturation, hue
 
 
-def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor) -> torch.Tensor:
+def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, apply: torch.Tensor,
+                 sync_free: bool | None = None) -> torch.Tensor:
     """Apply the four colour ops to the images where ``apply``, each image in its own order.
 
-    The jittered images are gathered once, sorted by their order (one of 24
-    permutations), processed in place as contiguous slices, and scattered back.
+    Two implementations, equal up to float rounding (tested):
+
+    * grouped (``sync_free=False``): the jittered images are gathered once,
+      sorted by their order (one of 24 permutations), processed in place as
+      contiguous slices, and scattered back. Least arithmetic, but the group
+      sizes are read on the host: one device sync per call.
+    * masked (``sync_free=True``): for each of the 4 positions in the order,
+      every op runs on the whole batch and ``torch.where`` keeps it for the
+      images whose op at that position it is. 4x the arithmetic, no sync, so
+      the GPU never waits for the host.
+
+    ``sync_free=None`` picks masked on accelerators and grouped on the CPU.
 
     Args:
         x: float ``(N, C, H, W)`` in [0, 1].
@@ -223,11 +234,15 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, ap
     Returns:
         a new float ``(N, C, H, W)`` tensor.
     """
-    out = x.clone()
     apply = apply.to(x.device)
     order = order.to(x.device)
     factors = factors.to(x.device)
-    code = (order * torch.tensor([64, 16, 4, 1], device=x.device)).sum(1)
+    if sync_free is None:
+        sync_free = x.device.type != "cpu"
+    if sync_free:
+        return _color_jitter_masked(x, factors, order, apply)
+    out = x.clone()
+    code = order[:, 0] * 64 + order[:, 1] * 16 + order[:, 2] * 4 + order[:, 3]
     code = torch.where(apply, code, torch.full_like(code, -1))
     sorted_code, perm = code.sort()
     perm = perm[sorted_code >= 0]
@@ -246,6 +261,16 @@ def color_jitter(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor, ap
     return out
 
 
+def _color_jitter_masked(x: torch.Tensor, factors: torch.Tensor, order: torch.Tensor,
+                         apply: torch.Tensor) -> torch.Tensor:
+    out = x.clone()
+    for k in range(order.shape[1]):
+        for op_id, op in enumerate(COLOR_OPS):
+            keep = (apply & (order[:, k] == op_id)).view(-1, 1, 1, 1)
+            out = torch.where(keep, op(out.clone(), factors[:, op_id]), out)
+    return out
+
+
 # --------------------------------------------------------------------------- the transform
 
 
@@ -261,6 +286,9 @@ class TwoViewAugment:
         jitter_p: probability of applying the colour jitter.
         grayscale_p: probability of grayscale.
         flip_p: probability of a horizontal flip.
+        sync_free: the colour-jitter implementation (see :func:`color_jitter`):
+            ``None`` picks the sync-free one on accelerators. With a generator
+            on the images' device, a sync-free call never waits for the device.
     """
 
     def __init__(
@@ -275,6 +303,7 @@ class TwoViewAugment:
         jitter_p: float = 0.8,
         grayscale_p: float = 0.2,
         flip_p: float = 0.5,
+        sync_free: bool | None = None,
     ):
         if isinstance(image_size, int):
             image_size = (image_size, image_size)
@@ -297,6 +326,8 @@ class TwoViewAugment:
             raise ValueError(f"jitter={jitter!r}: brightness/contrast/saturation >= 0 and hue in [0, 0.5]")
         self.grayscale, self.scale, self.ratio = bool(grayscale), tuple(scale), tuple(ratio)
         self.jitter, self.jitter_p, self.grayscale_p, self.flip_p = tuple(jitter), jitter_p, grayscale_p, flip_p
+        self.sync_free = sync_free
+        self._stats: dict = {}  # (device, dtype) -> normalisation mean, std tensors
 
     @classmethod
     def for_dataset(cls, ds, **overrides) -> "TwoViewAugment":
@@ -320,8 +351,11 @@ class TwoViewAugment:
             raise ValueError(f"x has {x.shape[1]} channels but mean/std have {len(self.mean)}")
 
     def _normalise(self, x01: torch.Tensor) -> torch.Tensor:
-        mean = torch.tensor(self.mean, device=x01.device, dtype=x01.dtype).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=x01.device, dtype=x01.dtype).view(1, -1, 1, 1)
+        key = (x01.device, x01.dtype)
+        if key not in self._stats:  # copied to the device once, not every step
+            self._stats[key] = tuple(torch.tensor(v, device=x01.device, dtype=x01.dtype).view(1, -1, 1, 1)
+                                     for v in (self.mean, self.std))
+        mean, std = self._stats[key]
         return x01.sub_(mean).div_(std)
 
     def normalize(self, x: torch.Tensor) -> torch.Tensor:
@@ -338,9 +372,8 @@ class TwoViewAugment:
         boxes = sample_crop_boxes(n, height, width, self.scale, self.ratio, generator, dev)
         u = torch.rand(n, 8, generator=generator, device=dev)
         b, c, s, h = self.jitter
-        lo = torch.tensor([max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h], device=dev)
-        hi = torch.tensor([1 + b, 1 + c, 1 + s, h], device=dev)
-        factors = lo + (hi - lo) * u[:, 4:8]
+        lo, hi = (max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h), (1 + b, 1 + c, 1 + s, h)
+        factors = torch.stack([lo[i] + (hi[i] - lo[i]) * u[:, 4 + i] for i in range(4)], 1)  # no host copy
         order = torch.rand(n, 4, generator=generator, device=dev).argsort(1)  # a uniform random permutation per image
         return {
             "boxes": boxes,
@@ -354,11 +387,10 @@ class TwoViewAugment:
     def apply(self, x01: torch.Tensor, params: dict) -> torch.Tensor:
         """Apply sampled ``params`` to float ``(N, C, H, W)`` in [0, 1]; returns normalised float."""
         out = resized_crop(x01, params["boxes"], self.image_size, params["flip"])
-        out = color_jitter(out, params["factors"], params["order"], params["jitter"])
+        out = color_jitter(out, params["factors"], params["order"], params["jitter"], sync_free=self.sync_free)
         gray = params["gray"].to(out.device)
-        if out.shape[1] == 3 and bool(gray.any()):
-            idx = gray.nonzero().flatten()
-            out[idx] = rgb_to_grayscale(out[idx]).expand(-1, 3, -1, -1)
+        if out.shape[1] == 3:  # torch.where, not indexing: no device sync
+            out = torch.where(gray.view(-1, 1, 1, 1), rgb_to_grayscale(out).expand_as(out), out)
         return self._normalise(out)
 
     def __call__(self, x: torch.Tensor, views: int = 2, generator: torch.Generator | None = None) -> torch.Tensor:

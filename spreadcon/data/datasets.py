@@ -269,20 +269,27 @@ def batches(
         raise ValueError(f"batch_size={batch_size!r} must be a positive int")
     n = len(split)
     order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    # Indices and labels go to where the images are once per call (per epoch), so that no
+    # batch copies indices or labels between host and device.
+    where = torch.device("cpu") if split.streaming else split.images.device
+    order = order.to(where)
     chunks = list(order.split(int(batch_size)))
     if drop_last and chunks and len(chunks[-1]) < batch_size:
         chunks = chunks[:-1]
     device = torch.device(device)
+    columns = {"fine": split.fine, "coarse": split.coarse}
+    if split.group is not None:
+        columns["group"] = split.group
+    columns = {k: v.to(where) for k, v in columns.items()}
 
     def labels(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        out = {"fine": split.fine[idx], "coarse": split.coarse[idx], "index": idx}
-        if split.group is not None:
-            out["group"] = split.group[idx]
+        out = {k: v[idx] for k, v in columns.items()}
+        out["index"] = idx
         return {k: v.to(device, non_blocking=True) for k, v in out.items()}
 
     if not split.streaming:
         for idx in chunks:
-            images = split.images[idx.to(split.images.device)].to(device, non_blocking=True)
+            images = split.images[idx].to(device, non_blocking=True)
             yield {"images": images, **labels(idx)}
         return
     loader = torch.utils.data.DataLoader(
