@@ -253,7 +253,7 @@ class _SharedExp(torch.autograd.Function):
                 log_sum, inv_sum = log_sum - self_den.log(), inv_sum - self_den.reciprocal()
             count = onehot.sum(1)[cls_rows] - float(has_self)
             lae_sum = log_sum + m[:, 0] * count
-            inv_same.mul_(same)  # kept for the backward pass; the anchor's column gets E = 0 there
+            inv_same.masked_fill_(~same, 0.0)  # kept for the backward pass; the anchor's column gets E = 0 there
         else:
             inv_sum = None
         if clamp is not None:
@@ -287,7 +287,7 @@ class _SharedExp(torch.autograd.Function):
             grad.addcmul_(inv_same, g_lae[:, None])
         grad.mul_(E)
         if clamped:
-            grad.addcmul_(over_same.to(E.dtype), g_excess[:, None])
+            grad.add_(torch.where(over_same, g_excess[:, None], 0.0))  # no bool-to-float copy
         return grad, None, None, None, None, None, None, None, None
 
 
