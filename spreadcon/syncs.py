@@ -59,7 +59,11 @@ class HostSyncs(TorchFunctionMode):
         self.calls: list[str] = []
 
     def _record(self, func) -> None:
-        name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+        if func is torch.unique:  # a Python wrapper whose qualname says nothing
+            name = "torch.unique"
+        else:
+            name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+            name = name.replace("TensorBase.", "Tensor.").replace("_VariableFunctionsClass.", "torch.")
         frame = next((f for f in reversed(traceback.extract_stack()[:-2]) if "torch/" not in f.filename), None)
         where = f" at {frame.filename}:{frame.lineno}" if frame is not None else ""
         self.calls.append(f"{name}{where}")
