@@ -41,7 +41,7 @@ __all__ = [
     "REPRODUCED", "PARTIAL", "NOT_REPRODUCED", "NOT_RUN", "VERDICT_RULE",
     "Summary", "Verdict", "summarize", "verdict", "average_lift", "markdown_table",
     "provenance", "provenance_line", "reproduce_command", "plot_bars", "fmt",
-    "claims_markdown", "default_results_dir", "run_live",
+    "claims_markdown", "default_results_dir", "run_live", "separation",
 ]
 
 # ---------------------------------------------------------------------------
@@ -245,6 +245,32 @@ def average_lift(table: Mapping[tuple, Summary], method: str, baseline: str,
     se = math.sqrt(sum(v.se ** 2 for v in done)) / len(done)
     return Verdict(_classify(delta, se, paper_delta), delta, se, paper_delta,
                    tuple(min(v.n) for v in done)), covered
+
+
+def separation(table: Mapping[tuple, Summary], dataset: str, methods: Sequence[str]) -> dict[str, Any]:
+    """Does ``dataset`` tell ``methods`` apart at all, beyond seed noise?
+
+    ``gap`` is the best method's mean minus the worst's, ``noise`` the largest
+    seed standard deviation among them (cells with at least 2 seeds), and
+    ``separated`` is ``gap > 2 * noise``. A dataset where every method sits
+    within noise of the others carries no evidence for or against any claim
+    about them, whatever the verdicts say.
+
+    Returns:
+        ``{"gap", "noise", "separated", "best", "worst", "n_methods"}``; ``separated``
+        is None with fewer than 2 methods or no cell with 2 seeds.
+    """
+    cells = {m: table[dataset, m] for m in methods if (dataset, m) in table}
+    if len(cells) < 2:
+        return {"gap": math.nan, "noise": math.nan, "separated": None, "best": None, "worst": None,
+                "n_methods": len(cells)}
+    best = max(cells, key=lambda m: cells[m].mean)
+    worst = min(cells, key=lambda m: cells[m].mean)
+    stds = [c.std for c in cells.values() if c.n > 1]
+    noise = max(stds) if stds else math.nan
+    gap = cells[best].mean - cells[worst].mean
+    return {"gap": gap, "noise": noise, "separated": None if not stds else gap > 2 * noise,
+            "best": best, "worst": worst, "n_methods": len(cells)}
 
 
 # ---------------------------------------------------------------------------

@@ -87,3 +87,19 @@ def test_single_seed_cell_claims_no_spread():
 
     assert str(Summary(mean=92.5, std=0.0, n=1, values=(92.5,), seeds=(0,))) == "92.5 (n=1)"
     assert str(Summary(mean=60.0, std=14.1, n=2, values=(50.0, 70.0), seeds=(0, 1))) == "60.0 ± 14.1 (n=2)"
+
+
+def test_separation_compares_the_method_gap_with_seed_noise():
+    def recs(d, m, accs):
+        return [{"dataset": d, "method": m, "seed": i, "preset": "cpu", "metrics": {"fine_test_acc": a}}
+                for i, a in enumerate(accs)]
+    table = report.summarize(recs("a", "x", [.50, .52, .48]) + recs("a", "y", [.60, .61, .62])
+                             + recs("b", "x", [.50, .55, .45]) + recs("b", "y", [.52, .57, .47])
+                             + recs("c", "x", [.5]) + recs("c", "y", [.6]), "fine_test_acc")
+    a = report.separation(table, "a", ["x", "y", "z"])
+    assert a["separated"] is True and a["best"] == "y" and a["worst"] == "x" and a["n_methods"] == 2
+    assert a["gap"] == pytest.approx(11.0) and a["noise"] == pytest.approx(2.0)
+    b = report.separation(table, "b", ["x", "y"])
+    assert b["separated"] is False and b["gap"] == pytest.approx(2.0) and b["noise"] == pytest.approx(5.0)
+    assert report.separation(table, "c", ["x", "y"])["separated"] is None  # one seed: noise unknown
+    assert report.separation(table, "a", ["x"])["separated"] is None
