@@ -38,6 +38,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import math
 import os
@@ -328,6 +329,8 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
     from spreadcon.data.augment import TwoViewAugment
 
     method = get_method(method) if isinstance(method, str) else method
+    if method.config:  # e.g. the -quirks rows: their fixed keys win over the preset's
+        cfg = dataclasses.replace(cfg, **dict(method.config))
     device = torch.device(device)
     world, rank = D.world_size(), D.rank()
     if cfg.batch_size % world:

@@ -14,7 +14,14 @@ simclr        CE + SupCon + SimCLR                                       + simcl
 thanos        official recipe: a ``spread`` backbone and an ``autoencoder`` backbone,
               trained separately; their frozen embeddings are concatenated for evaluation
 thanos-joint  one backbone: CE + L_spread(alpha) + reconstruction
+supcon-quirks supcon with ``reference_quirks=True``: the official thanos-code loss
+              (cross-view pairs, broadcast norm, one-positive denominator, clamp at 1)
+spread-quirks spread with ``reference_quirks=True``
 ============  =========================================================  ==========================
+
+A method may fix config keys (``Method.config``): the ``-quirks`` rows set
+``reference_quirks``, so their records sit beside the plain ones under their
+own names, and the record's config says what ran.
 
 The terms, on embeddings ``z = encoder(x): (B, V, D)``:
 
@@ -70,12 +77,15 @@ class Method:
             methods trained separately whose frozen embeddings are concatenated;
             empty for ordinary methods.
         description: one line for ``--help`` and the book.
+        config: ``(key, value)`` pairs of :class:`spreadcon.presets.Config`
+            that this method fixes on top of the preset (and of ``--set``).
     """
 
     name: str
     terms: tuple[str, ...]
     backbones: tuple[str, ...] = ()
     description: str = ""
+    config: tuple[tuple[str, object], ...] = ()
 
     @property
     def needs_decoder(self) -> bool:
@@ -91,6 +101,10 @@ METHODS: dict[str, Method] = {m.name: m for m in [
     Method("thanos", (), backbones=("spread", "autoencoder"),
            description="spread and autoencoder backbones trained separately, embeddings concatenated"),
     Method("thanos-joint", ("ce", "spread", "recon"), description="one backbone: CE + L_spread + reconstruction"),
+    Method("supcon-quirks", ("ce", "supcon"), description="CE + SupCon as the official thanos-code computes it",
+           config=(("reference_quirks", True),)),
+    Method("spread-quirks", ("ce", "spread"), description="CE + L_spread as the official thanos-code computes it",
+           config=(("reference_quirks", True),)),
 ]}
 
 

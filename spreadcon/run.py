@@ -129,7 +129,7 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     if dataset not in sdata.DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(sdata.DATASETS)}")
     m = get_method(method)
-    overrides = dict(overrides or {})
+    overrides = {**dict(overrides or {}), **dict(m.config)}  # a method's fixed keys win (see Method.config)
     if alpha is not None:
         overrides["alpha"] = float(alpha)
     cfg = resolve(preset, dataset, overrides)

@@ -202,3 +202,15 @@ def test_a_training_step_never_waits_for_the_device(method, encoder):
         engine.train_step(model, checked, optimizer, augment, next(batches(ds.splits["train"], 32, generator=gen)),
                           cfg=cfg, generator=gen)
     assert syncs.calls
+
+
+def test_quirks_method_rows_train_with_the_official_loss():
+    """supcon-quirks == supcon with reference_quirks=True (same weights after training), != plain supcon."""
+    ds = synthetic_dataset(n=64)
+    cfg = tiny_cfg(epochs=1, select_on_val=False)
+    a = train("supcon-quirks", ds, cfg, seed=3, progress=False).model.state_dict()
+    b = train("supcon", ds, tiny_cfg(epochs=1, select_on_val=False, reference_quirks=True), seed=3,
+              progress=False).model.state_dict()
+    c = train("supcon", ds, cfg, seed=3, progress=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
