@@ -214,3 +214,33 @@ def test_quirks_method_rows_train_with_the_official_loss():
     c = train("supcon", ds, cfg, seed=3, progress=False).model.state_dict()
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("method", ["spread", "autoencoder"])
+def test_cuda_step_passes_the_sync_debugger(method):
+    """On a GPU: torch's own sync debugger, set to error, sees no synchronisation in a step
+    (data resident as uint8, device generator, bf16 autocast, fused AdamW)."""
+    from spreadcon.data import batches
+    from spreadcon.data.augment import TwoViewAugment
+    from spreadcon.methods import Objective, build_model
+
+    dev = torch.device("cuda")
+    ds = synthetic_dataset(n=64, side=8)
+    split = ds.splits["train"].to(dev)
+    cfg = tiny_cfg(encoder="cnn", grad_clip=1.0)
+    model = build_model(method, cfg, ds.image_shape, ds.n_coarse).to(dev)
+    objective = Objective(method, cfg, num_classes=ds.n_coarse, check_values=False).to(dev)
+    opt = engine.make_optimizer(model.parameters(), cfg, dev)
+    augment = TwoViewAugment.for_dataset(ds)
+    gen = torch.Generator(device=dev).manual_seed(0)
+    it = batches(split, 32, generator=torch.Generator().manual_seed(0), device=dev)
+    engine.train_step(model, objective, opt, augment, next(it), cfg=cfg, generator=gen, use_amp=True)  # warm-up
+    batch = next(it)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        values = engine.train_step(model, objective, opt, augment, batch, cfg=cfg, generator=gen, use_amp=True)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert torch.isfinite(values).all()
