@@ -17,6 +17,7 @@ thanos-joint  one backbone: CE + L_spread(alpha) + reconstruction
 supcon-quirks supcon with ``reference_quirks=True``: the official thanos-code loss
               (cross-view pairs, broadcast norm, one-positive denominator, clamp at 1)
 spread-quirks spread with ``reference_quirks=True``
+supcon-clamp  supcon (the equations) with only the official clamp: positive logits capped at 1
 ============  =========================================================  ==========================
 
 A method may fix config keys (``Method.config``): the ``-quirks`` rows set
@@ -105,6 +106,8 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            config=(("reference_quirks", True),)),
     Method("spread-quirks", ("ce", "spread"), description="CE + L_spread as the official thanos-code computes it",
            config=(("reference_quirks", True),)),
+    Method("supcon-clamp", ("ce", "supcon"), description="CE + SupCon (the equations) with its positive logit clamped at 1",
+           config=(("clamp", "1"),)),
 ]}
 
 
@@ -204,7 +207,9 @@ class Objective(nn.Module):
         weights = {"ce": cfg.ce_weight, "supcon": cfg.contrastive_weight, "spread": cfg.contrastive_weight,
                    "recon": cfg.recon_weight, "simclr": cfg.simclr_weight}
         self.weights = {t: float(weights[t]) for t in self.method.terms}
-        fast = {"num_classes": num_classes, "check_values": check_values}
+        from spreadcon.presets import clamp_value
+
+        fast = {"num_classes": num_classes, "check_values": check_values, "clamp": clamp_value(cfg)}
         self.supcon = losses.SpreadLoss(alpha=0.0, temperature=cfg.temperature,
                                         reference_quirks=cfg.reference_quirks, **fast)
         self.spread = losses.SpreadLoss(alpha=cfg.alpha, temperature=cfg.temperature,

@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -71,6 +72,7 @@ class Config:
     recon_weight: float = 1.0     # weight of the autoencoder's mean-squared reconstruction error
     simclr_weight: float = 1.0    # weight of the SimCLR term in method "simclr"
     reference_quirks: bool = False  # True: the official thanos-code loss, artefacts included
+    clamp: str = "auto"           # SupCon positive-logit clamp: "auto" (the switch set: none, or 1 with quirks), "none", or a number
 
     # ---- optimisation ---------------------------------------------------
     epochs: int = 5               # passes over the training subset
@@ -197,6 +199,21 @@ def resolve(preset: str, dataset: str | None = None, overrides: dict[str, Any] |
     return cfg
 
 
+def _is_finite_number(text: str) -> bool:
+    try:
+        return math.isfinite(float(text))
+    except ValueError:
+        return False
+
+
+def clamp_value(cfg: Config) -> float | None | str:
+    """``cfg.clamp`` as :class:`spreadcon.losses.SpreadLoss` takes it: ``"auto"``, None or a float."""
+    key = cfg.clamp.strip().lower()
+    if key == "auto":
+        return "auto"
+    return None if key == "none" else float(key)
+
+
 def _validate(cfg: Config) -> None:
     checks = {
         "temperature": cfg.temperature > 0,
@@ -217,6 +234,7 @@ def _validate(cfg: Config) -> None:
         "amp": cfg.amp in {"auto", "bf16", "off"},
         "probe": cfg.probe in {"lbfgs", "adamw"},
         "grad_clip": cfg.grad_clip >= 0,
+        "clamp": cfg.clamp.strip().lower() in {"auto", "none"} or _is_finite_number(cfg.clamp),
     }
     for key, ok in checks.items():
         if not ok:

@@ -244,3 +244,22 @@ def test_cuda_step_passes_the_sync_debugger(method):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     assert torch.isfinite(values).all()
+
+
+def test_clamp_key_reaches_the_supcon_term():
+    """Config clamp="1" gives the objective's supcon term the equations' SupCon with the clamp
+    (checked against the loss called directly), and the supcon-clamp row trains exactly like it."""
+    from spreadcon.losses import spread_loss
+    from spreadcon.methods import Objective
+
+    g = torch.Generator().manual_seed(0)
+    z, y = 3 * torch.randn(16, 2, 8, generator=g), torch.randint(0, 3, (16,), generator=g)
+    out = {"z": z, "logits": torch.zeros(16, 2, 3)}
+    for clamp, want in (("1", 1.0), ("none", None), ("auto", None)):
+        _, terms = Objective("supcon", tiny_cfg(clamp=clamp))(out, None, y)
+        assert torch.allclose(terms["supcon"], spread_loss(z, y, 0.0, 0.5, clamp=want))
+    assert not torch.allclose(spread_loss(z, y, 0.0, 0.5, clamp=1.0), spread_loss(z, y, 0.0, 0.5))  # it bites
+    ds = synthetic_dataset(n=64)
+    a = train("supcon-clamp", ds, tiny_cfg(epochs=1, select_on_val=False), seed=3, progress=False).model.state_dict()
+    b = train("supcon", ds, tiny_cfg(epochs=1, select_on_val=False, clamp="1"), seed=3, progress=False).model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
