@@ -396,7 +396,6 @@ if have_q:
 else:
     qfinding = ("No recorded official-loss runs yet; they come from `python -m spreadcon reproduce --preset "
                 f"{record_preset} --datasets {sweep_dataset} --methods supcon-quirks --seeds 0 1 2`.")
-print(qfinding)
 glue("ch4_quirks_rec_finding", qfinding, display=False)
 """),
     md("""
