@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import contextlib
 import os
 import platform
 import statistics
@@ -159,20 +160,16 @@ def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float | No
     return peak / 2**20
 
 
-def _threads(n: int | None):
-    """Context manager: ``torch.set_num_threads(n)`` for the block (``None``: unchanged)."""
-
-    class _Ctx:
-        def __enter__(self):
-            self.before = torch.get_num_threads()
-            if n is not None:
-                torch.set_num_threads(int(n))
-            return torch.get_num_threads()
-
-        def __exit__(self, *exc):
-            torch.set_num_threads(self.before)
-
-    return _Ctx()
+@contextlib.contextmanager
+def torch_threads(n: int | None):
+    """``torch.set_num_threads(n)`` for the block, restored after; yields the count in use (``None``: unchanged)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(int(n))
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- losses
@@ -352,7 +349,7 @@ def bench_train_step(
         from spreadcon.models.vit import vit_train_step_flops
     except Exception as e:  # pragma: no cover - a broken install
         return {key: None, f"{key}_reason": f"spreadcon.models ViT unavailable: {type(e).__name__}: {e}"}
-    with _threads(threads) as used:
+    with torch_threads(threads) as used:
         torch.manual_seed(0)
         enc = build_encoder("vit", image_shape=(3, 32, 32)).train()
         opt = torch.optim.AdamW(enc.parameters(), lr=3e-4, weight_decay=1e-2)
@@ -496,7 +493,7 @@ def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None
         raise ValueError(f"unknown bench settings {sorted(unknown)}; valid: {sorted(FULL)}")
     t0 = time.perf_counter()
     out: dict = {"machine": machine(), "device": device, "quick": quick, "settings": s}
-    with _threads(threads) as used:
+    with torch_threads(threads) as used:
         out["machine"]["bench_threads"] = used
         losses = bench_losses(sizes=tuple(s["sizes"]), repeats=s["repeats"], warmup=s["warmup"],
                               loop_anchors=s["loop_anchors"], loop_repeats=s["loop_repeats"], device=device)  # fmt: skip

@@ -187,10 +187,6 @@ def _limit_threads(threads: int) -> None:
         os.environ[var] = str(threads)
 
 
-def _execute_in_worker(run: GridRun, results_dir, runs_dir, data_root, overrides, template) -> Path:
-    return execute_run(run, results_dir, runs_dir, data_root, overrides, template)
-
-
 def default_threads(jobs: int) -> int:
     """Torch threads per run when ``jobs`` runs share this machine: ``cpu_count // jobs``, at least 1."""
     return max(1, (os.cpu_count() or 1) // max(1, jobs))
@@ -251,7 +247,7 @@ def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_
             raise ValueError(f"threads={threads!r} must be a positive int")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_limit_threads, initargs=(n_threads,)) as pool:
-            futures = {pool.submit(_execute_in_worker, run, results_dir, runs_dir, data_root, overrides,
+            futures = {pool.submit(execute_run, run, results_dir, runs_dir, data_root, overrides,
                                    template): run for run in todo}
             bar.set_postfix_str(f"{jobs} at once, {n_threads} thread(s) each")
             for fut in as_completed(futures):

@@ -32,8 +32,6 @@ Example:
 from __future__ import annotations
 
 import math
-import statistics
-import time
 
 import torch
 import torch.nn.functional as F
@@ -454,32 +452,17 @@ def benchmark_augment(
     pil_images = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in x]
     reference = torchvision_pipeline(aug)
     xd = x.to(device)
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    from spreadcon.bench import median_time, torch_threads  # the benchmark helpers (timing, thread count)
 
     def batched():
         aug(xd, views=views)
-        sync()
 
     def per_image():
         torch.stack([torch.stack([reference(im) for _ in range(views)]) for im in pil_images])
 
-    def median_time(fn) -> float:
-        fn()  # warm-up
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - t0)
-        return statistics.median(times)
-
-    before = torch.get_num_threads()
-    if threads is not None:
-        torch.set_num_threads(int(threads))
-    try:
-        used = torch.get_num_threads()
-        tb, tp = median_time(batched), median_time(per_image)
-    finally:
-        torch.set_num_threads(before)
+    with torch_threads(threads) as used:  # each a median of `repeats` runs after one warm-up; CUDA synced
+        tb = median_time(batched, repeats=repeats, warmup=1, device=device)
+        tp = median_time(per_image, repeats=repeats, warmup=1)
     return {
         "augment_speedup_vs_pil": tp / tb,
         "batched_images_per_s": n * views / tb,
