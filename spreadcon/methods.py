@@ -209,11 +209,11 @@ class Objective(nn.Module):
         self.weights = {t: float(weights[t]) for t in self.method.terms}
         from spreadcon.presets import clamp_value
 
-        fast = {"num_classes": num_classes, "check_values": check_values, "clamp": clamp_value(cfg)}
+        shared = {"num_classes": num_classes, "check_values": check_values, "clamp": clamp_value(cfg)}
         self.supcon = losses.SpreadLoss(alpha=0.0, temperature=cfg.temperature,
-                                        reference_quirks=cfg.reference_quirks, **fast)
+                                        reference_quirks=cfg.reference_quirks, **shared)
         self.spread = losses.SpreadLoss(alpha=cfg.alpha, temperature=cfg.temperature,
-                                        reference_quirks=cfg.reference_quirks, **fast)
+                                        reference_quirks=cfg.reference_quirks, **shared)
         self.simclr = losses.SimCLRLoss(temperature=cfg.temperature, check_values=check_values)
         self.recon = losses.ReconstructionLoss(check_values=check_values)
 

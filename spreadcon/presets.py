@@ -199,19 +199,20 @@ def resolve(preset: str, dataset: str | None = None, overrides: dict[str, Any] |
     return cfg
 
 
-def _is_finite_number(text: str) -> bool:
-    try:
-        return math.isfinite(float(text))
-    except ValueError:
-        return False
-
-
 def clamp_value(cfg: Config) -> float | None | str:
     """``cfg.clamp`` as :class:`spreadcon.losses.SpreadLoss` takes it: ``"auto"``, None or a float."""
     key = cfg.clamp.strip().lower()
     if key == "auto":
         return "auto"
     return None if key == "none" else float(key)
+
+
+def _clamp_ok(cfg: Config) -> bool:
+    try:
+        value = clamp_value(cfg)
+    except ValueError:
+        return False
+    return value in ("auto", None) or math.isfinite(value)
 
 
 def _validate(cfg: Config) -> None:
@@ -234,7 +235,7 @@ def _validate(cfg: Config) -> None:
         "amp": cfg.amp in {"auto", "bf16", "off"},
         "probe": cfg.probe in {"lbfgs", "adamw"},
         "grad_clip": cfg.grad_clip >= 0,
-        "clamp": cfg.clamp.strip().lower() in {"auto", "none"} or _is_finite_number(cfg.clamp),
+        "clamp": _clamp_ok(cfg),
     }
     for key, ok in checks.items():
         if not ok:
