@@ -37,10 +37,16 @@ switch             paper's equations           thanos-code (``reference_quirks``
                                                norms at the candidate index
 =================  ==========================  ===============================
 
-Implementation: one ``(M, K)`` similarity matmul per block of anchors, masks
-built from label and sample ids, ``torch.finfo(dtype).min`` for excluded
-entries and ``logsumexp`` for the denominators. Logits are accumulated in at
-least float32, so the losses stay finite under bf16/fp16 autocast. Anchors
+Implementation: one ``(M, K)`` similarity matmul per block of anchors. When
+every logit lies within the float range of ``exp`` (``tau >= 0.026`` in float32
+with row norms; :func:`_fused_ok`), one ``exp`` of the block serves every
+denominator, the positives are gathered per row into an ``(M, P)`` block
+(``P`` the largest class) and the backward pass is written out
+(:class:`_FusedBlock`). Otherwise masks built from label and sample ids,
+``torch.finfo(dtype).min`` for excluded entries and ``logsumexp`` for the
+denominators give the exact value for any spread (:func:`_exact_block`).
+Tests check the two paths against each other and against double loops.
+Logits are accumulated in at least float32, so the losses stay finite under bf16/fp16 autocast. Anchors
 without a positive are left out of the mean. ``chunk_size`` splits the
 anchors into blocks that are recomputed in the backward pass
 (activation checkpointing), so peak memory is ``O(chunk_size * B * V)``
@@ -149,236 +155,198 @@ def _check_z(z: Tensor, labels: Tensor | None, num_classes: int | None = None, c
                          f"got values from {int(labels.min())} to {int(labels.max())}")
 
 
-# --------------------------------------------------------------------------- per-anchor terms
+# --------------------------------------------------------------------------- one block of anchors
 
 
-def _supcon_rows(
-    S: Tensor,
-    pos: Tensor | None,
-    clamp: float | None,
-    one_positive: bool,
-    pos_sum: Tensor | None = None,
-    count: Tensor | None = None,
-) -> tuple[Tensor, Tensor]:
-    """Per-anchor SupCon and whether the anchor has a positive.
-
-    ``S``: (M, K) logits with excluded entries at finfo.min; ``pos``: (M, K)
-    bool positives. With the Khosla denominator and no clamp the caller may
-    instead pass ``pos_sum`` (sum of the positive logits) and ``count``, which
-    it gets without an (M, K) mask.
-    """
-    if pos_sum is not None:
-        return S.logsumexp(1) - pos_sum / count.clamp(min=1), count > 0
-    count = pos.sum(1)
-    numer = S if clamp is None else S.clamp(max=clamp)
-    if one_positive:
-        # log( exp s(a,p) + sum_{n in N(a)} exp s(a,n) ), negatives N(a) = not positive, not excluded
-        lse_neg = S.masked_fill(pos, torch.finfo(S.dtype).min).logsumexp(1, keepdim=True)
-        total = torch.where(pos, torch.logaddexp(S, lse_neg) - numer, 0.0).sum(1)
-        per_anchor = total / count.clamp(min=1)
-    else:
-        per_anchor = S.logsumexp(1) - torch.where(pos, numer, 0.0).sum(1) / count.clamp(min=1)
-    return per_anchor, count > 0
-
-
-def _cnce_rows(S: Tensor, same: Tensor, own_sum: Tensor, own_count: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-anchor cNCE: mean own-view logit against the logsumexp over same-class candidates."""
-    lse_same = S.masked_fill(~same, torch.finfo(S.dtype).min).logsumexp(1)
-    return lse_same - own_sum / own_count.clamp(min=1), own_count > 0
-
-
-class _SharedExp(torch.autograd.Function):
-    r"""Every denominator of one block of logits from a single ``exp``.
-
-    Inputs: logits ``S`` (M, K), the class of each row ``cls_rows`` (M,) and
-    column ``cls_cols`` (K,) in ``0..n_cls-1``, and ``has_self``: whether row
-    ``r``'s own column (the anchor itself) is in the block, already set to
-    ``finfo.min`` by the caller. "Same" below means same class, anchor excluded.
-    With ``m`` the row maximum and ``E = exp(S - m)`` (0 at the anchor), per row:
-
-    * ``lse_all  = m + log sum_c E_c``                        (Khosla denominator),
-    * ``lse_same = m + log sum_{same} E_c``                   (cNCE denominator),
-    * ``lae_sum  = sum_{p same} log(exp s_p + sum_{n not same} exp s_n)``
-      ``= sum_p [m + log(E_p + sigma_neg)]``                   (one positive plus the negatives),
-    * ``excess   = sum_{p same} relu(s_p - clamp)``, so that the clamped
-      numerator is ``sum_p min(s_p, clamp) = sum_p s_p - excess``.
-
-    Why a custom function: ``torch.logsumexp`` calls ``exp`` once per mask in
-    the forward pass and again in the backward pass, the masks are (M, K)
-    tensors, and on this CPU ``exp`` of ``finfo.min`` mask entries leaves the
-    vectorised path (about 20x slower per element). Here ``E`` is computed once,
-    the per-class row sums are one ``(M, K) @ (K, n_cls)`` product with the
-    one-hot class matrix (no (M, K) mask), and the backward pass reuses ``E``:
-    ``dS = E * coef[r, class(c)]`` plus the per-entry terms of ``lae`` and the
-    clamp. Sums are floored at ``finfo.tiny``, so empty sets stay finite (the
-    caller leaves those rows out of the mean).
-    """
-
-    @staticmethod
-    def forward(ctx, S, cls_rows, cls_cols, n_cls, has_self, want_all, want_same, want_lae, clamp):
-        tiny = torch.finfo(S.dtype).tiny
-        M = S.shape[0]
-        rows = torch.arange(M, device=S.device)
-        onehot = F.one_hot(cls_cols, n_cls).to(S.dtype).T.contiguous()  # (C, K)
-
-        def by_cls(X: Tensor) -> Tensor:  # (M, C) sums of X over the columns of each class
-            return (onehot @ X.T).T  # this orientation is ~3x faster than X @ onehot.T in MKL
-
-        m = S.amax(1, keepdim=True)
-        E = (S - m).exp_()
-        ctx.flags = (want_all, want_same, want_lae, clamp is not None)
-        if want_all and not (want_same or want_lae or clamp is not None):  # Khosla SupCon alone: no classes
-            sum_all = E.sum(1).clamp_min(tiny)
-            ctx.save_for_backward(E, sum_all)
-            zero = S.new_zeros(M)
-            return m[:, 0] + sum_all.log(), zero, zero, zero
-        by_class = by_cls(E)  # (M, C): sum of E over the columns of each class
-        own = F.one_hot(cls_rows, n_cls).bool()  # (M, C): the row's own class
-        sum_all = by_class.sum(1).clamp_min(tiny)
-        sum_same = by_class[rows, cls_rows].clamp_min(tiny)
-        sum_neg = by_class.masked_fill(own, 0.0).sum(1)
-        zero = S.new_zeros(M)
-        lse_all = m[:, 0] + sum_all.log() if want_all else zero
-        lse_same = m[:, 0] + sum_same.log() if want_same else zero
-        lae_sum, excess, inv_same, over_same = zero, zero, None, None
-        same = cls_rows[:, None] == cls_cols[None, :] if (want_lae or clamp is not None) else None
-        if want_lae:
-            self_den = sum_neg.clamp_min(tiny)  # E_p + sigma_neg at the anchor's own column (E = 0 there)
-            log_den = (E + sum_neg[:, None]).clamp_min_(tiny)  # E_p + sigma_neg, every column
-            inv_same = log_den.reciprocal()
-            log_den.log_()
-            log_sum = by_cls(log_den)[rows, cls_rows]
-            inv_sum = by_cls(inv_same)[rows, cls_rows]  # sum_{p same} 1 / (E_p + sigma_neg)
-            if has_self:
-                log_sum, inv_sum = log_sum - self_den.log(), inv_sum - self_den.reciprocal()
-            count = onehot.sum(1)[cls_rows] - float(has_self)
-            lae_sum = log_sum + m[:, 0] * count
-            inv_same.masked_fill_(~same, 0.0)  # kept for the backward pass; the anchor's column gets E = 0 there
-        else:
-            inv_sum = None
-        if clamp is not None:
-            excess = by_cls((S - clamp).clamp_min_(0.0))[rows, cls_rows]  # 0 at the anchor (finfo.min)
-            over_same = (S > clamp).logical_and_(same)
-        ctx.save_for_backward(E, onehot, cls_rows, sum_all, sum_same, inv_sum, inv_same, over_same)
-        return lse_all, lse_same, lae_sum, excess
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g_all, g_same, g_lae, g_excess):
-        want_all, want_same, want_lae, clamped = ctx.flags
-        saved = ctx.saved_tensors  # unpacked once (activation checkpointing allows no more)
-        if len(saved) == 2:  # Khosla SupCon alone
-            E, sum_all = saved
-            return (E * (g_all / sum_all)[:, None],) + (None,) * 8
-        E, onehot, cls_rows, sum_all, sum_same, inv_sum, inv_same, over_same = saved
-        M, n_cls = E.shape[0], onehot.shape[0]
-        rows = torch.arange(M, device=E.device)
-        # coef[r, c]: d loss / d s for a column of class c is E * coef[r, c] (+ per-entry terms below)
-        coef = E.new_zeros(M, n_cls)
-        if want_all:
-            coef += (g_all / sum_all)[:, None]
-        if want_lae:  # each negative's share of every positive's log(E_p + sigma_neg)
-            coef += (g_lae * inv_sum)[:, None]
-            coef[rows, cls_rows] -= g_lae * inv_sum
-        if want_same:
-            coef[rows, cls_rows] += g_same / sum_same
-        grad = coef @ onehot  # coef[r, class(c)] for every column c, as a product with the one-hot
-        if want_lae:  # d/ds_p log(E_p + sigma_neg) = E_p / (E_p + sigma_neg), positives only
-            grad.addcmul_(inv_same, g_lae[:, None])
-        grad.mul_(E)
-        if clamped:
-            grad.add_(torch.where(over_same, g_excess[:, None], 0.0))  # no bool-to-float copy
-        return grad, None, None, None, None, None, None, None, None
-
-
-def _block_sums(
-    S: Tensor,
-    cls_rows: Tensor,
-    cls_cols: Tensor,
-    n_cls: int,
-    self_col: Tensor | None,
-    fused: bool,
-    w_sup: float,
-    w_cn: float,
-    clamp: float | None,
-    one_positive: bool,
-    pos_sum: Tensor,
-    pos_count: Tensor,
-    own_sum: Tensor,
-    own_count: Tensor,
+def _exact_block(
+    S: Tensor, same: Tensor, own_cols: Tensor, sup: bool, cn: bool, clamp: float | None, one_positive: bool
 ) -> Tensor:
-    """Sums and counts of valid per-anchor losses in one block: ``[sum_sup, n_sup, sum_cn, n_cn]``.
+    """``[sum_sup, n_sup, sum_cn, n_cn]`` of one block by masked ``logsumexp``: exact for any spread of logits.
 
-    ``S``: (M, K) logits, the anchor's own column ``self_col[r]`` (if not
-    ``None``) at ``finfo.min``; ``cls_rows`` (M,) / ``cls_cols`` (K,) class
-    ids. The positive logits come as ``pos_sum`` / ``pos_count`` and the
-    anchor's own other views as ``own_sum`` / ``own_count``, summed by the
-    caller from per-class and per-sample feature sums.
-
-    ``fused=True`` takes every denominator from one shared ``exp`` with no
-    (M, K) mask (:class:`_SharedExp`); the caller uses it only when the logits
-    of a row span less than the float range of ``exp`` (see ``_fused_ok``).
-    Otherwise each denominator is its own masked ``logsumexp``, which is exact
-    for any spread of logits.
+    ``S``: (M, K) logits with the anchor's own column at ``finfo.min``;
+    ``same``: (M, K) bool, the same-class candidates (anchor excluded);
+    ``own_cols``: (M, n_own) columns of the anchor's own other views.
+    ``sum_sup`` and ``sum_cn`` sum the per-anchor losses over the anchors that
+    have the term's positives, and ``n_sup`` / ``n_cn`` count those anchors.
     """
+    neg_big = torch.finfo(S.dtype).min
     zero = S.new_zeros(())
     out = [zero, zero, zero, zero]
-    if not fused:
-        same = cls_rows[:, None] == cls_cols[None, :]
-        if self_col is not None:
-            same[torch.arange(S.shape[0], device=S.device), self_col] = False
-        if w_sup != 0:
-            if clamp is None and not one_positive:
-                loss, valid = _supcon_rows(S, None, None, False, pos_sum, pos_count)
-            else:
-                loss, valid = _supcon_rows(S, same, clamp, one_positive)
-            out[0], out[1] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
-        if w_cn != 0:
-            loss, valid = _cnce_rows(S, same, own_sum, own_count)
-            out[2], out[3] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
-        return torch.stack(out)
-    lse_all, lse_same, lae_sum, excess = _SharedExp.apply(
-        S, cls_rows, cls_cols, n_cls, self_col is not None,
-        w_sup != 0 and not one_positive, w_cn != 0, w_sup != 0 and one_positive, clamp if w_sup != 0 else None,
-    )  # fmt: skip
-    if w_sup != 0:
-        numer_sum = pos_sum - excess  # sum_p min(s_p, clamp)
-        if one_positive:  # mean_p [ log(exp s_p + sum_n exp s_n) - numer_p ]
-            loss = (lae_sum - numer_sum) / pos_count.clamp(min=1)
-        else:  # Khosla L_out
-            loss = lse_all - numer_sum / pos_count.clamp(min=1)
-        valid = pos_count > 0
+    if sup:
+        count = same.sum(1)
+        numer = S if clamp is None else S.clamp(max=clamp)
+        if one_positive:
+            # mean_p log( exp s(a,p) + sum_{n in N(a)} exp s(a,n) ) - numer_p, negatives N(a): not same, not the anchor
+            lse_neg = S.masked_fill(same, neg_big).logsumexp(1, keepdim=True)
+            loss = torch.where(same, torch.logaddexp(S, lse_neg) - numer, 0.0).sum(1) / count.clamp(min=1)
+        else:
+            loss = S.logsumexp(1) - torch.where(same, numer, 0.0).sum(1) / count.clamp(min=1)
+        valid = count > 0
         out[0], out[1] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
-    if w_cn != 0:  # mean own-view logit against the logsumexp over same-class candidates
-        loss, valid = lse_same - own_sum / own_count.clamp(min=1), own_count > 0
-        out[2], out[3] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
+    if cn:  # the anchor's own other views against every same-class candidate
+        loss = S.masked_fill(~same, neg_big).logsumexp(1) - S.gather(1, own_cols).mean(1)
+        out[2], out[3] = loss.sum(), S.new_full((), float(S.shape[0]))
     return torch.stack(out)
 
 
+class _FusedBlock(torch.autograd.Function):
+    r"""``[sum_sup, n_sup, sum_cn, n_cn]`` of one block of logits from a single ``exp``, with its own backward.
+
+    Inputs: logits ``S`` (M, K) (the anchor's own column left as it is); each
+    row's same-class columns ``pos_cols`` (M, P) with a 0/1 weight ``pos_w``
+    (0 for padding and for the anchor itself, see :func:`_positive_columns`);
+    the row and column classes (``cls_cols`` / ``n_cls`` are used only for the
+    one-positive denominator); the anchor's own column ``self_col`` (M,) or
+    ``None``; the columns of its own other views ``own_cols`` (M, n_own); which
+    terms to compute and the SupCon switches. The caller guarantees
+    ``|s| <= b`` with ``2 b`` inside the float range of ``exp``
+    (:func:`_fused_ok`), so ``E = exp(S)`` needs no max subtraction: every
+    entry is a normal float and no sum overflows. ``E`` is 0 at the anchor's
+    own column. Per row, with "same" the same-class columns other than the anchor:
+
+    * Khosla denominator ``log sum_c E_c``; cNCE denominator ``log sum_same E_c``;
+    * one-positive denominators ``sum_{p same} log(E_p + sigma_neg)``,
+      ``sigma_neg = sum_{n not same} E_n`` (summed per class, never as a
+      difference of two large sums);
+    * numerator ``sum_{p same} min(s_p, clamp)``.
+
+    Why: ``torch.logsumexp`` calls ``exp`` once per mask in the forward pass
+    and again in the backward pass, autograd keeps every intermediate, and on
+    this CPU comparisons and bool masks cost 5-10 times a float pass (``exp`` of
+    ``finfo.min`` mask entries 20 times). Here only ``exp``, the row sums and
+    one pass of the backward touch the whole (M, K) block; everything about
+    the positives works on the gathered (M, P) columns, about ``1 / n_cls`` of
+    the block. The backward pass is written out:
+    ``dS = E * u[r]`` on every column, plus the positives' own terms added at
+    ``pos_cols`` and the own-view columns.
+    """
+
+    @staticmethod
+    def forward(ctx, S, pos_cols, pos_w, cls_rows, cls_cols, n_cls, self_col, own_cols, sup, cn, clamp,
+                one_positive):  # fmt: skip
+        M = S.shape[0]
+        tiny = torch.finfo(S.dtype).tiny
+        E = S.exp()
+        if self_col is not None:
+            E[torch.arange(M, device=S.device), self_col] = 0.0
+        Ep = E.gather(1, pos_cols)  # (M, P) E of the same-class columns
+        out = S.new_zeros(4)
+        keep = {}
+        if sup:
+            count = pos_w.sum(1)
+            valid = count > 0
+            inv_count = valid / count.clamp(min=1)  # 0 for anchors without a positive: left out of the mean
+            Sp = S.gather(1, pos_cols)
+            if clamp is None:
+                numer, num_w = (Sp * pos_w).sum(1), pos_w
+            else:  # sum_p min(s_p, clamp); its derivative is 1 where s_p <= clamp (as torch.clamp's)
+                numer, num_w = (Sp.clamp_max(clamp) * pos_w).sum(1), (Sp <= clamp) * pos_w
+            if one_positive:
+                onehot = F.one_hot(cls_cols, n_cls).to(S.dtype).T  # (C, K)
+                by_class = (onehot @ E.T).T  # (M, C) sums of E per class; ~3x faster than E @ onehot.T in MKL
+                sigma = by_class.scatter(1, cls_rows[:, None], 0.0).sum(1) + tiny  # > 0: den is never 0
+                den = Ep + sigma[:, None]  # E_p + sigma_neg
+                inv = pos_w / den
+                per = ((den.log() * pos_w).sum(1) - numer) * inv_count
+                keep.update(inv=inv, inv_sum=inv.sum(1))
+            else:
+                sum_all = E.sum(1).clamp_min(tiny)
+                per = sum_all.log() - numer * inv_count
+                keep.update(sum_all=sum_all)
+            out[0], out[1] = torch.where(valid, per, 0.0).sum(), valid.sum()
+            keep.update(inv_count=inv_count, valid=valid, num_w=num_w)
+        if cn:
+            sum_same = (Ep * pos_w).sum(1).clamp_min(tiny)
+            out[2] = (sum_same.log() - S.gather(1, own_cols).mean(1)).sum()
+            out[3] = M
+            keep.update(sum_same=sum_same)
+        ctx.flags = (sup, cn, one_positive)
+        ctx.names = sorted(keep)
+        ctx.save_for_backward(E, Ep, pos_cols, pos_w, own_cols, *(keep[k] for k in ctx.names))
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        sup, cn, one_positive = ctx.flags
+        E, Ep, pos_cols, pos_w, own_cols, *rest = ctx.saved_tensors  # unpacked once (checkpointing allows no more)
+        k = dict(zip(ctx.names, rest))
+        M, n_own = E.shape[0], own_cols.shape[1]
+        u = E.new_zeros(M)  # d loss / d s_c = E_c * u[r] on every column, plus the positives' terms
+        pos_coef = E.new_zeros(M, 1)  # the positives' extra coefficient of E_p
+        extra = None  # per-positive terms
+        if sup:
+            g_row = g[0] * k["inv_count"]  # d loss / d (numerator), and / d (one-positive denominators)
+            if one_positive:  # negatives: their share of every positive's log(E_p + sigma_neg)
+                u += g_row * k["inv_sum"]
+                pos_coef -= (g_row * k["inv_sum"])[:, None]
+                extra = Ep * k["inv"] * g_row[:, None]  # d/ds_p log(E_p + sigma_neg) = E_p / (E_p + sigma_neg)
+            else:
+                u += g[0] * k["valid"] / k["sum_all"]
+            numer_term = k["num_w"] * g_row[:, None]
+            extra = -numer_term if extra is None else extra - numer_term
+        if cn:
+            pos_coef += (g[2] / k["sum_same"])[:, None]
+        grad = E * u[:, None]
+        pos = Ep * pos_coef * pos_w
+        grad.scatter_add_(1, pos_cols, pos if extra is None else pos + extra)
+        if cn:
+            grad.scatter_add_(1, own_cols, (g[2] / -n_own).expand(M, n_own))
+        return (grad,) + (None,) * 11
+
+
+def _host_reads_are_free(device: torch.device) -> bool:
+    """Whether reading a tensor value on the host costs nothing here (a CPU tensor: no device to wait for)."""
+    return device.type == "cpu"
+
+
+def _class_columns(cls_cols: Tensor, n_cls: int) -> tuple[Tensor, Tensor, Tensor, int]:
+    """The columns sorted by class, where each class starts, its size, and the width of the positives' gather.
+
+    The width is the largest class when reading it is free (CPU), else every
+    column (on a GPU, no host sync; the gather is then as wide as the block).
+    """
+    order = torch.argsort(cls_cols, stable=True)
+    count = cls_cols.new_zeros(n_cls).index_add_(0, cls_cols, torch.ones_like(cls_cols))  # bincount, no sync
+    start = count.cumsum(0) - count
+    width = int(count.max()) if _host_reads_are_free(cls_cols.device) else cls_cols.shape[0]
+    return order, start, count, width
+
+
+def _positive_columns(cls_rows: Tensor, columns: tuple, self_col: Tensor | None, dtype) -> tuple[Tensor, Tensor]:
+    """``(M, P)`` indices of each row's same-class columns and their 0/1 weights (0: padding, the anchor).
+
+    ``columns`` is :func:`_class_columns` of the block's column classes.
+    """
+    order, start, count, width = columns
+    j = torch.arange(width, device=cls_rows.device)
+    n = count[cls_rows][:, None]
+    cols = order[start[cls_rows][:, None] + torch.minimum(j, (n - 1).clamp(min=0))]
+    w = j < n
+    if self_col is not None:
+        w = w & (cols != self_col[:, None])
+    return cols, w.to(dtype)
+
+
 def _fused_ok(norms: Tensor, inv_t: float, norm: str, dtype: torch.dtype) -> bool:
-    """Whether every logit of a row lies within the range where ``exp(s - max)`` stays a normal float.
+    """Whether every logit lies within the range where ``exp(s)`` and ``exp(-s)`` stay normal floats with margin.
 
     ``|s(a, c)| <= 1 / tau`` for ``norm="row"`` (no data needed, no device
     sync), and ``<= max||z|| / (tau min||z||)`` for ``norm="broadcast"``. The
-    shared-exp path needs ``2 * bound`` below ``-log(finfo.tiny)`` (87 in
-    float32), with a margin: ``tau >= 0.026`` in float32 with row norms.
+    fused path needs ``2 * bound`` below ``-log(finfo.tiny)`` (87 in float32),
+    with a margin: ``tau >= 0.026`` in float32 with row norms.
     """
     bound = inv_t if norm == "row" else inv_t * float(norms.detach().amax() / norms.detach().amin())
     return 2.0 * bound * (1.0 + 1e-3) <= -math.log(torch.finfo(dtype).tiny) - 8.0
 
 
-def _counts(cls: Tensor, n_cls: int) -> Tensor:
-    """``bincount(cls, minlength=n_cls)`` without its device sync (its output size depends on the data)."""
-    return cls.new_zeros(n_cls).index_add_(0, cls, torch.ones_like(cls))
-
-
-def _run_chunks(block, n_rows: int, chunk_size: int | None, device: torch.device, grad: bool) -> Tensor:
-    """Sum ``block(rows)`` over chunks of anchor rows, checkpointing when there is more than one."""
-    rows = torch.arange(n_rows, device=device)
+def _run_chunks(block, n_rows: int, chunk_size: int | None, grad: bool) -> Tensor:
+    """Sum ``block(rows)`` over slices of anchor rows, checkpointing when there is more than one."""
     if chunk_size is None or chunk_size >= n_rows:
-        return block(rows)
+        return block(slice(0, n_rows))
     total = None
-    for part in rows.split(chunk_size):
+    for start in range(0, n_rows, chunk_size):
+        part = slice(start, min(start + chunk_size, n_rows))
         out = checkpoint(block, part, use_reentrant=False) if grad else block(part)
         total = out if total is None else total + out
     return total
@@ -417,8 +385,8 @@ def _contrastive(
     B, V, D = z.shape
     device = z.device
     acc = torch.promote_types(z.dtype, torch.float32)  # logits dtype: float32 at least
-    neg_big = torch.finfo(acc).min
     one_positive = denominator == "one_positive"
+    sup, cn = w_sup != 0, w_cn != 0
     grad = torch.is_grad_enabled() and z.requires_grad
 
     if gather is None:
@@ -445,50 +413,57 @@ def _contrastive(
         n_cls = uniq.numel()
     fused = _fused_ok(norms, inv_t, norm, acc)
 
+    def sums(a: Tensor, cand: Tensor, cls_rows: Tensor, cls_cols: Tensor, columns: tuple | None,
+             self_col: Tensor | None, own_cols: Tensor, col_scale: Tensor | None = None) -> Tensor:  # fmt: skip
+        """``[sum_sup, n_sup, sum_cn, n_cn]`` of anchors ``a`` (M, D) against candidates ``cand`` (K, D);
+        ``columns``: :func:`_class_columns` of ``cls_cols`` (the fused path only)."""
+        S = (a @ cand.T).to(acc)
+        if col_scale is not None:
+            S = S * col_scale
+        if fused:
+            pos_cols, pos_w = _positive_columns(cls_rows, columns, self_col, acc)
+            return _FusedBlock.apply(S, pos_cols, pos_w, cls_rows, cls_cols, n_cls, self_col, own_cols, sup, cn,
+                                     clamp, one_positive)  # fmt: skip
+        same = cls_rows[:, None] == cls_cols[None, :]
+        if self_col is not None:  # a candidate is never the anchor itself
+            ar = torch.arange(S.shape[0], device=device)
+            S = S.index_put((ar, self_col), S.new_full((), torch.finfo(acc).min))
+            same[ar, self_col] = False
+        return _exact_block(S, same, own_cols, sup, cn, clamp, one_positive)
+
+    def mean_terms(s: Tensor) -> Tensor:
+        return w_sup * s[0] / s[1].clamp(min=1) + w_cn * s[2] / s[3].clamp(min=1)
+
     if anchors == "all":
         # view-major flattening: row v * Bg + j is sample j in view v
         zf = z_all.transpose(0, 1).reshape(V * Bg, D)
-        nf = norms.transpose(0, 1).reshape(V * Bg, 1)
-        cls_f, id_f = cls.repeat(V), ids.repeat(V)
-        view_f = torch.arange(V, device=device).repeat_interleave(Bg)
-        cand = zf / nf
+        cand = zf / norms.transpose(0, 1).reshape(V * Bg, 1)
         anchor_feat = cand * inv_t if norm == "row" else zf * inv_t
-        # s(a, c) = anchor_feat[a] . cand[c] * scale[c, view(a)]; the scale is 1 for "row"
-        # and 1 / ||z[j_c, v_a]|| for "broadcast". Positive sums use per-class and
-        # per-sample sums of the scaled candidates, so they need no (M, K) mask.
-        scale = (1.0 / norms)[id_f] if norm == "broadcast" else None  # (K, V)
-        if scale is None:
-            class_sum = cand.new_zeros(n_cls, D).index_add(0, cls_f, cand).expand(V, n_cls, D)
-            sample_sum = cand.view(V, Bg, D).sum(0).expand(V, Bg, D)
-        else:
-            class_sum = torch.stack([cand.new_zeros(n_cls, D).index_add(0, cls_f, cand * scale[:, v, None]) for v in range(V)])
-            sample_sum = cand.view(V, Bg, D).sum(0) * (1.0 / norms).T[:, :, None]
-        class_count = _counts(cls_f, n_cls)
-        local = (torch.arange(V, device=device)[:, None] * Bg + offset + torch.arange(B, device=device)).reshape(-1)
+        cls_f = cls.repeat(V)
+        # s(a, c) = anchor_feat[a] . cand[c] * scale[c, view(a)]; "broadcast" divides by ||z[j_c, v_a]|| too
+        scale = (1.0 / norms).repeat(V, 1) if norm == "broadcast" else None  # (V Bg, V)
+        # the anchor (i, v)'s own other views are the columns w * Bg + i, w != v
+        k = torch.arange(V - 1, device=device)
+        others = k[None, :] + (k[None, :] >= torch.arange(V, device=device)[:, None]).long()  # (V, V-1): w != v
+        flat = (torch.arange(V, device=device)[:, None] * Bg + offset + torch.arange(B, device=device)).reshape(-1)
+        view_of = torch.arange(V, device=device).repeat_interleave(B)  # view of each local anchor
+        own_f = others[view_of] * Bg + (flat - view_of * Bg)[:, None]
+        # local anchors in order: without a gather they are the first V * B rows, sliced without a copy
+        take = (lambda X, rows: X[rows]) if Bg == B else (lambda X, rows: X[flat[rows]])
 
-        def block(rows: Tensor) -> Tensor:
-            idx = local[rows]  # global flat indices of these anchors (= their own columns)
-            va, ca, ia = view_f[idx], cls_f[idx], id_f[idx]
-            a = anchor_feat[idx]
-            S = (a @ cand.T).to(acc)
-            self_term = cand[idx]
-            if scale is not None:  # divide by ||z[j, v_anchor]|| too
-                S = S * scale[:, va].T
-                self_term = self_term * scale[idx, va, None]
-            ar = torch.arange(idx.shape[0], device=device)
-            S[ar, idx] = neg_big  # a candidate is never the anchor itself
-            pos_sum = (a * (class_sum[va, ca] - self_term)).sum(1).to(acc)
-            own_sum = (a * (sample_sum[va, ia] - self_term)).sum(1).to(acc)
-            own_count = torch.full_like(ca, V - 1)
-            return _block_sums(S, ca, cls_f, n_cls, idx, fused, w_sup, w_cn, clamp, one_positive,
-                               pos_sum, class_count[ca] - 1, own_sum, own_count)  # fmt: skip
+        columns = _class_columns(cls_f, n_cls) if fused else None
 
-        s = _run_chunks(block, local.shape[0], chunk_size, device, grad)
-        return w_sup * s[0] / s[1].clamp(min=1) + w_cn * s[2] / s[3].clamp(min=1)
+        def block(rows: slice) -> Tensor:
+            col_scale = None if scale is None else scale[:, view_of[rows]].T
+            return sums(take(anchor_feat, rows), cand, take(cls_f, rows), cls_f, columns, flat[rows], own_f[rows],
+                        col_scale)  # fmt: skip
+
+        return mean_terms(_run_chunks(block, V * B, chunk_size, grad))
 
     # anchors == "cross_view": view v (local rows) against view w (all rows), w < v
     cls_local = cls[offset : offset + B]
-    class_count = _counts(cls, n_cls)
+    own_cv = (offset + torch.arange(B, device=device))[:, None]  # the anchor's own sample in view w
+    columns = _class_columns(cls, n_cls) if fused else None
     total = z.new_zeros((), dtype=acc)
     for v in range(1, V):
         for w in range(v):
@@ -499,20 +474,11 @@ def _contrastive(
             else:  # the artefact: both norms taken at the candidate index j
                 anchor_feat = zv * inv_t
                 cand = z_all[:, w] / (norms[:, v] * norms[:, w])[:, None]
-            class_sum = cand.new_zeros(n_cls, D).index_add(0, cls, cand)
 
-            def block(rows: Tensor, anchor_feat=anchor_feat, cand=cand, class_sum=class_sum) -> Tensor:
-                a = anchor_feat[rows]
-                S = (a @ cand.T).to(acc)
-                ca = cls_local[rows]
-                pos_sum = (a * class_sum[ca]).sum(1).to(acc)
-                own_sum = (a * cand[offset + rows]).sum(1).to(acc)  # the anchor's own sample in view w
-                own_count = torch.ones_like(ca)
-                return _block_sums(S, ca, cls, n_cls, None, fused, w_sup, w_cn, clamp, one_positive,
-                                   pos_sum, class_count[ca], own_sum, own_count)  # fmt: skip
+            def block(rows: slice, anchor_feat=anchor_feat, cand=cand) -> Tensor:
+                return sums(anchor_feat[rows], cand, cls_local[rows], cls, columns, None, own_cv[rows])
 
-            s = _run_chunks(block, B, chunk_size, device, grad)
-            total = total + w_sup * s[0] / s[1].clamp(min=1) + w_cn * s[2] / s[3].clamp(min=1)
+            total = total + mean_terms(_run_chunks(block, B, chunk_size, grad))
     return total / (V * (V - 1) // 2)
 
 

@@ -4,7 +4,7 @@ No timing is asserted: the numbers depend on the machine and its load. What is
 asserted is what the numbers mean: the CLI prints one JSON object with the
 keys and types the contract names, the per-anchor loop computes the same loss
 as ``SpreadLoss(reference_quirks=True)`` (so the speed-up compares like with
-like), and the shared-exp fast path of :mod:`spreadcon.losses` gives the same
+like), and the fused fast path of :mod:`spreadcon.losses` gives the same
 values and gradients as its masked-logsumexp fallback.
 """
 
@@ -72,7 +72,7 @@ def test_loop_baseline_computes_the_reference_quirks_loss():
 
 @pytest.mark.parametrize("anchors,denominator,clamp,norm", list(itertools.product(
     ["all", "cross_view"], ["all", "one_positive"], [None, 0.8], ["row", "broadcast"])))  # fmt: skip
-def test_shared_exp_path_matches_logsumexp_path(monkeypatch, anchors, denominator, clamp, norm):
+def test_fused_path_matches_logsumexp_path(monkeypatch, anchors, denominator, clamp, norm):
     g = torch.Generator().manual_seed(3)
     z = torch.randn(9, 3, 6, generator=g, dtype=torch.float64) * (0.5 + torch.rand(9, 3, 1, generator=g))
     y = torch.tensor([0, 0, 1, 1, 1, 2, 0, 1, 3])  # class 3 has one sample: no positive across samples

@@ -391,11 +391,15 @@ def test_num_classes_path_equals_unique_path(anchors, denominator, clamp, norm):
     assert torch.allclose(z1.grad, z2.grad, rtol=1e-10, atol=1e-12)
 
 
-def test_sync_free_loss_makes_no_host_syncing_call():
+def test_sync_free_loss_makes_no_host_syncing_call(monkeypatch):
     """num_classes + check_values=False: nothing in the loss's forward or backward reads a
-    device value on the host (paper switches); the defaults do, which shows the detector works."""
+    device value on the host (paper switches); the defaults do, which shows the detector works.
+    On a CPU tensor the loss reads the largest class size (free there: no device to wait for),
+    so the test takes the path a GPU takes."""
+    import spreadcon.losses as L
     from spreadcon.syncs import HostSyncs
 
+    monkeypatch.setattr(L, "_host_reads_are_free", lambda device: False)
     z, y = _data(B=16, V=2, D=8, n_cls=4, dtype=torch.float32)
     for fn in (lambda z: spread_loss(z, y, 0.5, 0.5, num_classes=4, check_values=False),
                lambda z: simclr_loss(z, 0.5, check_values=False),
@@ -414,3 +418,22 @@ def test_unchecked_loss_returns_nan_instead_of_raising():
     z, y = _ok()
     z = z.index_fill(0, torch.tensor([1]), float("nan"))
     assert torch.isnan(spread_loss(z, y, 0.5, 0.5, num_classes=2, check_values=False))
+
+
+@pytest.mark.parametrize("anchors,denominator,clamp", list(itertools.product(
+    ["all", "cross_view"], ["all", "one_positive"], [None, 0.8])))  # fmt: skip
+def test_gpu_width_of_the_positives_gather_gives_the_cpu_result(monkeypatch, anchors, denominator, clamp):
+    """The fused path gathers each row's same-class columns into a (M, P) block: P is the largest
+    class on a CPU and every column on a GPU (no host read). Both give the same loss and gradient."""
+    import spreadcon.losses as L
+
+    z, y = _data(B=12, V=3, D=6, n_cls=4, dtype=torch.float64)
+    out = []
+    for free in (True, False):
+        monkeypatch.setattr(L, "_host_reads_are_free", lambda device, free=free: free)
+        t = z.clone().requires_grad_(True)
+        loss = spread_loss(t, y, 0.4, 0.5, clamp=clamp, anchors=anchors, denominator=denominator)
+        loss.backward()
+        out.append((loss.detach(), t.grad))
+    assert torch.allclose(out[0][0], out[1][0], rtol=1e-12, atol=1e-12)
+    assert torch.allclose(out[0][1], out[1][1], rtol=1e-10, atol=1e-12)
