@@ -29,6 +29,10 @@ Sections:
   machine's measured float32 matmul FLOP/s, and images per second.
 * :func:`bench_augment`: :func:`spreadcon.data.augment.benchmark_augment`
   (the paper's pipeline, batched on tensors, against per-image PIL torchvision).
+* :func:`bench_allocator`: a ViT training step with glibc's default allocator and
+  with :func:`spreadcon.malloc.keep_freed_memory` (which the training engine
+  and :func:`run_all` apply), each in a fresh process: step time and minor
+  page faults per step.
 * :func:`bench_gpu`: with ``--device cuda``, epoch time of the ``paper``
   preset on CIFAR-10-shaped synthetic uint8 data resident on the GPU, the
   projected 600-epoch time and the fraction of the measured bf16 matmul
@@ -57,6 +61,7 @@ import torch
 
 from spreadcon.atomic import atomic_write
 from spreadcon.losses import spread_loss, supcon_loss
+from spreadcon.malloc import keep_freed_memory
 
 LOSS_SIZES = (128, 512, 2048)  # B; V = 2 views, D = 128 features (the issue's grid)
 LOOP_ANCHORS = 512  # the Python loop runs on at most this many anchors per view pair; larger B is scaled
@@ -466,13 +471,80 @@ def bench_gpu(device: str = "cuda", method: str = "spread", epochs: int = 2, n_t
     }  # fmt: skip
 
 
+# --------------------------------------------------------------------------- allocator
+
+_ALLOCATOR_CHILD = """
+import json, resource, statistics, sys, time
+mode, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+if mode == "kept":
+    from spreadcon.malloc import keep_freed_memory
+    keep_freed_memory()
+import torch
+from spreadcon.losses import spread_loss
+from spreadcon.models import build_encoder
+torch.set_num_threads(1)
+torch.manual_seed(0)
+enc = build_encoder("vit", image_shape=(3, 32, 32)).train()
+opt = torch.optim.AdamW(enc.parameters(), lr=3e-4, weight_decay=1e-2)
+x = torch.randn(2 * batch, 3, 32, 32)
+y = torch.randint(0, 10, (batch,))
+def step():
+    opt.zero_grad(set_to_none=True)
+    z = enc(x).view(2, batch, -1).transpose(0, 1)
+    spread_loss(z, y, 0.5, 0.5).backward()
+    opt.step()
+step()
+faults, times = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, []
+for _ in range(steps):
+    t0 = time.perf_counter()
+    step()
+    times.append(time.perf_counter() - t0)
+faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+print(json.dumps({"s": statistics.median(times), "minflt_per_step": faults / steps}))
+"""
+
+
+def bench_allocator(batch: int = 64, steps: int = 2, rounds: int = 2) -> dict:
+    """A ViT training step (as :func:`bench_train_step`, one thread) with glibc's default allocator and
+    with :func:`spreadcon.malloc.keep_freed_memory`, each in a fresh process (the setting cannot be undone).
+
+    Rounds alternate the two modes; each reports the median step time and the
+    minor page faults per step (``ru_minflt``: pages the kernel had to hand
+    out, zeroed). Returns medians over rounds and ``allocator_speedup`` =
+    default time / kept time.
+    """
+    import subprocess
+
+    key = "allocator_speedup"
+    if not sys.platform.startswith("linux"):
+        return {key: None, f"{key}_reason": f"glibc's mallopt only (platform {sys.platform})"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    runs: dict[str, list[dict]] = {"default": [], "kept": []}
+    for _ in range(rounds):
+        for mode in runs:
+            proc = subprocess.run([sys.executable, "-c", _ALLOCATOR_CHILD, mode, str(batch), str(steps)],
+                                  capture_output=True, text=True, env=env, check=False)  # fmt: skip
+            if proc.returncode:
+                return {key: None, f"{key}_reason": f"the {mode} child failed: {proc.stderr.strip()[-500:]}"}
+            runs[mode].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    out = {"allocator_batch": batch, "allocator_steps": steps, "allocator_rounds": rounds,
+           "allocator_case": "ViT training step (L_spread, AdamW), batch x 2 views of 3x32x32, float32, 1 thread"}  # fmt: skip
+    for mode, rs in runs.items():
+        out[f"allocator_{mode}_s"] = statistics.median(r["s"] for r in rs)
+        out[f"allocator_{mode}_minflt_per_step"] = statistics.median(r["minflt_per_step"] for r in rs)
+    out[key] = out["allocator_default_s"] / out["allocator_kept_s"]
+    return out
+
+
 # --------------------------------------------------------------------------- CLI
 
 #: Settings of the full run and of ``--quick`` (tests and the book; about a minute on 2 busy cores).
 FULL = dict(sizes=LOSS_SIZES, repeats=7, warmup=2, loop_anchors=LOOP_ANCHORS, loop_repeats=3, chunk_bv=16384,
-            chunk_size=1024, chunk_repeats=2, vit_batch=128, vit_repeats=5, matmul_n=2048, aug_n=512, aug_repeats=5)
+            chunk_size=1024, chunk_repeats=2, vit_batch=128, vit_repeats=5, matmul_n=2048, aug_n=512, aug_repeats=5,
+            alloc_batch=64, alloc_steps=2, alloc_rounds=2)
 QUICK = dict(sizes=(128, 512), repeats=3, warmup=1, loop_anchors=128, loop_repeats=2, chunk_bv=2048,
-             chunk_size=256, chunk_repeats=1, vit_batch=8, vit_repeats=2, matmul_n=1024, aug_n=64, aug_repeats=2)
+             chunk_size=256, chunk_repeats=1, vit_batch=8, vit_repeats=2, matmul_n=1024, aug_n=64, aug_repeats=2,
+             alloc_batch=8, alloc_steps=2, alloc_rounds=1)
 
 
 def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None, **overrides) -> dict:
@@ -493,6 +565,7 @@ def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None
         raise ValueError(f"unknown bench settings {sorted(unknown)}; valid: {sorted(FULL)}")
     t0 = time.perf_counter()
     out: dict = {"machine": machine(), "device": device, "quick": quick, "settings": s}
+    out["machine"]["malloc"] = keep_freed_memory()  # as training runs (spreadcon.engine.train)
     with torch_threads(threads) as used:
         out["machine"]["bench_threads"] = used
         losses = bench_losses(sizes=tuple(s["sizes"]), repeats=s["repeats"], warmup=s["warmup"],
@@ -505,6 +578,7 @@ def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None
     out.update(bench_train_step(batch=s["vit_batch"], repeats=s["vit_repeats"], matmul_n=s["matmul_n"],
                                 threads=threads))  # fmt: skip
     out.update(bench_augment(n=s["aug_n"], repeats=s["aug_repeats"], device=device))
+    out.update(bench_allocator(batch=s["alloc_batch"], steps=s["alloc_steps"], rounds=s["alloc_rounds"]))
     out["gpu"] = bench_gpu(device)
     out["machine"]["load_avg_1m_end"] = load_average()
     out["wall_time_s"] = time.perf_counter() - t0

@@ -327,7 +327,9 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
     """
     from spreadcon.data import batches
     from spreadcon.data.augment import TwoViewAugment
+    from spreadcon.malloc import keep_freed_memory
 
+    keep_freed_memory()  # large CPU tensors reuse freed heap memory instead of page-faulting (spreadcon.malloc)
     method = get_method(method) if isinstance(method, str) else method
     if method.config:  # e.g. the -quirks rows: their fixed keys win over the preset's
         cfg = dataclasses.replace(cfg, **dict(method.config))

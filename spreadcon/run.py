@@ -125,7 +125,9 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     """
     from spreadcon import data as sdata
     from spreadcon import records
+    from spreadcon.malloc import keep_freed_memory
 
+    keep_freed_memory()  # for the evaluation's large tensors too (spreadcon.malloc)
     if dataset not in sdata.DATASETS:
         raise ValueError(f"unknown dataset {dataset!r}; valid datasets: {', '.join(sdata.DATASETS)}")
     m = get_method(method)
