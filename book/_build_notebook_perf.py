@@ -147,21 +147,27 @@ In this build, at B = 512 the vectorised loss is {glue:text}`perf_live_speedup`
 faster than the loop, and our SupCon takes {glue:text}`perf_live_pml` of
 pytorch-metric-learning's time (below 1 is faster).
 
-**Where the time goes.** After the `(B V) x (B V)` similarity matmul the loss
-needs, per anchor, a log-sum-exp over all candidates (Khosla's SupCon), over
-the same-class candidates (cNCE) and, for the official "one positive plus the
+**Where the time goes.** After the similarity matmul the loss needs, per
+anchor, a log-sum-exp over all candidates (Khosla's SupCon), over the
+same-class candidates (cNCE) and, for the official "one positive plus the
 negatives" denominator, `log(exp s_p + sum_n exp s_n)` for every positive.
 Written with `torch.logsumexp` over masked copies of the logits, every mask
-costs an `exp` in the forward pass and another in the backward pass, and on
-this CPU `exp` of the `finfo.min` mask entries falls off the vectorised path
-(about 20x slower per element). `spreadcon.losses` instead computes
-`E = exp(S - max)` once per block in a custom autograd function, gets every
-per-class row sum from one product of `E` with the one-hot class matrix, and
-reuses `E` in the backward pass (`dS = E * coef[row, class]`). When the logits
-of a row span more than `exp` can represent (temperature below about 0.026 in
-float32, or extreme norm ratios with the official norm artefact), it falls back
-to exact masked log-sum-exps. A test checks both paths give the same values and
-gradients.
+costs an `exp` in the forward pass and another in the backward pass, autograd
+keeps every intermediate, and on this CPU comparisons and boolean masks cost
+5 to 10 times a float pass (and `exp` of the `finfo.min` mask entries 20
+times). `spreadcon.losses` instead computes `E = exp(S)` once per block in a
+custom autograd function (with unit-norm embeddings every logit lies in
+`[-1/tau, 1/tau]`, so no max needs subtracting), gets the row sums from `E`
+directly or from one product with the one-hot class matrix, and gathers each
+anchor's same-class columns into a narrow `(M, P)` block (`P` is the largest
+class, about `1/n_classes` of the columns) for everything about the positives.
+Its backward pass is written out: `dS = E * u[row]` on every column plus the
+positives' terms added back at their columns, so the whole block is touched by
+one `exp`, a few sums, one multiply and the two matmuls of the backward pass.
+When the logits could leave the range of `exp` (temperature below about 0.026
+in float32, or extreme norm ratios with the official norm artefact), it falls
+back to exact masked log-sum-exps. Tests check the two paths against each other
+and against double loops written from the equations.
 
 **Very large batches.** With `chunk_size`, anchors are processed in blocks that
 are recomputed in the backward pass, so memory grows like `chunk_size x B V`
@@ -249,6 +255,29 @@ fig.tight_layout()
 plt.show()
 '''),
     md("""
+## Memory the allocator hands back
+
+A training step on the CPU allocates and frees activations of many MiB. glibc's
+`malloc` serves such blocks with fresh `mmap`s and returns them to the kernel
+on `free`, so every step the kernel hands out zeroed pages again, and every
+first touch of a page is a minor page fault. `spreadcon.malloc.keep_freed_memory`
+raises the two thresholds through `mallopt`, so freed blocks stay in the
+process and are reused; the training engine and the bench apply it. The bench
+runs the ViT step in two fresh processes, one with the defaults and one with
+the setting, and counts the faults (`ru_minflt`).
+"""),
+    code('''
+for name, r in runs:
+    if r.get("allocator_speedup") is None:
+        print(f"{name}: not measured ({r.get('allocator_speedup_reason', 'no allocator section in this run')})")
+        continue
+    print(f"{name}: ViT step at batch {r['allocator_batch']} x 2 views, 1 thread: "
+          f"{r['allocator_default_minflt_per_step']:,.0f} minor page faults per step with glibc's defaults, "
+          f"{r['allocator_kept_minflt_per_step']:,.0f} with keep_freed_memory; "
+          f"{r['allocator_default_s']:.2f} s against {r['allocator_kept_s']:.2f} s per step "
+          f"({r['allocator_speedup']:.2f}x)")
+'''),
+    md("""
 ## The committed full run
 
 The figures above come from this build's quick run. The full run
@@ -257,9 +286,10 @@ more repeats) is read here with the machine it ran on.
 """),
     code('''
 KEYS = ["loss_speedup_vs_loop_b512", "loss_vs_pml_supcon_b512", "train_step_flops_fraction_cpu",
-        "augment_speedup_vs_pil"]
+        "augment_speedup_vs_pil", "allocator_speedup"]
 TARGETS = {"loss_speedup_vs_loop_b512": ">= 50", "loss_vs_pml_supcon_b512": "<= 1.0",
-           "train_step_flops_fraction_cpu": ">= 0.40", "augment_speedup_vs_pil": ">= 5"}
+           "train_step_flops_fraction_cpu": ">= 0.40", "augment_speedup_vs_pil": ">= 5",
+           "allocator_speedup": "(none)"}
 
 
 def fmt(v):
@@ -290,14 +320,20 @@ needs a value the device computed (`.item()`, `bool(t)`, `.tolist()`,
 on the device) makes the host wait until the queue drains. The training step
 of `spreadcon.engine.train_step` has none: the losses get the number of classes
 instead of calling `unique`, skip their per-call NaN check (the engine checks
-the epoch means instead), the colour jitter uses masks instead of grouping
+the epoch means instead; on a CPU tensor they read the largest class size,
+which costs nothing there, and on a GPU they gather every column instead), the
+colour jitter uses masks instead of grouping
 images by their op order, the random numbers come from a generator on the
 device, batch indices move once per epoch, and AdamW is fused.
 
 `spreadcon.syncs.HostSyncs` lists every such call that goes through torch's
 Python API, on any machine, so this can be checked on a CPU; the tests assert
 the list is empty for four methods. Below, one step of `spread` with the losses'
-default checks, then as the engine runs it.
+default checks, then as the engine runs it. On this CPU the second step still
+shows one call, `Tensor.__int__` in `spreadcon.losses`: the loss reads the size
+of the largest class, which costs nothing for a CPU tensor (there is no device
+to wait for). For a tensor on a GPU it skips the read and gathers every column
+instead; the tests take that path and find no call.
 """),
     code('''
 from spreadcon import engine

@@ -147,7 +147,8 @@ def _check_z(z: Tensor, labels: Tensor | None, num_classes: int | None = None, c
         raise ValueError(f"num_classes must be None or an int >= 1; got {num_classes!r}")
     if not check_values:  # the caller checks the loss itself (spreadcon.engine: once per epoch)
         return
-    if not bool(torch.isfinite(z).all()):
+    # any NaN or inf makes the sum non-finite; a finite z whose sum overflows is told apart by the full check
+    if not bool(torch.isfinite(z.detach().sum())) and not bool(torch.isfinite(z).all()):
         raise ValueError("z contains non-finite values (NaN or inf); refusing to return a NaN loss")
     if num_classes is not None and labels is not None and labels.numel() and \
             not bool(((labels >= 0) & (labels < num_classes)).all()):
@@ -300,32 +301,32 @@ def _host_reads_are_free(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def _class_columns(cls_cols: Tensor, n_cls: int) -> tuple[Tensor, Tensor, Tensor, int]:
-    """The columns sorted by class, where each class starts, its size, and the width of the positives' gather.
+def _class_columns(cls_cols: Tensor, n_cls: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """Each class's columns, padded to one width: ``(n_cls, P)`` column indices and 0/1 weights (0: padding).
 
-    The width is the largest class when reading it is free (CPU), else every
-    column (on a GPU, no host sync; the gather is then as wide as the block).
+    ``P`` is the largest class when reading it is free (a CPU tensor), else
+    every column (on a GPU: no host sync; the gather is then as wide as the block).
     """
-    order = torch.argsort(cls_cols, stable=True)
+    order = torch.argsort(cls_cols, stable=True)  # columns grouped by class
     count = cls_cols.new_zeros(n_cls).index_add_(0, cls_cols, torch.ones_like(cls_cols))  # bincount, no sync
     start = count.cumsum(0) - count
     width = int(count.max()) if _host_reads_are_free(cls_cols.device) else cls_cols.shape[0]
-    return order, start, count, width
+    j = torch.arange(width, device=cls_cols.device)
+    last = (count - 1).clamp(min=0)[:, None]
+    slot = (start[:, None] + torch.minimum(j, last)).clamp(max=cls_cols.shape[0] - 1)  # an empty class: weight 0
+    return order[slot], (j < count[:, None]).to(dtype)
 
 
-def _positive_columns(cls_rows: Tensor, columns: tuple, self_col: Tensor | None, dtype) -> tuple[Tensor, Tensor]:
+def _positive_columns(cls_rows: Tensor, columns: tuple[Tensor, Tensor], self_col: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(M, P)`` indices of each row's same-class columns and their 0/1 weights (0: padding, the anchor).
 
     ``columns`` is :func:`_class_columns` of the block's column classes.
     """
-    order, start, count, width = columns
-    j = torch.arange(width, device=cls_rows.device)
-    n = count[cls_rows][:, None]
-    cols = order[start[cls_rows][:, None] + torch.minimum(j, (n - 1).clamp(min=0))]
-    w = j < n
+    table, weight = columns
+    cols, w = table.index_select(0, cls_rows), weight.index_select(0, cls_rows)
     if self_col is not None:
-        w = w & (cols != self_col[:, None])
-    return cols, w.to(dtype)
+        w = w * (cols != self_col[:, None])
+    return cols, w
 
 
 def _fused_ok(norms: Tensor, inv_t: float, norm: str, dtype: torch.dtype) -> bool:
@@ -421,7 +422,7 @@ def _contrastive(
         if col_scale is not None:
             S = S * col_scale
         if fused:
-            pos_cols, pos_w = _positive_columns(cls_rows, columns, self_col, acc)
+            pos_cols, pos_w = _positive_columns(cls_rows, columns, self_col)
             return _FusedBlock.apply(S, pos_cols, pos_w, cls_rows, cls_cols, n_cls, self_col, own_cols, sup, cn,
                                      clamp, one_positive)  # fmt: skip
         same = cls_rows[:, None] == cls_cols[None, :]
@@ -451,7 +452,7 @@ def _contrastive(
         # local anchors in order: without a gather they are the first V * B rows, sliced without a copy
         take = (lambda X, rows: X[rows]) if Bg == B else (lambda X, rows: X[flat[rows]])
 
-        columns = _class_columns(cls_f, n_cls) if fused else None
+        columns = _class_columns(cls_f, n_cls, acc) if fused else None
 
         def block(rows: slice) -> Tensor:
             col_scale = None if scale is None else scale[:, view_of[rows]].T
@@ -463,7 +464,7 @@ def _contrastive(
     # anchors == "cross_view": view v (local rows) against view w (all rows), w < v
     cls_local = cls[offset : offset + B]
     own_cv = (offset + torch.arange(B, device=device))[:, None]  # the anchor's own sample in view w
-    columns = _class_columns(cls, n_cls) if fused else None
+    columns = _class_columns(cls, n_cls, acc) if fused else None
     total = z.new_zeros((), dtype=acc)
     for v in range(1, V):
         for w in range(v):
