@@ -376,6 +376,25 @@ augmentation resident on the GPU) on CIFAR-10-shaped synthetic uint8 data for
 two epochs, times the second, projects the 600-epoch schedule, and divides the
 encoder's FLOP/s by the GPU's measured bf16 matmul FLOP/s.
 """),
+    md("""
+What the target asks of the hardware, before any measurement: the encoder's
+FLOPs per step are counted (as for the CPU step above), so the FLOP/s that 600
+epochs in 20 minutes need follow from the preset alone. This is arithmetic, not
+a result; the measured figures are below it.
+"""),
+    code('''
+from spreadcon.models.vit import vit_train_step_flops
+from spreadcon.presets import resolve
+
+paper = resolve("paper", "cifar10")
+steps_per_epoch = 50000 // paper.batch_size
+run_flops = vit_train_step_flops(paper.batch_size * paper.views, (3, 32, 32)) * steps_per_epoch * paper.epochs
+need = run_flops / (20 * 60)
+H200_BF16_DENSE = 989e12  # NVIDIA's data sheet figure for dense bf16 on the H200 SXM
+print(f"{paper.epochs} epochs x {steps_per_epoch} steps of batch {paper.batch_size} x {paper.views} views: "
+      f"{run_flops:.2e} encoder FLOPs; in 20 minutes that is {need / 1e12:.0f} TFLOP/s sustained, "
+      f"{100 * need / H200_BF16_DENSE:.0f}% of the H200's data-sheet dense bf16 peak")
+'''),
     code('''
 gpu_path = default_results_dir() / "bench" / "gpu.json"
 gpu_run = json.loads(gpu_path.read_text()) if gpu_path.exists() else None
@@ -384,9 +403,12 @@ if gpu.get("gpu_epoch_s") is None:
     print("not measured yet: no GPU in this session.")
     print("run:", gpu.get("gpu_command", "python -m spreadcon bench --json --device cuda --out results/bench/gpu.json"))
 else:
-    print(f"{gpu['gpu_device']}: {gpu['gpu_epoch_s']:.1f} s per epoch of the paper preset on "
-          f"{gpu['gpu_train_images']} images; 600 epochs projected at {gpu['gpu_projected_600_epochs_s'] / 60:.1f} min; "
-          f"{100 * gpu['gpu_bf16_flops_fraction']:.0f}% of the measured bf16 matmul FLOP/s")
+    for key in ("gpu_compile_true", "gpu_compile_false") if "gpu_compile_true" in (gpu_run or {}) else ("gpu",):
+        g = (gpu_run or {}).get(key) or gpu
+        print(f"{g['gpu_device']}, torch.compile {g.get('gpu_compile', 'on')}: {g['gpu_epoch_s']:.1f} s per epoch of "
+              f"the paper preset on {g['gpu_train_images']} images; 600 epochs projected at "
+              f"{g['gpu_projected_600_epochs_s'] / 60:.1f} min; "
+              f"{100 * g['gpu_bf16_flops_fraction']:.0f}% of the measured bf16 matmul FLOP/s")
 '''),
     md("""
 ## Reproduce
@@ -395,6 +417,7 @@ else:
 python -m spreadcon bench --json --quick                              # about a minute
 python -m spreadcon bench --json --out results/bench/cpu.json         # the full CPU run (minutes)
 python -m spreadcon bench --json --device cuda --out results/bench/gpu.json   # adds the GPU section
+bash .ci/gpu_check.sh   # on a CUDA machine: the CUDA tests, then the GPU section with torch.compile on and off
 ```
 
 `--threads N` sets the torch threads of the CPU sections (default 1; 0 keeps

@@ -402,7 +402,9 @@ def _contrastive(
         lab = ids
     else:
         lab = gather_no_grad(labels) if gather else labels
-    norms = torch.linalg.vector_norm(z_all.to(acc), dim=-1).clamp_min(_NORM_EPS)  # (Bg, V)
+    zc = z_all.to(acc)
+    # (Bg, V) norms as sqrt(sum z^2): the same value as vector_norm, and a backward without its bool-mask pass
+    norms = (zc * zc).sum(-1).clamp_min(_NORM_EPS**2).sqrt()
     inv_t = 1.0 / temperature
 
     if labels is None:  # every sample its own class: no unique needed
@@ -466,15 +468,16 @@ def _contrastive(
     own_cv = (offset + torch.arange(B, device=device))[:, None]  # the anchor's own sample in view w
     columns = _class_columns(cls, n_cls, acc) if fused else None
     total = z.new_zeros((), dtype=acc)
+    views = z_all.unbind(1)  # one backward node for all views (a select per view costs a zero-filled copy each)
     for v in range(1, V):
         for w in range(v):
-            zv = z_all[offset : offset + B, v]
+            zv = views[v][offset : offset + B]
             if norm == "row":
                 anchor_feat = zv / norms[offset : offset + B, v, None] * inv_t
-                cand = z_all[:, w] / norms[:, w, None]
+                cand = views[w] / norms[:, w, None]
             else:  # the artefact: both norms taken at the candidate index j
                 anchor_feat = zv * inv_t
-                cand = z_all[:, w] / (norms[:, v] * norms[:, w])[:, None]
+                cand = views[w] / (norms[:, v] * norms[:, w])[:, None]
 
             def block(rows: slice, anchor_feat=anchor_feat, cand=cand) -> Tensor:
                 return sums(anchor_feat[rows], cand, cls_local[rows], cls, columns, None, own_cv[rows])
