@@ -151,7 +151,7 @@ def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float | No
     try:
         from torch.profiler import ProfilerActivity, profile
 
-        with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
             fn()
         events = sorted(
             (e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"
@@ -163,6 +163,26 @@ def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float | No
         current += delta
         peak = max(peak, current)
     return peak / 2**20
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Send file descriptor 2 to /dev/null for the block: the profiler's C++ side logs each start and
+    stop there (and a CUDA probe error on machines without a GPU), which would bury the bench's output.
+    Python exceptions are unaffected (they propagate, they are not printed here)."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no usable fd 2: nothing to silence
+        yield
+        return
+    try:
+        sys.stderr.flush()
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 @contextlib.contextmanager
