@@ -312,6 +312,37 @@ else:
     plot_losses(full, f"Full run: at B = 512 ours is {full['loss_speedup_vs_loop_b512']:.0f}x faster than the loop")
 '''),
     md("""
+Every full run is kept as `results/bench/cpu-<commit>.json` (the newest is also
+`cpu.json`). Read together they show how the figures moved with the code, and
+how much the same code moves with the machine's load: the loss ratio is a
+quotient of two timings taken on a shared VM, so treat differences of 15% as noise.
+"""),
+    code('''
+import subprocess
+
+
+def commit_time(path):
+    """When the run's commit was made (git), so the table reads in order; 0 where git cannot tell."""
+    commit = str(json.loads(path.read_text()).get("git_commit", "")).split("-")[0]
+    try:
+        return int(subprocess.run(["git", "show", "-s", "--format=%ct", commit], capture_output=True, text=True,
+                                  cwd=path.parent, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return 0
+
+
+archive = sorted((default_results_dir() / "bench").glob("cpu-*.json"), key=lambda p: (commit_time(p), p.name))
+lines = ["| commit | load at start / end | loss vs loop (B = 512) | SupCon / PML | ViT step / sgemm | augment vs PIL |",
+         "|---|---|---|---|---|---|"]
+for path in archive:
+    r = json.loads(path.read_text())
+    rm = r["machine"]
+    lines.append(f"| {str(r.get('git_commit'))[:7]} | {rm['load_avg_1m_start']} / {rm['load_avg_1m_end']} | "
+                 f"{fmt(r.get('loss_speedup_vs_loop_b512'))} | {fmt(r.get('loss_vs_pml_supcon_b512'))} | "
+                 f"{fmt(r.get('train_step_flops_fraction_cpu'))} | {fmt(r.get('augment_speedup_vs_pil'))} |")
+display(Markdown("\\n".join(lines)))
+'''),
+    md("""
 ## A training step that never waits for the GPU
 
 A GPU is fast only while Python queues kernels ahead of it. Any call that
