@@ -141,7 +141,7 @@ glue("perf_live_speedup", f"{speedup:.0f}x", display=False)
 glue("perf_live_pml", "n/a" if pml is None else f"{pml:.2f}", display=False)
 plot_losses(live, f"This build (quick): at B = 512 ours is {speedup:.0f}x faster than the loop"
                   + ("" if pml is None else f" and takes {pml:.2f} of PML's SupCon time"))
-'''),
+''', "hide-input"),
     md("""
 In this build, at B = 512 the vectorised loss is {glue:text}`perf_live_speedup`
 faster than the loop, and our SupCon takes {glue:text}`perf_live_pml` of
@@ -174,17 +174,20 @@ are recomputed in the backward pass, so memory grows like `chunk_size x B V`
 instead of `(B V)^2`:
 """),
     code('''
+NL = chr(10)
+
+
 def chunk_line(result, name):
     c = result["chunked"]
     return (f"{name}: B*V = {c['chunked_bv']}, chunk {c['chunked_chunk_size']}: {c['chunked_s']:.2f} s forward + backward, "
-            f"peak {c['chunked_peak_mib']:.0f} MiB; one unchunked {c['chunked_bv']}^2 float32 logit matrix alone is "
+            f"peak {c['chunked_peak_mib']:.0f} MiB;" + NL + f"  one unchunked {c['chunked_bv']}^2 float32 logit matrix alone is "
             f"{c['unchunked_logits_mib']:.0f} MiB")
 
 
 print(chunk_line(live, "this build"))
 if full is not None:
     print(chunk_line(full, "full run"))
-'''),
+''', "hide-input"),
     md("""
 ## A training step of the paper's ViT on CPU
 
@@ -226,7 +229,7 @@ for name, r in runs:
         print(f"{name}: {r['train_step_images_per_s']:.1f} images/s ({r['train_step_views_per_s']:.1f} views/s), "
               f"{r['train_step_flops'] / 1e9:.0f} GFLOP per step, {r['train_step_s']:.2f} s per step, "
               f"{r['train_step_threads']} thread(s)")
-'''),
+''', "hide-input"),
     md("""
 ## Augmentation
 
@@ -250,10 +253,11 @@ ax.barh([i - 0.2 for i in x], pil, 0.4, label="per-image PIL torchvision")
 ax.set_yticks(list(x), labels)
 ax.set_xlabel("augmented views per second (32x32, one thread)")
 ax.legend()
-ax.set_title(f"Batched augmentation is {batched[0] / pil[0]:.1f}x faster than PIL in this build" if labels else "")
+ax.set_title(", ".join(f"{n}: {b / p:.1f}x" for n, b, p in zip(labels, batched, pil)) + " faster than PIL"
+             if labels else "")
 fig.tight_layout()
 plt.show()
-'''),
+''', "hide-input"),
     md("""
 ## Memory the allocator hands back
 
@@ -271,12 +275,12 @@ for name, r in runs:
     if r.get("allocator_speedup") is None:
         print(f"{name}: not measured ({r.get('allocator_speedup_reason', 'no allocator section in this run')})")
         continue
-    print(f"{name}: ViT step at batch {r['allocator_batch']} x 2 views, 1 thread: "
-          f"{r['allocator_default_minflt_per_step']:,.0f} minor page faults per step with glibc's defaults, "
-          f"{r['allocator_kept_minflt_per_step']:,.0f} with keep_freed_memory; "
-          f"{r['allocator_default_s']:.2f} s against {r['allocator_kept_s']:.2f} s per step "
+    print(f"{name}: ViT step at batch {r['allocator_batch']} x 2 views, 1 thread\\n"
+          f"  minor page faults per step: {r['allocator_default_minflt_per_step']:,.0f} with glibc's defaults, "
+          f"{r['allocator_kept_minflt_per_step']:,.0f} with keep_freed_memory\\n"
+          f"  time per step: {r['allocator_default_s']:.2f} s against {r['allocator_kept_s']:.2f} s "
           f"({r['allocator_speedup']:.2f}x)")
-'''),
+''', "hide-input"),
     md("""
 ## The committed full run
 
@@ -306,11 +310,11 @@ if full is None:
 else:
     fm = full["machine"]
     print(f"full run: {fm['cpu']}, {fm['cpu_cores']} cores, {fm['bench_threads']} torch thread(s), "
-          f"torch {fm['torch_version']}, commit {full.get('git_commit')}, "
+          f"torch {fm['torch_version']}," + NL + f"  commit {full.get('git_commit')}," + NL + "  "
           f"load average {fm['load_avg_1m_start']} at the start and {fm['load_avg_1m_end']} at the end, "
           f"{full['wall_time_s'] / 60:.1f} min")
     plot_losses(full, f"Full run: at B = 512 ours is {full['loss_speedup_vs_loop_b512']:.0f}x faster than the loop")
-'''),
+''', "hide-input"),
     md("""
 Every full run is kept as `results/bench/cpu-<commit>.json` (the newest is also
 `cpu.json`). Read together they show how the figures moved with the code, and
@@ -341,7 +345,7 @@ for path in archive:
                  f"{fmt(r.get('loss_speedup_vs_loop_b512'))} | {fmt(r.get('loss_vs_pml_supcon_b512'))} | "
                  f"{fmt(r.get('train_step_flops_fraction_cpu'))} | {fmt(r.get('augment_speedup_vs_pil'))} |")
 display(Markdown("\\n".join(lines)))
-'''),
+''', "hide-input"),
     md("""
 ## A training step that never waits for the GPU
 
