@@ -6,30 +6,7 @@ The notebook is generated, so edit this file, not the .ipynb file.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
-BOOK = Path(__file__).resolve().parent
-
-COLAB = (
-    "import sys\n"
-    'if "google.colab" in sys.modules:\n'
-    "    get_ipython().run_line_magic(\"pip\", \"install -q 'spreadcon[book] @ git+https://github.com/spreadcon/spreadcon'\")"
-)
-
-
-def md(text: str):
-    return new_markdown_cell(text.strip("\n"))
-
-
-def code(text: str, *tags: str):
-    cell = new_code_cell(text.strip("\n"))
-    if tags:
-        cell.metadata["tags"] = list(tags)
-    return cell
-
+from _nb import code, md, notebook, write  # book/_nb.py: the shared cell and notebook helpers
 
 CELLS = [
     md("""
@@ -464,13 +441,7 @@ code that ran.
 
 
 def main() -> None:
-    nb = new_notebook(cells=[code(COLAB, "remove-cell"), *CELLS])
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    nbformat.validate(nb)
-    path = BOOK / "appendix_performance.ipynb"
-    path.write_text(nbformat.writes(nb) + "\n")
-    print(f"wrote {path}")
+    write("appendix_performance", notebook(CELLS))
 
 
 if __name__ == "__main__":
