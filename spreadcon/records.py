@@ -24,11 +24,9 @@ from __future__ import annotations
 import json
 import math
 import os
-import statistics
 import subprocess
-from collections import defaultdict
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import torch
 
@@ -36,7 +34,7 @@ from spreadcon.atomic import atomic_write
 
 __all__ = [
     "REQUIRED_KEYS", "PROVENANCE_KEYS", "METRIC_KEYS", "record_path", "make_record",
-    "validate_record", "write_record", "load_records", "table", "git_commit", "device_name",
+    "validate_record", "write_record", "load_records", "git_commit", "device_name",
 ]
 
 REQUIRED_KEYS = ("dataset", "method", "preset", "seed", "task", "metrics", "provenance")
@@ -168,42 +166,3 @@ def load_records(results_dir: str | Path, **match: Any) -> list[dict[str, Any]]:
             out.append(record)
     out.sort(key=lambda r: (r["task"], r["dataset"], r["preset"], r["method"], r["seed"]))
     return out
-
-
-def table(records: Iterable[dict[str, Any]], metric: str, rows: str = "method",
-          cols: str = "dataset", digits: int = 1, percent: bool = True) -> str:
-    """A Markdown table of ``metric``: mean +- std over seeds, per (row, col).
-
-    Args:
-        records: as returned by :func:`load_records`.
-        metric: a key of ``record["metrics"]``, e.g. ``"fine_test_acc"``.
-        rows, cols: top-level record keys to group by.
-        digits: decimals shown.
-        percent: show accuracies as percentages.
-
-    Returns:
-        Markdown text; a cell is ``mean ± std (n)`` or ``–`` when empty.
-    """
-    cells: dict[tuple[Any, Any], list[float]] = defaultdict(list)
-    row_keys: list[Any] = []
-    col_keys: list[Any] = []
-    for r in records:
-        if metric not in r["metrics"]:
-            continue
-        key = (r[rows], r[cols])
-        row_keys += [] if key[0] in row_keys else [key[0]]
-        col_keys += [] if key[1] in col_keys else [key[1]]
-        cells[key].append(float(r["metrics"][metric]) * (100.0 if percent else 1.0))
-    lines = [f"| {rows} | " + " | ".join(str(c) for c in col_keys) + " |",
-             "|---|" + "---|" * len(col_keys)]
-    for rk in row_keys:
-        row = []
-        for ck in col_keys:
-            vals = cells.get((rk, ck), [])
-            if not vals:
-                row.append("–")
-                continue
-            sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-            row.append(f"{statistics.fmean(vals):.{digits}f} ± {sd:.{digits}f} ({len(vals)})")
-        lines.append(f"| {rk} | " + " | ".join(row) + " |")
-    return "\n".join(lines)

@@ -112,16 +112,6 @@ def test_load_records_skips_invalid_files(tmp_path):
     assert len(records.load_records(tmp_path)) == 1
 
 
-def test_table_gives_mean_and_std_over_seeds():
-    recs = [_record(seed=s, metrics={"fine_test_acc": a, "coarse_test_acc": 0.5}) for s, a in [(0, 0.2), (1, 0.4)]]
-    recs.append(_record(method="ce", metrics={"fine_test_acc": 0.1, "coarse_test_acc": 0.5}))
-    text = records.table(recs, "fine_test_acc")
-    lines = text.splitlines()
-    assert lines[0] == "| method | mnist |"
-    assert "| spread | 30.0 ± 14.1 (2) |" in lines  # mean 0.3, sample std 0.1414
-    assert "| ce | 10.0 ± 0.0 (1) |" in lines
-
-
 def test_git_commit_marks_a_dirty_tree(tmp_path):
     import subprocess
 
