@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 __all__ = ["Config", "PRESETS", "DATASET_ADJUSTMENTS", "resolve", "parse_value"]

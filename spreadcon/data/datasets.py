@@ -47,7 +47,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import io
 import os
 import pickle
 import zipfile
