@@ -346,6 +346,27 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 5, device: str = "cpu", dty
     return 2 * n**3 / median_time(lambda: a @ b, repeats=repeats, warmup=1, device=device)
 
 
+def vit_train_step(batch: int, views: int = 2) -> Callable[[], None]:
+    """One training step of the paper's ViT, as a closure: ``views`` x ``batch`` random 32x32 images
+    (seeded) through the encoder in train mode, float32, ``L_spread`` (alpha 0.5, tau 0.5), backward, AdamW."""
+    from spreadcon.models import build_encoder
+
+    torch.manual_seed(0)
+    enc = build_encoder("vit", image_shape=(3, 32, 32)).train()
+    opt = torch.optim.AdamW(enc.parameters(), lr=3e-4, weight_decay=1e-2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch * views, 3, 32, 32, generator=g)
+    y = torch.randint(0, 10, (batch,), generator=g)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        z = enc(x).view(views, batch, -1).transpose(0, 1)  # view-major batch -> (B, V, D)
+        spread_loss(z, y, 0.5, 0.5).backward()
+        opt.step()
+
+    return step
+
+
 def bench_train_step(
     batch: int = 128, views: int = 2, repeats: int = 5, warmup: int = 1, matmul_n: int = 2048,
     threads: int | None = None,
@@ -370,24 +391,11 @@ def bench_train_step(
     """
     key = "train_step_flops_fraction_cpu"
     try:
-        from spreadcon.models import build_encoder
         from spreadcon.models.vit import vit_train_step_flops
     except Exception as e:  # pragma: no cover - a broken install
         return {key: None, f"{key}_reason": f"spreadcon.models ViT unavailable: {type(e).__name__}: {e}"}
     with torch_threads(threads) as used:
-        torch.manual_seed(0)
-        enc = build_encoder("vit", image_shape=(3, 32, 32)).train()
-        opt = torch.optim.AdamW(enc.parameters(), lr=3e-4, weight_decay=1e-2)
-        g = torch.Generator().manual_seed(0)
-        x = torch.randn(batch * views, 3, 32, 32, generator=g)
-        y = torch.randint(0, 10, (batch,), generator=g)
-
-        def step() -> None:
-            opt.zero_grad(set_to_none=True)
-            z = enc(x).view(views, batch, -1).transpose(0, 1)  # view-major batch -> (B, V, D)
-            spread_loss(z, y, 0.5, 0.5).backward()
-            opt.step()
-
+        step = vit_train_step(batch, views)
         n = matmul_n
         a, b = torch.randn(n, n), torch.randn(n, n)
         times = interleaved_times({"step": step, "sgemm": lambda: a @ b}, repeats=repeats, warmup=warmup)
@@ -503,19 +511,9 @@ if mode == "kept":
     from spreadcon.malloc import keep_freed_memory
     keep_freed_memory()
 import torch
-from spreadcon.losses import spread_loss
-from spreadcon.models import build_encoder
+from spreadcon.bench import vit_train_step
 torch.set_num_threads(1)
-torch.manual_seed(0)
-enc = build_encoder("vit", image_shape=(3, 32, 32)).train()
-opt = torch.optim.AdamW(enc.parameters(), lr=3e-4, weight_decay=1e-2)
-x = torch.randn(2 * batch, 3, 32, 32)
-y = torch.randint(0, 10, (batch,))
-def step():
-    opt.zero_grad(set_to_none=True)
-    z = enc(x).view(2, batch, -1).transpose(0, 1)
-    spread_loss(z, y, 0.5, 0.5).backward()
-    opt.step()
+step = vit_train_step(batch)
 for _ in range(2):  # the heap settles
     step()
 faults, times = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, []
@@ -528,8 +526,8 @@ print(json.dumps({"s": statistics.median(times), "minflt_per_step": faults / ste
 """
 
 
-def bench_allocator(batch: int = 64, steps: int = 2, rounds: int = 2) -> dict:
-    """A ViT training step (as :func:`bench_train_step`, one thread) with glibc's default allocator and
+def bench_allocator(batch: int = 128, steps: int = 3, rounds: int = 1) -> dict:
+    """A ViT training step (:func:`vit_train_step`, one thread) with glibc's default allocator and
     with :func:`spreadcon.malloc.keep_freed_memory`, each in a fresh process (the setting cannot be undone).
 
     Rounds alternate the two modes; each reports the median step time and the

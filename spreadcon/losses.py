@@ -196,8 +196,8 @@ class _FusedBlock(torch.autograd.Function):
     Inputs: logits ``S`` (M, K) (the anchor's own column left as it is); each
     row's same-class columns ``pos_cols`` (M, P) with a 0/1 weight ``pos_w``
     (0 for padding and for the anchor itself, see :func:`_positive_columns`);
-    the row and column classes (``cls_cols`` / ``n_cls`` are used only for the
-    one-positive denominator); the anchor's own column ``self_col`` (M,) or
+    the row classes and the ``(n_cls, K)`` one-hot class matrix of the columns
+    (used only for the one-positive denominator); the anchor's own column ``self_col`` (M,) or
     ``None``; the columns of its own other views ``own_cols`` (M, n_own); which
     terms to compute and the SupCon switches. The caller guarantees
     ``|s| <= b`` with ``2 b`` inside the float range of ``exp``
@@ -223,8 +223,7 @@ class _FusedBlock(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, S, pos_cols, pos_w, cls_rows, cls_cols, n_cls, self_col, own_cols, sup, cn, clamp,
-                one_positive):  # fmt: skip
+    def forward(ctx, S, pos_cols, pos_w, cls_rows, onehot, self_col, own_cols, sup, cn, clamp, one_positive):
         M = S.shape[0]
         tiny = torch.finfo(S.dtype).tiny
         E = S.exp()
@@ -243,7 +242,6 @@ class _FusedBlock(torch.autograd.Function):
             else:  # sum_p min(s_p, clamp); its derivative is 1 where s_p <= clamp (as torch.clamp's)
                 numer, num_w = (Sp.clamp_max(clamp) * pos_w).sum(1), (Sp <= clamp) * pos_w
             if one_positive:
-                onehot = F.one_hot(cls_cols, n_cls).to(S.dtype).T  # (C, K)
                 by_class = (onehot @ E.T).T  # (M, C) sums of E per class; ~3x faster than E @ onehot.T in MKL
                 sigma = by_class.scatter(1, cls_rows[:, None], 0.0).sum(1) + tiny  # > 0: den is never 0
                 den = Ep + sigma[:, None]  # E_p + sigma_neg
@@ -293,7 +291,7 @@ class _FusedBlock(torch.autograd.Function):
         grad.scatter_add_(1, pos_cols, pos if extra is None else pos + extra)
         if cn:
             grad.scatter_add_(1, own_cols, (g[2] / -n_own).expand(M, n_own))
-        return (grad,) + (None,) * 11
+        return (grad,) + (None,) * 10
 
 
 def _host_reads_are_free(device: torch.device) -> bool:
@@ -301,8 +299,10 @@ def _host_reads_are_free(device: torch.device) -> bool:
     return device.type == "cpu"
 
 
-def _class_columns(cls_cols: Tensor, n_cls: int, dtype: torch.dtype) -> tuple[Tensor, Tensor]:
-    """Each class's columns, padded to one width: ``(n_cls, P)`` column indices and 0/1 weights (0: padding).
+def _class_columns(cls_cols: Tensor, n_cls: int, dtype: torch.dtype, onehot: bool) -> tuple:
+    """Each class's columns, padded to one width: ``(n_cls, P)`` column indices and 0/1 weights (0: padding),
+    and, if ``onehot``, the ``(n_cls, K)`` one-hot class matrix of the columns (else ``None``). Built once per
+    loss call, not per block.
 
     ``P`` is the largest class when reading it is free (a CPU tensor), else
     every column (on a GPU: no host sync; the gather is then as wide as the block).
@@ -314,15 +314,15 @@ def _class_columns(cls_cols: Tensor, n_cls: int, dtype: torch.dtype) -> tuple[Te
     j = torch.arange(width, device=cls_cols.device)
     last = (count - 1).clamp(min=0)[:, None]
     slot = (start[:, None] + torch.minimum(j, last)).clamp(max=cls_cols.shape[0] - 1)  # an empty class: weight 0
-    return order[slot], (j < count[:, None]).to(dtype)
+    return order[slot], (j < count[:, None]).to(dtype), F.one_hot(cls_cols, n_cls).to(dtype).T if onehot else None
 
 
-def _positive_columns(cls_rows: Tensor, columns: tuple[Tensor, Tensor], self_col: Tensor | None) -> tuple[Tensor, Tensor]:
+def _positive_columns(cls_rows: Tensor, columns: tuple, self_col: Tensor | None) -> tuple[Tensor, Tensor]:
     """``(M, P)`` indices of each row's same-class columns and their 0/1 weights (0: padding, the anchor).
 
     ``columns`` is :func:`_class_columns` of the block's column classes.
     """
-    table, weight = columns
+    table, weight, _ = columns
     cols, w = table.index_select(0, cls_rows), weight.index_select(0, cls_rows)
     if self_col is not None:
         w = w * (cols != self_col[:, None])
@@ -425,8 +425,8 @@ def _contrastive(
             S = S * col_scale
         if fused:
             pos_cols, pos_w = _positive_columns(cls_rows, columns, self_col)
-            return _FusedBlock.apply(S, pos_cols, pos_w, cls_rows, cls_cols, n_cls, self_col, own_cols, sup, cn,
-                                     clamp, one_positive)  # fmt: skip
+            return _FusedBlock.apply(S, pos_cols, pos_w, cls_rows, columns[2], self_col, own_cols, sup, cn, clamp,
+                                     one_positive)  # fmt: skip
         same = cls_rows[:, None] == cls_cols[None, :]
         if self_col is not None:  # a candidate is never the anchor itself
             ar = torch.arange(S.shape[0], device=device)
@@ -454,7 +454,7 @@ def _contrastive(
         # local anchors in order: without a gather they are the first V * B rows, sliced without a copy
         take = (lambda X, rows: X[rows]) if Bg == B else (lambda X, rows: X[flat[rows]])
 
-        columns = _class_columns(cls_f, n_cls, acc) if fused else None
+        columns = _class_columns(cls_f, n_cls, acc, one_positive and sup) if fused else None
 
         def block(rows: slice) -> Tensor:
             col_scale = None if scale is None else scale[:, view_of[rows]].T
@@ -466,7 +466,7 @@ def _contrastive(
     # anchors == "cross_view": view v (local rows) against view w (all rows), w < v
     cls_local = cls[offset : offset + B]
     own_cv = (offset + torch.arange(B, device=device))[:, None]  # the anchor's own sample in view w
-    columns = _class_columns(cls, n_cls, acc) if fused else None
+    columns = _class_columns(cls, n_cls, acc, one_positive and sup) if fused else None
     total = z.new_zeros((), dtype=acc)
     views = z_all.unbind(1)  # one backward node for all views (a select per view costs a zero-filled copy each)
     for v in range(1, V):
