@@ -17,8 +17,9 @@ model through per-image PIL transforms. This appendix measures how much faster
 `spreadcon` computes the same things, and how close a training step comes to
 what the hardware can do. Every number below comes from
 `python -m spreadcon bench` (module `spreadcon.bench`): the build runs a *quick*
-version of it, and a committed full run, if there is one, is read from
-`results/bench/cpu.json` together with the machine it ran on.
+version of it, and the newest committed full run, `results/bench/cpu-<commit>.json`
+(each full run is a new file, named for the commit it measured), is read with the
+machine it ran on.
 
 | figure | target (issue 7) |
 |---|---|
@@ -41,9 +42,9 @@ QUICK = True               # True: the quick bench (about a minute on 2 CPU core
 SIZES = (64, 128, 256, 512)  # batch sizes B of the loss figures (V = 2 views, D = 128)
 THREADS = 1                # torch threads for the CPU sections; None = torch default
 DEVICE = "cpu"             # "cuda" adds the GPU section (epoch time of the paper preset)
-FULL_RUN = "bench/cpu.json"  # committed full run, relative to results/
-# The full run read below was made with
-#   python -m spreadcon bench --json --out results/bench/cpu.json
+FULL_RUN = None            # a full run file relative to results/; None for the newest results/bench/cpu-COMMIT.json
+# A full run is made on a clean checkout with
+#   python -m spreadcon bench --json --out results/bench/cpu-COMMIT.json
 # and the GPU numbers come from
 #   python -m spreadcon bench --json --device cuda --out results/bench/gpu.json
 ''', "parameters"),
@@ -54,12 +55,26 @@ import matplotlib.pyplot as plt
 import torch
 from myst_nb import glue
 
+import subprocess
+
 from spreadcon.bench import run_all
 from spreadcon.report import default_results_dir
 
+
+def commit_time(path):
+    """When the run's commit was made (git), to order the runs; 0 where git cannot tell."""
+    commit = str(json.loads(path.read_text()).get("git_commit", "")).split("-")[0]
+    try:
+        return int(subprocess.run(["git", "show", "-s", "--format=%ct", commit], capture_output=True, text=True,
+                                  cwd=path.parent, check=True).stdout.strip())
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        return 0
+
+
 live = run_all(quick=QUICK, device=DEVICE, threads=THREADS, sizes=tuple(SIZES))
-full_path = default_results_dir() / FULL_RUN
-full = json.loads(full_path.read_text()) if full_path.exists() else None
+archive = sorted((default_results_dir() / "bench").glob("cpu-*.json"), key=lambda p: (commit_time(p), p.name))
+full_path = default_results_dir() / FULL_RUN if FULL_RUN else (archive[-1] if archive else None)
+full = json.loads(full_path.read_text()) if full_path is not None and full_path.exists() else None
 m = live["machine"]
 print(f"this build: {m['cpu']}, {m['cpu_cores']} cores, {m['bench_threads']} torch thread(s), torch {m['torch_version']}, "
       f"load average {m['load_avg_1m_start']} -> {m['load_avg_1m_end']}, {live['wall_time_s']:.0f} s")
@@ -261,9 +276,9 @@ for name, r in runs:
     md("""
 ## The committed full run
 
-The figures above come from this build's quick run. The full run
-(`results/bench/cpu.json`: B up to 2048, the paper's batch for the ViT step,
-more repeats) is read here with the machine it ran on.
+The figures above come from this build's quick run. The newest full run
+(B up to 2048, the paper's batch for the ViT step, more repeats) is read here
+with the machine it ran on.
 """),
     code('''
 KEYS = ["loss_speedup_vs_loop_b512", "loss_vs_pml_supcon_b512", "train_step_flops_fraction_cpu",
@@ -283,7 +298,7 @@ from IPython.display import Markdown, display
 
 display(Markdown("| figure | target | this build (quick) | full run |\\n|---|---|---|---|\\n" + "\\n".join(rows)))
 if full is None:
-    print(f"No full run at {full_path}. Make one with: python -m spreadcon bench --json --out results/bench/cpu.json")
+    print("No full run committed. Make one with: python -m spreadcon bench --json --out results/bench/cpu-COMMIT.json")
 else:
     fm = full["machine"]
     print(f"full run: {fm['cpu']}, {fm['cpu_cores']} cores, {fm['bench_threads']} torch thread(s), "
@@ -293,26 +308,11 @@ else:
     plot_losses(full, f"Full run: at B = 512 ours is {full['loss_speedup_vs_loop_b512']:.0f}x faster than the loop")
 ''', "hide-input"),
     md("""
-Every full run is kept as `results/bench/cpu-<commit>.json` (the newest is also
-`cpu.json`). Read together they show how the figures moved with the code, and
+Every full run is kept as `results/bench/cpu-<commit>.json`. Read together they show how the figures moved with the code, and
 how much the same code moves with the machine's load: the loss ratio is a
 quotient of two timings taken on a shared VM, so treat differences of 15% as noise.
 """),
     code('''
-import subprocess
-
-
-def commit_time(path):
-    """When the run's commit was made (git), so the table reads in order; 0 where git cannot tell."""
-    commit = str(json.loads(path.read_text()).get("git_commit", "")).split("-")[0]
-    try:
-        return int(subprocess.run(["git", "show", "-s", "--format=%ct", commit], capture_output=True, text=True,
-                                  cwd=path.parent, check=True).stdout.strip())
-    except (OSError, subprocess.CalledProcessError, ValueError):
-        return 0
-
-
-archive = sorted((default_results_dir() / "bench").glob("cpu-*.json"), key=lambda p: (commit_time(p), p.name))
 lines = ["| commit | load at start / end | loss vs loop (B = 512) | SupCon / PML | ViT step / sgemm | augment vs PIL |",
          "|---|---|---|---|---|---|"]
 for path in archive:
@@ -427,7 +427,7 @@ else:
 
 ```bash
 python -m spreadcon bench --json --quick                              # about a minute
-python -m spreadcon bench --json --out results/bench/cpu.json         # the full CPU run (minutes)
+python -m spreadcon bench --json --out results/bench/cpu-$(git rev-parse --short HEAD).json   # a full CPU run (minutes)
 python -m spreadcon bench --json --device cuda --out results/bench/gpu.json   # adds the GPU section
 bash .ci/gpu_check.sh   # on a CUDA machine: the CUDA tests, then the GPU section with torch.compile on and off
 ```
