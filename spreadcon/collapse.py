@@ -1,0 +1,86 @@
+"""Measuring class collapse of a real encoder: the numbers chapters 1 and 2 follow.
+
+On the L2-normalised embedding that the losses act on, a collapsed class has
+mean within-class cosine 1, and ``K`` collapsed classes on a regular simplex
+have between-class cosine ``-1/(K-1)`` (chapter 1's theorem). Beside the two
+cosines, a linear probe on the *fine* label says how much of what collapse
+erases is still there, and one on the coarse label that the encoder still
+separates its training classes.
+
+Example:
+    >>> import torch
+    >>> z = torch.tensor([[1.0, 0.0]] * 4 + [[-1.0, 0.0]] * 4)   # two collapsed classes
+    >>> coarse = torch.tensor([0] * 4 + [1] * 4)
+    >>> class Split:  # anything with .coarse and .fine labels
+    ...     def __init__(self, coarse, fine): self.coarse, self.fine = coarse, fine
+    >>> s = Split(coarse, torch.tensor([0, 1] * 4))
+    >>> m = embedding_metrics(z, s, z, s)
+    >>> round(m["within_train"], 3), round(m["between_train"], 3), m["coarse_acc"], m["fine_acc"]
+    (1.0, -1.0, 1.0, 0.5)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from spreadcon import evaluate, theory
+
+#: L2 penalty of the probes (L-BFGS logistic regression on standardised embeddings).
+PROBE_L2 = 1e-3
+
+
+def mnist_subset(cfg, data_root: str | None = None):
+    """MNIST shrunk to ``cfg``'s split sizes: the same images for every method and seed.
+
+    Args:
+        cfg: a resolved :class:`spreadcon.presets.Config` (its ``train_size``,
+            ``val_size``, ``test_size``; 0 keeps a split whole).
+        data_root: the data root; ``None`` means ``$SPREADCON_DATA``, else
+            ``~/.cache/spreadcon``.
+    """
+    from spreadcon.data import load
+    from spreadcon.run import subset_dataset
+
+    return subset_dataset(load("mnist", root=data_root), cfg)
+
+
+def embedding_metrics(ztr: torch.Tensor, train_split: Any, zte: torch.Tensor, test_split: Any) -> dict[str, float]:
+    """Cosines of unit embeddings (train and test) and probe accuracies (test).
+
+    Args:
+        ztr, zte: ``(N, D)`` embeddings of the training and test images.
+        train_split, test_split: objects with int64 ``coarse`` and ``fine``
+            label tensors aligned with ``ztr`` and ``zte``.
+
+    Returns:
+        ``within_train``, ``between_train``, ``within_test``, ``between_test``:
+        the mean within-class and between-class cosine over the coarse classes
+        (:func:`spreadcon.theory.class_cosines`); ``fine_acc`` and
+        ``coarse_acc``: the test accuracy (a fraction) of a linear probe
+        fitted on ``ztr`` for each label.
+    """
+    w_tr, b_tr = theory.class_cosines(ztr, train_split.coarse)
+    w_te, b_te = theory.class_cosines(zte, test_split.coarse)
+    probe = lambda label: evaluate.linear_probe(  # noqa: E731
+        ztr, getattr(train_split, label), zte, getattr(test_split, label), l2=PROBE_L2).accuracy
+    return {
+        "within_train": w_tr, "between_train": b_tr, "within_test": w_te, "between_test": b_te,
+        "fine_acc": probe("fine"), "coarse_acc": probe("coarse"),
+    }
+
+
+def frozen_metrics(encoder: torch.nn.Module, ds: Any, aug: Any) -> dict[str, float]:
+    """:func:`embedding_metrics` of a frozen image encoder on ``ds``'s train and test splits.
+
+    Args:
+        encoder: maps normalised images to ``(N, D)`` embeddings.
+        ds: a dataset with ``splits["train"]`` and ``splits["test"]``.
+        aug: the dataset's :class:`spreadcon.data.augment.TwoViewAugment`
+            (its ``normalize`` is applied before the encoder, as in training).
+    """
+    tr, te = ds.splits["train"], ds.splits["test"]
+    ztr = evaluate.embed(encoder, tr, normalize_fn=aug.normalize)
+    zte = evaluate.embed(encoder, te, normalize_fn=aug.normalize)
+    return embedding_metrics(ztr, tr, zte, te)
