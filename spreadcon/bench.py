@@ -27,7 +27,7 @@ Sections:
   :func:`spreadcon.models.vit.vit_train_step_flops`
   (``torch.utils.flop_counter``), achieved FLOP/s as a fraction of this
   machine's measured float32 matmul FLOP/s, and images per second.
-* :func:`bench_augment`: :func:`spreadcon.data.augment.benchmark_augment`
+* :func:`bench_augment`: :func:`benchmark_augment`
   (the paper's pipeline, batched on tensors, against per-image PIL torchvision).
 * :func:`bench_allocator`: a ViT training step with glibc's default allocator and
   with :func:`spreadcon.malloc.keep_freed_memory` (which the training engine
@@ -62,6 +62,7 @@ import torch
 from spreadcon.atomic import atomic_write
 from spreadcon.losses import spread_loss, supcon_loss
 from spreadcon.malloc import keep_freed_memory
+from spreadcon.timing import interleaved_times, median_time, torch_threads
 
 LOSS_SIZES = (128, 512, 2048)  # B; V = 2 views, D = 128 features (the issue's grid)
 LOOP_ANCHORS = 512  # the Python loop runs on at most this many anchors per view pair; larger B is scaled
@@ -100,42 +101,6 @@ def machine() -> dict:
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "load_avg_1m_start": load_average(),
     }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def median_time(fn: Callable[[], object], repeats: int = 7, warmup: int = 2, device: str = "cpu") -> float:
-    """Median wall time of ``fn()`` in seconds, after ``warmup`` untimed calls."""
-    return interleaved_times({"fn": fn}, repeats=repeats, warmup=warmup, device=device)["fn"]
-
-
-def interleaved_times(
-    steps: dict[str, Callable[[], object]], repeats: int = 7, warmup: int = 2, device: str = "cpu",
-    slow: dict[str, int] | None = None,
-) -> dict[str, float]:  # fmt: skip
-    """Median time (s) of each step, measured round-robin so that load changes on a shared
-    machine hit every step alike. ``slow`` caps the repeats (and warm-ups, to 1) of named slow steps."""
-    if repeats < 1 or warmup < 0:
-        raise ValueError(f"repeats must be >= 1 and warmup >= 0; got repeats={repeats!r}, warmup={warmup!r}")
-    dev = torch.device(device)
-    slow = slow or {}
-    for name, step in steps.items():
-        for _ in range(min(warmup, 1) if name in slow else warmup):
-            step()
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for r in range(repeats):
-        for name, step in steps.items():
-            if r >= slow.get(name, repeats):
-                continue
-            _sync(dev)
-            t0 = time.perf_counter()
-            step()
-            _sync(dev)
-            times[name].append(time.perf_counter() - t0)
-    return {name: statistics.median(ts) for name, ts in times.items()}
 
 
 def peak_memory_mib(fn: Callable[[], object], device: str = "cpu") -> float | None:
@@ -183,18 +148,6 @@ def _native_stderr_silenced():
     finally:
         os.dup2(saved, 2)
         os.close(saved)
-
-
-@contextlib.contextmanager
-def torch_threads(n: int | None):
-    """``torch.set_num_threads(n)`` for the block, restored after; yields the count in use (``None``: unchanged)."""
-    before = torch.get_num_threads()
-    if n is not None:
-        torch.set_num_threads(int(n))
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- losses
@@ -414,6 +367,63 @@ def bench_train_step(
 # --------------------------------------------------------------------------- augmentation
 
 
+def benchmark_augment(
+    n: int = 512, repeats: int = 5, image_size: int = 32, views: int = 2, device="cpu", seed: int = 0, threads: int | None = 1
+) -> dict:
+    """Throughput of batched two-view augmentation vs per-image PIL torchvision.
+
+    Both produce ``views`` normalised float views of ``n`` RGB images of
+    ``image_size``²; the PIL side starts from ready PIL images (as a torchvision
+    dataset would hand them over) and stacks its tensors. Each figure is the
+    median of ``repeats`` timed runs after one warm-up run.
+
+    ``threads`` (default 1) sets ``torch.set_num_threads`` for the run (restored
+    afterwards): the PIL pipeline runs on one core, so one thread compares like
+    with like, and on a shared, oversubscribed CPU OpenMP's spinning threads can
+    make multi-threaded timings meaningless. ``None`` keeps the current setting.
+
+    Returns:
+        dict with ``augment_speedup_vs_pil`` (batched / PIL images per second),
+        ``batched_images_per_s``, ``pil_images_per_s``, and the settings.
+    """
+    from PIL import Image
+
+    from spreadcon.data.augment import TwoViewAugment, torchvision_pipeline
+
+    if n < 1 or repeats < 1:
+        raise ValueError(f"n={n!r} and repeats={repeats!r} must be >= 1")
+    gen = torch.Generator().manual_seed(seed)
+    # smooth random images (upsampled noise) so colour ops see natural-ish content
+    small = torch.randint(0, 256, (n, 3, image_size // 4 or 1, image_size // 4 or 1), generator=gen, dtype=torch.uint8)
+    x = torch.nn.functional.interpolate(small.float(), size=(image_size, image_size), mode="bilinear")
+    x = x.round().clamp(0, 255).to(torch.uint8)
+    aug = TwoViewAugment((image_size, image_size), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    pil_images = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in x]
+    reference = torchvision_pipeline(aug)
+    xd = x.to(device)
+
+    def batched():
+        aug(xd, views=views)
+
+    def per_image():
+        torch.stack([torch.stack([reference(im) for _ in range(views)]) for im in pil_images])
+
+    with torch_threads(threads) as used:  # each a median of `repeats` runs after one warm-up; CUDA synced
+        tb = median_time(batched, repeats=repeats, warmup=1, device=device)
+        tp = median_time(per_image, repeats=repeats, warmup=1)
+    return {
+        "augment_speedup_vs_pil": tp / tb,
+        "batched_images_per_s": n * views / tb,
+        "pil_images_per_s": n * views / tp,
+        "n": n,
+        "views": views,
+        "image_size": image_size,
+        "repeats": repeats,
+        "threads": used,
+        "device": str(device),
+    }
+
+
 def bench_augment(n: int = 512, repeats: int = 5, device: str = "cpu", threads: int | None = 1) -> dict:
     """Batched two-view augmentation vs per-image PIL torchvision, via ``benchmark_augment``.
 
@@ -423,8 +433,6 @@ def bench_augment(n: int = 512, repeats: int = 5, device: str = "cpu", threads: 
     """
     key = "augment_speedup_vs_pil"
     try:
-        from spreadcon.data.augment import benchmark_augment
-
         r = benchmark_augment(n=n, repeats=repeats, image_size=32, views=2, device=device, threads=threads)
     except ImportError as e:
         return {key: None, f"{key}_reason": f"{type(e).__name__}: {e}"}

@@ -208,7 +208,9 @@ def test_for_dataset_and_bad_input():
 
 def test_benchmark_reports_consistent_numbers():
     """Only the bookkeeping is checked (timings are not asserted): the ratio is the two throughputs' ratio."""
-    r = A.benchmark_augment(n=8, repeats=1, image_size=16)
+    from spreadcon.bench import benchmark_augment
+
+    r = benchmark_augment(n=8, repeats=1, image_size=16)
     assert r["augment_speedup_vs_pil"] == pytest.approx(r["batched_images_per_s"] / r["pil_images_per_s"])
     assert r["n"] == 8 and r["views"] == 2 and r["threads"] == 1
 

@@ -403,7 +403,7 @@ class TwoViewAugment:
         return self.apply(x01, params).view(bsz, views, c, *self.image_size)
 
 
-# --------------------------------------------------------------------------- benchmark
+# --------------------------------------------------------------------------- reference
 
 
 def torchvision_pipeline(aug: TwoViewAugment):
@@ -419,58 +419,3 @@ def torchvision_pipeline(aug: TwoViewAugment):
         steps.append(T.RandomGrayscale(aug.grayscale_p))
     steps += [T.ToTensor(), T.Normalize(aug.mean, aug.std)]
     return T.Compose(steps)
-
-
-def benchmark_augment(
-    n: int = 512, repeats: int = 5, image_size: int = 32, views: int = 2, device="cpu", seed: int = 0, threads: int | None = 1
-) -> dict:
-    """Throughput of batched two-view augmentation vs per-image PIL torchvision.
-
-    Both produce ``views`` normalised float views of ``n`` RGB images of
-    ``image_size``²; the PIL side starts from ready PIL images (as a torchvision
-    dataset would hand them over) and stacks its tensors. Each figure is the
-    median of ``repeats`` timed runs after one warm-up run.
-
-    ``threads`` (default 1) sets ``torch.set_num_threads`` for the run (restored
-    afterwards): the PIL pipeline runs on one core, so one thread compares like
-    with like, and on a shared, oversubscribed CPU OpenMP's spinning threads can
-    make multi-threaded timings meaningless. ``None`` keeps the current setting.
-
-    Returns:
-        dict with ``augment_speedup_vs_pil`` (batched / PIL images per second),
-        ``batched_images_per_s``, ``pil_images_per_s``, and the settings.
-    """
-    from PIL import Image
-
-    if n < 1 or repeats < 1:
-        raise ValueError(f"n={n!r} and repeats={repeats!r} must be >= 1")
-    gen = torch.Generator().manual_seed(seed)
-    # smooth random images (upsampled noise) so colour ops see natural-ish content
-    small = torch.randint(0, 256, (n, 3, image_size // 4 or 1, image_size // 4 or 1), generator=gen, dtype=torch.uint8)
-    x = F.interpolate(small.float(), size=(image_size, image_size), mode="bilinear").round().clamp(0, 255).to(torch.uint8)
-    aug = TwoViewAugment((image_size, image_size), mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
-    pil_images = [Image.fromarray(img.permute(1, 2, 0).numpy()) for img in x]
-    reference = torchvision_pipeline(aug)
-    xd = x.to(device)
-    from spreadcon.bench import median_time, torch_threads  # the benchmark helpers (timing, thread count)
-
-    def batched():
-        aug(xd, views=views)
-
-    def per_image():
-        torch.stack([torch.stack([reference(im) for _ in range(views)]) for im in pil_images])
-
-    with torch_threads(threads) as used:  # each a median of `repeats` runs after one warm-up; CUDA synced
-        tb = median_time(batched, repeats=repeats, warmup=1, device=device)
-        tp = median_time(per_image, repeats=repeats, warmup=1)
-    return {
-        "augment_speedup_vs_pil": tp / tb,
-        "batched_images_per_s": n * views / tb,
-        "pil_images_per_s": n * views / tp,
-        "n": n,
-        "views": views,
-        "image_size": image_size,
-        "repeats": repeats,
-        "threads": used,
-        "device": str(device),
-    }
