@@ -58,6 +58,7 @@ is initialised the candidates come from every rank; see
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Literal
 
 import torch
@@ -98,14 +99,34 @@ _NORM_EPS = 1e-12  # smallest norm divided by (as in F.normalize); a zero row st
 # --------------------------------------------------------------------------- checks
 
 
-def _check_temperature(temperature: float) -> None:
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+def _real(value: object) -> float | None:
+    """``value`` as a Python float if it is a real number of any numeric type (int, float, a NumPy
+    scalar, a 0-dim real tensor), else ``None``. Booleans are not numbers here."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Tensor):
+        if value.dim() != 0 or value.is_complex() or value.dtype == torch.bool:
+            return None
+        return float(value)
+    if isinstance(value, numbers.Real):
+        return float(value)
+    return None
+
+
+def _check_temperature(temperature: object) -> float:
+    """The temperature as a float; ``ValueError`` unless it is a finite real number > 0."""
+    t = _real(temperature)
+    if t is None or not math.isfinite(t) or t <= 0:
         raise ValueError(f"temperature must be a finite number > 0; got {temperature!r}")
+    return t
 
 
-def _check_alpha(alpha: float) -> None:
-    if not (isinstance(alpha, (int, float)) and 0.0 <= alpha <= 1.0):
+def _check_alpha(alpha: object) -> float:
+    """``alpha`` as a float; ``ValueError`` unless it is a real number in [0, 1]."""
+    a = _real(alpha)
+    if a is None or not 0.0 <= a <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
+    return a
 
 
 def _check_switches(anchors: str, denominator: str, norm: str, clamp: float | None) -> None:
@@ -217,9 +238,21 @@ class _FusedBlock(torch.autograd.Function):
     ``finfo.min`` mask entries 20 times). Here only ``exp``, the row sums and
     one pass of the backward touch the whole (M, K) block; everything about
     the positives works on the gathered (M, P) columns, about ``1 / n_cls`` of
-    the block. The backward pass is written out:
-    ``dS = E * u[r]`` on every column, plus the positives' own terms added at
-    ``pos_cols`` and the own-view columns.
+    the block. The backward pass is written out: ``dS = E * u[r]`` on every
+    column that a denominator sums (every column for Khosla's; only the
+    negatives for the one-positive form, whose same-class columns are set to
+    0 rather than corrected by subtracting ``E_p * u``, a difference that
+    cancels to noise when the negatives' sum is small next to ``E_p``), plus
+    the positives' own terms added at ``pos_cols`` and the own-view columns.
+
+    Example: the gradient of the official form within one class (no negatives), where that
+    cancellation once gave 0.0000 in float32 instead of the official code's 0.0397:
+
+        >>> z = torch.tensor([[[1., 0.], [1., 0.]], [[0., 1.], [0., 1.]], [[-.1, 0.], [-.1, 0.]]],
+        ...                  requires_grad=True)
+        >>> spread_loss(z, torch.tensor([0, 0, 0]), 0.5, 0.5, reference_quirks=True).backward()
+        >>> round(float(z.grad[0, 1, 1]), 4), round(float(z.grad[1, 0, 0]), 4)
+        (0.0397, 0.0361)
     """
 
     @staticmethod
@@ -242,7 +275,10 @@ class _FusedBlock(torch.autograd.Function):
             else:  # sum_p min(s_p, clamp); its derivative is 1 where s_p <= clamp (as torch.clamp's)
                 numer, num_w = (Sp.clamp_max(clamp) * pos_w).sum(1), (Sp <= clamp) * pos_w
             if one_positive:
-                by_class = (onehot @ E.T).T  # (M, C) sums of E per class; ~3x faster than E @ onehot.T in MKL
+                # (M, C) sums of E per class; ~3x faster than E @ onehot.T in MKL. Autocast off: E reaches
+                # exp(1/tau) (4.9e8 at tau = 0.05), past float16's range, so this product stays in float32
+                with torch.autocast(S.device.type, enabled=False):
+                    by_class = (onehot @ E.T).T
                 sigma = by_class.scatter(1, cls_rows[:, None], 0.0).sum(1) + tiny  # > 0: den is never 0
                 den = Ep + sigma[:, None]  # E_p + sigma_neg
                 inv = pos_w / den
@@ -278,7 +314,6 @@ class _FusedBlock(torch.autograd.Function):
             g_row = g[0] * k["inv_count"]  # d loss / d (numerator), and / d (one-positive denominators)
             if one_positive:  # negatives: their share of every positive's log(E_p + sigma_neg)
                 u += g_row * k["inv_sum"]
-                pos_coef -= (g_row * k["inv_sum"])[:, None]
                 extra = Ep * k["inv"] * g_row[:, None]  # d/ds_p log(E_p + sigma_neg) = E_p / (E_p + sigma_neg)
             else:
                 u += g[0] * k["valid"] / k["sum_all"]
@@ -287,6 +322,11 @@ class _FusedBlock(torch.autograd.Function):
         if cn:
             pos_coef += (g[2] / k["sum_same"])[:, None]
         grad = E * u[:, None]
+        if sup and one_positive:
+            # sigma_neg holds negatives only: a same-class column gets no share of u. Its entries are
+            # overwritten with 0 (the positives' own terms follow), never corrected by subtracting
+            # E_p * u, which cancels catastrophically when sigma_neg is small next to E_p.
+            grad.scatter_(1, pos_cols, 0.0)
         pos = Ep * pos_coef * pos_w
         grad.scatter_add_(1, pos_cols, pos if extra is None else pos + extra)
         if cn:
@@ -379,7 +419,7 @@ def _contrastive(
     ``check_values=False`` together make the call free of host-device
     synchronisation; see :func:`spread_loss`.
     """
-    _check_temperature(temperature)
+    temperature = _check_temperature(temperature)
     _check_switches(anchors, denominator, norm, clamp)
     _check_chunk(chunk_size)
     _check_z(z, labels, num_classes, check_values)
@@ -402,7 +442,13 @@ def _contrastive(
         lab = ids
     else:
         lab = gather_no_grad(labels) if gather else labels
+    # Everything below runs in ``acc`` (float32 at least), whatever the input dtype. Both forms are
+    # invariant to one scale of the whole z, so z is first brought to a largest entry in [0.5, 1) by a
+    # power of two (exact, no rounding): norms and the broadcast form's dot products then cannot
+    # overflow for finite z of any magnitude (1e20, 1e38 per element). The factor is detached, which
+    # leaves the gradient exact: for f(z) = f(c z), grad f(z) . z = 0, so the path through c adds 0.
     zc = z_all.to(acc)
+    zc = torch.ldexp(zc, -torch.frexp(zc.detach().abs().amax())[1])
     # (Bg, V) norms as sqrt(sum z^2): the same value as vector_norm, and a backward without its bool-mask pass
     norms = (zc * zc).sum(-1).clamp_min(_NORM_EPS**2).sqrt()
     inv_t = 1.0 / temperature
@@ -439,7 +485,7 @@ def _contrastive(
 
     if anchors == "all":
         # view-major flattening: row v * Bg + j is sample j in view v
-        zf = z_all.transpose(0, 1).reshape(V * Bg, D)
+        zf = zc.transpose(0, 1).reshape(V * Bg, D)
         cand = zf / norms.transpose(0, 1).reshape(V * Bg, 1)
         anchor_feat = cand * inv_t if norm == "row" else zf * inv_t
         cls_f = cls.repeat(V)
@@ -468,7 +514,7 @@ def _contrastive(
     own_cv = (offset + torch.arange(B, device=device))[:, None]  # the anchor's own sample in view w
     columns = _class_columns(cls, n_cls, acc, one_positive and sup) if fused else None
     total = z.new_zeros((), dtype=acc)
-    views = z_all.unbind(1)  # one backward node for all views (a select per view costs a zero-filled copy each)
+    views = zc.unbind(1)  # one backward node for all views (a select per view costs a zero-filled copy each)
     for v in range(1, V):
         for w in range(v):
             zv = views[v][offset : offset + B]
@@ -607,7 +653,7 @@ def spread_loss(
         alpha: cNCE weight in ``[0, 1]``; 0 is SupCon alone, 1 is cNCE alone.
         temperature: ``tau > 0``.
         reference_quirks: ``False`` gives the paper's equations; ``True`` the
-            official thanos-code computation (CONTRACT §1, the module table).
+            official thanos-code computation (the module table).
         clamp, anchors, denominator, norm: ``"auto"`` takes the value from
             ``reference_quirks``; anything else overrides that one switch. The
             clamp applies to the SupCon term only, as in the official code.
@@ -624,7 +670,7 @@ def spread_loss(
         >>> float(spread_loss(z, y, alpha=0.0)) == float(supcon_loss(z, y, 0.5))
         True
     """
-    _check_alpha(alpha)
+    alpha = _check_alpha(alpha)
     sw = _resolve(reference_quirks, clamp=clamp, anchors=anchors, denominator=denominator, norm=norm)
     return _contrastive(
         z, labels, temperature, w_sup=1.0 - alpha, w_cn=float(alpha),
@@ -717,7 +763,7 @@ class SupConLoss(nn.Module):
         check_values: bool = True,
     ) -> None:
         super().__init__()
-        _check_temperature(temperature)
+        temperature = _check_temperature(temperature)
         _check_switches(anchors, denominator, norm, clamp)
         _check_chunk(chunk_size)
         self.temperature, self.clamp, self.anchors = temperature, clamp, anchors
@@ -756,7 +802,7 @@ class CNCELoss(nn.Module):
         check_values: bool = True,
     ) -> None:
         super().__init__()
-        _check_temperature(temperature)
+        temperature = _check_temperature(temperature)
         _check_switches(anchors, "all", norm, None)
         _check_chunk(chunk_size)
         self.temperature, self.anchors, self.norm = temperature, anchors, norm
@@ -775,7 +821,7 @@ class CNCELoss(nn.Module):
 
 
 class SpreadLoss(nn.Module):
-    """L_spread ``= (1 - alpha) * SupCon + alpha * cNCE`` (CONTRACT §1).
+    """L_spread ``= (1 - alpha) * SupCon + alpha * cNCE``; see :func:`spread_loss`.
 
     Args:
         alpha: cNCE weight in ``[0, 1]``.
@@ -807,8 +853,7 @@ class SpreadLoss(nn.Module):
         check_values: bool = True,
     ) -> None:
         super().__init__()
-        _check_alpha(alpha)
-        _check_temperature(temperature)
+        alpha, temperature = _check_alpha(alpha), _check_temperature(temperature)
         _check_chunk(chunk_size)
         self.alpha, self.temperature, self.reference_quirks = alpha, temperature, bool(reference_quirks)
         self.switches = _resolve(self.reference_quirks, clamp=clamp, anchors=anchors, denominator=denominator, norm=norm)
@@ -839,7 +884,7 @@ class SimCLRLoss(nn.Module):
     def __init__(self, temperature: float = 0.5, *, chunk_size: int | None = None, gather: bool | None = None,
                  check_values: bool = True):
         super().__init__()
-        _check_temperature(temperature)
+        temperature = _check_temperature(temperature)
         _check_chunk(chunk_size)
         self.temperature, self.chunk_size, self.gather = temperature, chunk_size, gather
         self.check_values = bool(check_values)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -29,17 +30,21 @@ from spreadcon.losses import (
 
 
 def _logit(z, tau, norm, a, c):
-    """s(a, c) for anchor a = (i, v) and candidate c = (j, w), as plain floats."""
+    """s(a, c) for anchor a = (i, v) and candidate c = (j, w), one scalar at a time (autograd flows)."""
     (i, v), (j, w) = a, c
-    dot = float(z[i, v] @ z[j, w])
+    dot = z[i, v] @ z[j, w]
     if norm == "row":  # u = z / ||z||
-        return dot / (tau * float(z[i, v].norm()) * float(z[j, w].norm()))
-    return dot / (tau * float(z[j, v].norm()) * float(z[j, w].norm()))  # both norms at the candidate j
+        return dot / (tau * z[i, v].norm() * z[j, w].norm())
+    return dot / (tau * z[j, v].norm() * z[j, w].norm())  # both norms at the candidate j
 
 
 def _lse(xs):
-    m = max(xs)
-    return m + math.log(math.fsum(math.exp(x - m) for x in xs))
+    return torch.logsumexp(torch.stack(list(xs)), 0)
+
+
+def _mean(xs):
+    xs = list(xs)
+    return torch.stack(xs).sum() / len(xs)
 
 
 def _problems(B, V, anchors):
@@ -55,7 +60,10 @@ def _problems(B, V, anchors):
 
 
 def ref_supcon(z, y, tau, *, anchors="all", denominator="all", clamp=None, norm="row"):
-    """Khosla L_out (or the one-positive denominator), averaged over anchors with a positive."""
+    """Khosla L_out (or the one-positive denominator), averaged over anchors with a positive.
+
+    A double loop over anchors and candidates, one scalar op at a time: slow, obviously the
+    equation, and differentiable (the gradient tests take autograd through it in float64)."""
     B, V, _ = z.shape
     y = [int(t) for t in y]
     per_problem = []
@@ -70,15 +78,15 @@ def ref_supcon(z, y, tau, *, anchors="all", denominator="all", clamp=None, norm=
                 continue
             terms = []
             for p in pos:
-                numer = s[p] if clamp is None else min(s[p], clamp)
+                numer = s[p] if clamp is None else torch.clamp(s[p], max=clamp)
                 if denominator == "all":
-                    den = _lse([s[c] for c in cands])
+                    den = _lse(s[c] for c in cands)
                 else:
                     den = _lse([s[p]] + [s[n] for n in neg])
                 terms.append(den - numer)
-            losses.append(math.fsum(terms) / len(pos))
-        per_problem.append(math.fsum(losses) / len(losses))
-    return math.fsum(per_problem) / len(per_problem)
+            losses.append(_mean(terms))
+        per_problem.append(_mean(losses))
+    return _mean(per_problem)
 
 
 def ref_cnce(z, y, tau, *, anchors="all", norm="row"):
@@ -92,14 +100,14 @@ def ref_cnce(z, y, tau, *, anchors="all", norm="row"):
             cands = cands_of(a)
             s = {c: _logit(z, tau, norm, a, c) for c in cands}
             own = [c for c in cands if c[0] == a[0]]
-            den = _lse([s[c] for c in cands if y[c[0]] == y[a[0]]])
-            losses.append(math.fsum(den - s[q] for q in own) / len(own))
-        per_problem.append(math.fsum(losses) / len(losses))
-    return math.fsum(per_problem) / len(per_problem)
+            den = _lse(s[c] for c in cands if y[c[0]] == y[a[0]])
+            losses.append(_mean(den - s[q] for q in own))
+        per_problem.append(_mean(losses))
+    return _mean(per_problem)
 
 
 def ref_official(z, y, alpha, tau):
-    """CONTRACT §1 `reference_quirks=True`, restated anchor by anchor (torch rows, no masks)."""
+    """The official thanos-code loss (`reference_quirks=True`), restated anchor by anchor (torch rows, no masks)."""
     B, V, _ = z.shape
     pair_losses = []
     for v in range(V):
@@ -139,7 +147,7 @@ def test_supcon_matches_double_loop_float64(anchors, denominator, clamp, norm, V
     z, y = _data(V=V)
     tau = 0.3
     got = supcon_loss(z, y, tau, anchors=anchors, denominator=denominator, clamp=clamp, norm=norm)
-    want = ref_supcon(z, y, tau, anchors=anchors, denominator=denominator, clamp=clamp, norm=norm)
+    want = float(ref_supcon(z, y, tau, anchors=anchors, denominator=denominator, clamp=clamp, norm=norm))
     assert got.dtype == torch.float64
     assert float(got) == pytest.approx(want, rel=1e-12, abs=1e-12)
 
@@ -149,13 +157,13 @@ def test_supcon_matches_double_loop_float64(anchors, denominator, clamp, norm, V
 def test_cnce_matches_double_loop_float64(anchors, norm, V):
     z, y = _data(V=V, seed=1)
     got = cnce_loss(z, y, 0.4, anchors=anchors, norm=norm)
-    assert float(got) == pytest.approx(ref_cnce(z, y, 0.4, anchors=anchors, norm=norm), rel=1e-12, abs=1e-12)
+    assert float(got) == pytest.approx(float(ref_cnce(z, y, 0.4, anchors=anchors, norm=norm)), rel=1e-12, abs=1e-12)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5, 1.0])
 def test_spread_paper_matches_double_loop(alpha):
     z, y = _data(B=7, V=3, seed=2)
-    want = (1 - alpha) * ref_supcon(z, y, 0.5) + alpha * ref_cnce(z, y, 0.5)
+    want = float((1 - alpha) * ref_supcon(z, y, 0.5) + alpha * ref_cnce(z, y, 0.5))
     assert float(spread_loss(z, y, alpha, 0.5)) == pytest.approx(want, rel=1e-12)
     assert float(SpreadLoss(alpha, 0.5)(z, y)) == pytest.approx(want, rel=1e-12)
 
@@ -178,7 +186,7 @@ def test_reference_quirks_is_the_official_switch_combination():
     assert torch.equal(quirks, explicit)
     # one switch overridden inside quirks mode: the clamp off
     no_clamp = spread_loss(z, y, 0.0, 0.5, reference_quirks=True, clamp=None)
-    want = ref_supcon(z, y, 0.5, anchors="cross_view", denominator="one_positive", clamp=None, norm="broadcast")
+    want = float(ref_supcon(z, y, 0.5, anchors="cross_view", denominator="one_positive", clamp=None, norm="broadcast"))
     assert float(no_clamp) == pytest.approx(want, rel=1e-12)
 
 
@@ -190,7 +198,7 @@ def test_float32_within_tolerance_of_float64_reference():
         assert got.dtype == torch.float32
         assert float(got) == pytest.approx(float(want), rel=1e-5)
     assert float(spread_loss(z.float(), y, 0.5, 0.1)) == pytest.approx(
-        0.5 * ref_supcon(z, y, 0.1) + 0.5 * ref_cnce(z, y, 0.1), rel=1e-5
+        float(0.5 * ref_supcon(z, y, 0.1) + 0.5 * ref_cnce(z, y, 0.1)), rel=1e-5
     )
 
 
@@ -202,14 +210,14 @@ def test_simclr_is_nt_xent():
     terms = []
     for a in flat:  # textbook NT-Xent: positive is the other view, denominator all but self
         partner = (a[0], 1 - a[1])
-        s = {c: float(u[a] @ u[c]) / tau for c in flat if c != a}
-        terms.append(_lse(list(s.values())) - s[partner])
-    want = math.fsum(terms) / len(terms)
+        s = {c: u[a] @ u[c] / tau for c in flat if c != a}
+        terms.append(_lse(s.values()) - s[partner])
+    want = float(_mean(terms))
     assert float(simclr_loss(z, tau)) == pytest.approx(want, rel=1e-12)
     assert float(SimCLRLoss(tau)(z)) == pytest.approx(want, rel=1e-12)
     # SimCLR = SupCon with every sample in its own class, for any V
     z3, _ = _data(B=5, V=3, seed=7)
-    assert float(simclr_loss(z3, 0.3)) == pytest.approx(ref_supcon(z3, torch.arange(5), 0.3), rel=1e-12)
+    assert float(simclr_loss(z3, 0.3)) == pytest.approx(float(ref_supcon(z3, torch.arange(5), 0.3)), rel=1e-12)
 
 
 def test_reconstruction_is_mean_squared_error():
@@ -437,3 +445,163 @@ def test_gpu_width_of_the_positives_gather_gives_the_cpu_result(monkeypatch, anc
         out.append((loss.detach(), t.grad))
     assert torch.allclose(out[0][0], out[1][0], rtol=1e-12, atol=1e-12)
     assert torch.allclose(out[0][1], out[1][1], rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------------------- gradients on the hard cases
+#
+# The inputs the earlier gradient checks used have many negatives and similar norms. The fused
+# backward once corrected the one-positive denominator's positives by subtracting E_p * u after
+# adding it to every column; with few or no negatives that cancellation wiped out the gradient
+# in float32 (the issue's repro: 0.0000 where the official code gives 0.0397). These cases break
+# exactly that: one class (no negatives at all), a class of one member, row norms spread 10x-200x
+# (which also drives the broadcast form onto the exact path), and V = 3.
+
+
+def _hard_case(name):
+    g = torch.Generator().manual_seed(hash(name) % 1000)
+    if name == "one_class":
+        z, y = torch.randn(6, 2, 4, generator=g, dtype=torch.float64), torch.zeros(6, dtype=torch.long)
+    elif name == "singleton":
+        z, y = torch.randn(6, 2, 4, generator=g, dtype=torch.float64), torch.tensor([0, 0, 0, 1, 1, 2])
+    elif name == "spread_norms":
+        z = torch.randn(6, 2, 4, generator=g, dtype=torch.float64)
+        scale = torch.logspace(0, math.log10(200), 12, dtype=torch.float64)[torch.randperm(12, generator=g)]
+        z, y = z * scale.reshape(6, 2, 1), torch.tensor([0, 0, 1, 1, 1, 2])
+    else:  # "v3"
+        z, y = torch.randn(5, 3, 4, generator=g, dtype=torch.float64), torch.tensor([0, 0, 1, 1, 1])
+    return z, y
+
+
+def _issue_repro():
+    z = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]], [[-0.1, 0.0], [-0.1, 0.0]]],
+                     dtype=torch.float64)  # fmt: skip
+    return z, torch.tensor([0, 0, 0])
+
+
+def _grad(fn, z, dtype):
+    t = z.detach().to(dtype).clone().requires_grad_(True)
+    fn(t).backward()
+    return t.grad.to(torch.float64)
+
+
+def _ref_spread(z, y, alpha, tau, sw):
+    loss = 0.0
+    if alpha != 1:
+        loss = (1 - alpha) * ref_supcon(z, y, tau, **sw)
+    if alpha != 0:
+        loss = loss + alpha * ref_cnce(z, y, tau, anchors=sw["anchors"], norm=sw["norm"])
+    return loss
+
+
+def _close(got, want, rtol):
+    """Equal to ``rtol`` relative to the gradient's scale (entries near 0 are judged on that scale; a
+    gradient that is 0 by the equation, as one-positive SupCon's within one class, on the scale 1e-3)."""
+    torch.testing.assert_close(got, want, rtol=rtol, atol=rtol * max(float(want.abs().max()), 1e-3))
+
+
+@pytest.mark.parametrize("case", ["one_class", "singleton", "spread_norms", "v3", "issue_repro"])
+@pytest.mark.parametrize("anchors,denominator,clamp,norm", SWITCHES)
+@pytest.mark.parametrize("alpha", [0.0, 0.5])
+def test_gradient_on_hard_cases_matches_double_loop_and_exact_path(case, anchors, denominator, clamp, norm, alpha,
+                                                                    monkeypatch):  # fmt: skip
+    import spreadcon.losses as L
+
+    z, y = _issue_repro() if case == "issue_repro" else _hard_case(case)
+    tau = 0.5
+    sw = dict(anchors=anchors, denominator=denominator, clamp=clamp, norm=norm)
+    want = _grad(lambda t: _ref_spread(t, y, alpha, tau, sw), z, torch.float64)
+    fast64, fast32 = (_grad(lambda t: spread_loss(t, y, alpha, tau, **sw), z, dt) for dt in (torch.float64, torch.float32))
+    monkeypatch.setattr(L, "_fused_ok", lambda *a, **k: False)
+    exact64 = _grad(lambda t: spread_loss(t, y, alpha, tau, **sw), z, torch.float64)
+    _close(exact64, want, 1e-8)
+    _close(fast64, want, 1e-8)
+    _close(fast64, exact64, 1e-8)
+    _close(fast32, want, 1e-3)
+
+
+def test_issue_repro_gradient_in_float32_equals_the_official_value():
+    """The issue's numbers: z.grad[0,1,1] and z.grad[1,0,0] are 0.0397 and 0.0361 in the official code."""
+    z, y = _issue_repro()
+    for dt in (torch.float32, torch.float64):
+        g = _grad(lambda t: SpreadLoss(0.5, 0.5, reference_quirks=True)(t, y), z, dt)
+        assert float(g[0, 1, 1]) == pytest.approx(0.0397343, abs=1e-6)
+        assert float(g[1, 0, 0]) == pytest.approx(0.0361142, abs=1e-6)
+        want = _grad(lambda t: ref_official(t, y, 0.5, 0.5), z, torch.float64)
+        _close(g, want, 1e-3 if dt == torch.float32 else 1e-8)
+
+
+# --------------------------------------------------------------------------- any dtype, any scale, any number
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("anchors,denominator,clamp,norm", SWITCHES)
+def test_low_precision_inputs_give_finite_values_near_float32(dtype, anchors, denominator, clamp, norm):
+    z, y = _data(B=16, V=2, D=8, n_cls=3, dtype=torch.float32, seed=21)
+    sw = dict(anchors=anchors, denominator=denominator, clamp=clamp, norm=norm)
+    t = z.to(dtype).requires_grad_(True)
+    loss = spread_loss(t, y, 0.5, 0.05, **sw)
+    loss.backward()
+    assert loss.dtype == torch.float32  # accumulated in float32
+    assert bool(torch.isfinite(loss)) and bool(torch.isfinite(t.grad).all())
+    # the same directions in float32: the only difference is the input's rounding
+    assert float(loss.detach()) == pytest.approx(float(spread_loss(t.detach().float(), y, 0.5, 0.05, **sw)), rel=1e-5)
+
+
+@pytest.mark.parametrize("reference_quirks", [False, True])
+@pytest.mark.parametrize("denominator", ["all", "one_positive"])
+def test_fp16_autocast_on_nearly_collapsed_embeddings_is_finite(reference_quirks, denominator):
+    """The issue's repro: B=64, tau=0.05, every sample within 0.05 of its class mean. The one-positive
+    denominator once summed exp(logits) per class in a float16 matmul under autocast (inf, then NaN)."""
+    try:
+        with torch.autocast("cpu", dtype=torch.float16):
+            torch.ones(2, 2) @ torch.ones(2, 2)
+    except (RuntimeError, AssertionError) as e:  # older torch: CPU autocast is bf16 only
+        pytest.skip(f"fp16 CPU autocast unsupported here: {e}")
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 2, (64,), generator=g)
+    z = torch.randn(2, 128, generator=g)[y][:, None] + 0.05 * torch.randn(64, 2, 128, generator=g)
+    t = z.clone().requires_grad_(True)
+    with torch.autocast("cpu", dtype=torch.float16):
+        loss = spread_loss(t, y, 0.5, 0.05, reference_quirks=reference_quirks, denominator=denominator)
+    loss.backward()
+    assert bool(torch.isfinite(loss)) and bool(torch.isfinite(t.grad).all())
+    want = spread_loss(z, y, 0.5, 0.05, reference_quirks=reference_quirks, denominator=denominator)
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-2)
+
+
+@pytest.mark.parametrize("reference_quirks", [False, True])
+@pytest.mark.parametrize("peak", [1e-20, 1e20, 1e38])
+def test_loss_is_scale_invariant_for_finite_inputs_of_any_magnitude(reference_quirks, peak):
+    """Once the norm overflowed at 1e20 per element (the loss of an all-zero z, zero gradient),
+    and the quirks form gave NaN at 1e38."""
+    z, y = _data(B=8, V=2, D=6, dtype=torch.float32, seed=22)
+    unit = z / z.abs().max()
+    want = spread_loss(unit, y, 0.5, 0.5, reference_quirks=reference_quirks)
+    t = (unit * peak).requires_grad_(True)
+    loss = spread_loss(t, y, 0.5, 0.5, reference_quirks=reference_quirks)
+    loss.backward()
+    assert float(loss.detach()) == pytest.approx(float(want), rel=1e-5)
+    u = unit.clone().requires_grad_(True)
+    spread_loss(u, y, 0.5, 0.5, reference_quirks=reference_quirks).backward()
+    if peak < 1e30:  # at 1e38 the true gradient (~1e-39) is subnormal in float32: finite, not comparable
+        _close(t.grad.double() * peak, u.grad.double(), 1e-4)
+    assert bool(torch.isfinite(t.grad).all())
+    # an all-zero z: finite, as before (no direction, no gradient signal)
+    assert bool(torch.isfinite(spread_loss(torch.zeros(4, 2, 3), torch.tensor([0, 0, 1, 1]), 0.5, 0.5)))
+
+
+@pytest.mark.parametrize("make", [np.float32, np.float64, np.int64, lambda v: torch.tensor(v),
+                                  lambda v: torch.tensor(v, dtype=torch.float64), int], ids=str)  # fmt: skip
+def test_temperature_and_alpha_of_any_real_number_type(make):
+    z, y = _data(seed=23)
+    want = spread_loss(z, y, 1.0, 2.0)
+    assert float(spread_loss(z, y, make(1), make(2))) == pytest.approx(float(want), rel=1e-12)
+    assert float(SpreadLoss(make(1), make(2))(z, y)) == pytest.approx(float(want), rel=1e-12)
+    assert float(supcon_loss(z, y, make(2))) == pytest.approx(float(SupConLoss(make(2))(z, y)), rel=1e-12)
+
+
+@pytest.mark.parametrize("bad", [True, "0.5", torch.tensor([0.5]), float("nan"), complex(0.5, 0)])
+def test_non_real_temperature_is_rejected(bad):
+    z, y = _data(seed=24)
+    with pytest.raises(ValueError, match="temperature must be a finite number > 0"):
+        spread_loss(z, y, 0.5, bad)
