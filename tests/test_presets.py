@@ -19,6 +19,35 @@ def test_paper_preset_carries_the_official_hyperparameters():
     assert cfg.train_size == 0  # all data
 
 
+@pytest.mark.parametrize("dataset", [None, "mnist", "cifar10", "cifar100u", "tinyimagenet", "celeba"])
+def test_official_is_paper_with_only_the_reference_quirks(dataset):
+    official, paper = resolve("official", dataset).to_dict(), resolve("paper", dataset).to_dict()
+    assert {k for k in paper if paper[k] != official[k]} == {"reference_quirks"}
+    assert (official["reference_quirks"], paper["reference_quirks"]) == (True, False)
+
+
+def test_colab_keeps_the_paper_protocol_and_cuts_only_the_training_length():
+    from spreadcon.cost import DATASET_SIZES
+
+    allowed = {"epochs", "cosine_period_epochs", "checkpoint_every", "image_size"}
+    for dataset in DATASET_SIZES:
+        colab, paper = resolve("colab", dataset).to_dict(), resolve("paper", dataset).to_dict()
+        assert {k for k in paper if paper[k] != colab[k]} <= allowed, dataset
+        assert colab["train_size"] == 0 and colab["probe"] == "adamw" and colab["probe_epochs"] == 100
+        assert colab["epochs"] < paper["epochs"]
+
+
+def test_colab_costs_about_30_t4_minutes_per_run():
+    """The band is 25-35 minutes for supcon and spread at the assumed T4 throughput, on every dataset."""
+    from spreadcon.cost import ASSUMED, DATASET_SIZES, gpu_hours, run_cost
+
+    t4 = ASSUMED["t4"]
+    minutes = {d: 60 * gpu_hours(run_cost(d, "spread", "colab").total_flops, t4) for d in DATASET_SIZES}
+    assert all(25 <= m <= 35 for m in minutes.values()), minutes
+    assert 60 * gpu_hours(run_cost("cifar10", "supcon", "colab").total_flops, t4) == pytest.approx(minutes["cifar10"])
+    assert minutes["cifar10"] == pytest.approx(31.0, abs=0.5)  # the figure the docstring and README quote
+
+
 def test_dataset_adjustments_apply_then_overrides_win():
     base = resolve("cpu")
     adjusted = resolve("cpu", "tinyimagenet")
