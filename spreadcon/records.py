@@ -9,8 +9,13 @@ Layout under the results directory (``results/`` in the repository)::
 ``%g`` formatting, e.g. ``alpha0.25``. Every record holds ``dataset``,
 ``method``, ``preset``, ``seed``, ``task``, ``metrics`` and ``provenance``
 (``git_commit``, ``torch_version``, ``device``, ``started_at``,
-``wall_time_s``, ``config``). Files are written atomically (temp file +
-``os.replace``), so a reader never sees half a record.
+``wall_time_s``, ``config``) and, in every record written since it was
+added, ``source_hash`` (:func:`source_hash`). Files are written atomically
+(temp file + ``os.replace``), so a reader never sees half a record.
+
+Tables that put records side by side say under them whether the rows come from
+different source code (:func:`source_hash_note`); records written before the
+hash existed count as "hash unknown".
 
 Example:
     >>> rec = make_record(dataset="mnist", method="spread", preset="smoke", seed=0,
@@ -21,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import subprocess
@@ -34,6 +40,7 @@ from spreadcon.atomic import atomic_write
 __all__ = [
     "REQUIRED_KEYS", "PROVENANCE_KEYS", "METRIC_KEYS", "record_path", "make_record",
     "validate_record", "write_record", "load_records", "git_commit", "device_name",
+    "source_hash", "source_hashes", "source_hash_note",
 ]
 
 REQUIRED_KEYS = ("dataset", "method", "preset", "seed", "task", "metrics", "provenance")
@@ -60,6 +67,73 @@ def git_commit(repo: str | Path | None = None) -> str:
     return head + ("-dirty" if dirty else "")
 
 
+def source_hash(package: str | Path | None = None) -> str:
+    """SHA-256 of the package's source: every ``**/*.py`` under ``package``, sorted by path.
+
+    For each file in order, its path relative to the package's parent folder,
+    in POSIX form and UTF-8 (``"spreadcon/losses.py"``), then its bytes, are
+    fed to one SHA-256; nothing separates them. Byte-identical source gives
+    the same hash on any machine and checkout, committed or not; ``__pycache__``
+    holds no ``.py`` files, so it does not count.
+
+    Args:
+        package: the package folder; default this package (``spreadcon/``).
+
+    Returns:
+        64 lowercase hex digits.
+    """
+    root = Path(package) if package is not None else Path(__file__).resolve().parent
+    files = sorted((p.relative_to(root.parent).as_posix(), p) for p in root.rglob("*.py") if p.is_file())
+    digest = hashlib.sha256()
+    for rel, path in files:
+        digest.update(rel.encode("utf-8"))
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def source_hashes(records: list[dict[str, Any]]) -> dict[str | None, int]:
+    """How many of ``records`` carry each ``provenance.source_hash`` (None: hash unknown)."""
+    counts: dict[str | None, int] = {}
+    for rec in records:
+        key = (rec.get("provenance") or {}).get("source_hash")
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def source_hash_note(records: list[dict[str, Any]]) -> str:
+    """One line for under a table of ``records``: whether their source hashes differ.
+
+    Returns ``""`` when every record carries the same hash (nothing to say);
+    otherwise, e.g. ``"Rows come from 2 different source hashes (1a2b3c4d: 6
+    records, 5e6f7a8b: 3) and 2 records with hash unknown (written before
+    source hashes were recorded); their training code may differ."``
+
+    Example:
+        >>> source_hash_note([{"provenance": {"source_hash": "ab" * 32}}] * 2)
+        ''
+        >>> source_hash_note([{"provenance": {}}])
+        '1 record with hash unknown (written before source hashes were recorded): its source cannot be compared.'
+    """
+    counts = source_hashes(records)
+    unknown = counts.pop(None, 0)
+    known = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))
+    if not unknown and len(known) <= 1:
+        return ""
+
+    def plural(n: int, word: str) -> str:
+        return f"{n} {word}" + ("" if n == 1 else "s")
+
+    unknown_part = (f"{plural(unknown, 'record')} with hash unknown "
+                    "(written before source hashes were recorded)") if unknown else ""
+    if not known:
+        return f"{unknown_part}: {'its' if unknown == 1 else 'their'} source cannot be compared."
+    listed = ", ".join(f"{h[:8]}: {plural(n, 'record')}" for h, n in known)
+    if len(known) == 1:
+        return f"All rows with a hash share one source hash ({listed}); {unknown_part}, whose source may differ."
+    tail = f" and {unknown_part}" if unknown else ""
+    return f"Rows come from {len(known)} different source hashes ({listed}){tail}; their training code may differ."
+
+
 def device_name(device: str | torch.device) -> str:
     """``"cpu"`` or the CUDA card's name, e.g. ``"NVIDIA H200"``."""
     device = torch.device(device)
@@ -78,8 +152,20 @@ def record_path(results_dir: str | Path, *, task: str, dataset: str, preset: str
 def make_record(*, dataset: str, method: str, preset: str, seed: int, task: str,
                 metrics: dict[str, float], config: dict[str, Any], started_at: str,
                 wall_time_s: float, device: str = "cpu", git: str | None = None,
-                extra: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Assemble (and validate) a record dict. ``extra`` adds top-level keys."""
+                extra: dict[str, Any] | None = None,
+                provenance_extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Assemble (and validate) a record dict.
+
+    Args:
+        extra: top-level keys added to the record.
+        provenance_extra: keys merged into ``provenance`` (e.g. ``precision``,
+            ``resumed_from_epoch``, ``attempts``, ``train_time_total_s``); a
+            ``source_hash`` here wins over the one computed now, so a run can
+            pass the hash it took when it started.
+
+    ``provenance.source_hash`` is :func:`source_hash` at the time of the call
+    unless ``provenance_extra`` gives one.
+    """
     record = {
         "dataset": dataset, "method": method, "preset": preset, "seed": int(seed), "task": task,
         "metrics": {k: float(v) for k, v in metrics.items()},
@@ -90,8 +176,10 @@ def make_record(*, dataset: str, method: str, preset: str, seed: int, task: str,
             "started_at": started_at,
             "wall_time_s": float(wall_time_s),
             "config": dict(config),
+            "source_hash": source_hash(),
         },
     }
+    record["provenance"].update(provenance_extra or {})
     record.update(extra or {})
     validate_record(record)
     return record
@@ -110,6 +198,10 @@ def validate_record(record: dict[str, Any]) -> None:
     missing = [k for k in PROVENANCE_KEYS if k not in record["provenance"]]
     if missing:
         raise ValueError(f"record provenance is missing keys {missing}")
+    digest = record["provenance"].get("source_hash")
+    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
+                                   and all(c in "0123456789abcdef" for c in digest)):
+        raise ValueError(f"record provenance.source_hash={digest!r} is not 64 lowercase hex digits")
     task = record["task"]
     if task not in METRIC_KEYS:
         raise ValueError(f"record task={task!r}; valid: {', '.join(METRIC_KEYS)}")
