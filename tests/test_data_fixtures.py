@@ -21,6 +21,7 @@ import torch
 from PIL import Image
 
 from spreadcon.data import CorruptDataset, DatasetNotFound, Split, batches, hierarchy, load
+from spreadcon.data import cache as C
 from spreadcon.data import datasets as D
 
 CELEBA_ATTRS = (
@@ -383,8 +384,8 @@ def test_subset():
 
 def test_cache_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "c" / "x.pt"
-    D.save_atomic({"a": torch.arange(3)}, path)
-    assert torch.equal(D.load_cache(path)["a"], torch.arange(3))
+    C.save_atomic({"a": torch.arange(3)}, path)
+    assert torch.equal(C.load_cache(path)["a"], torch.arange(3))
 
     real_save = torch.save
 
@@ -394,13 +395,13 @@ def test_cache_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "save", crash)
     with pytest.raises(KeyboardInterrupt):
-        D.save_atomic({"a": torch.zeros(3)}, path)
+        C.save_atomic({"a": torch.zeros(3)}, path)
     monkeypatch.setattr(torch, "save", real_save)
-    assert torch.equal(D.load_cache(path)["a"], torch.arange(3))  # the old cache is intact
+    assert torch.equal(C.load_cache(path)["a"], torch.arange(3))  # the old cache is intact
     assert [p.name for p in path.parent.iterdir()] == ["x.pt"]  # no temp file left behind
     with pytest.raises(KeyboardInterrupt):
         monkeypatch.setattr(torch, "save", crash)
-        D.save_atomic({"a": torch.zeros(3)}, tmp_path / "new.pt")
+        C.save_atomic({"a": torch.zeros(3)}, tmp_path / "new.pt")
     assert not (tmp_path / "new.pt").exists()
 
 
@@ -413,18 +414,20 @@ def test_damaged_cache_is_rebuilt(tmp_path):
         calls.append(1)
         return {"x": torch.ones(2)}
 
-    first = D._cached("toy", [src], build, tmp_path / "cache", tmp_path)
-    second = D._cached("toy", [src], build, tmp_path / "cache", tmp_path)
+    first = C.cached("toy", [src], build, tmp_path / "cache")
+    second = C.cached("toy", [src], build, tmp_path / "cache")
     assert len(calls) == 1 and torch.equal(first["x"], second["x"])
-    (cache_file,) = (tmp_path / "cache").iterdir()
+    (cache_file,) = (tmp_path / "cache").glob("*.pt")
     cache_file.write_bytes(b"garbage")
-    D._cached("toy", [src], build, tmp_path / "cache", tmp_path)
+    C.cached("toy", [src], build, tmp_path / "cache")
     assert len(calls) == 2
 
 
 def test_default_root(monkeypatch, tmp_path):
     monkeypatch.setenv("SPREADCON_DATA", str(tmp_path))
     assert D.default_root() == tmp_path
-    assert D.cache_dir() == tmp_path / ".cache"
+    monkeypatch.delenv("SPREADCON_CACHE", raising=False)
+    monkeypatch.delenv("XDG_CACHE_HOME", raising=False)
+    assert C.cache_dir() == Path.home() / ".cache" / "spreadcon" / "decoded"  # never the data root
     monkeypatch.delenv("SPREADCON_DATA")
     assert D.default_root() == Path.home() / ".cache" / "spreadcon"

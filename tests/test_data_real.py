@@ -2,18 +2,20 @@
 
 These need the data folder (the `data_root` fixture skips without it). The
 first load decodes the archives (CIFAR-10: 60,000 JPEGs) and writes a cache
-under `spreadcon.data.cache_dir`; later runs read the cache in about a second.
+under `spreadcon.data.cache_dir()` (never the data root); later runs read the
+cache in about a second.
 Each dataset is loaded once per module.
 """
 
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
 
-from spreadcon.data import hierarchy, load
+from spreadcon.data import EXIT_MISSING_DATA, hierarchy, load
 from spreadcon.data.cli import main as data_cli
 
 pytestmark = pytest.mark.data
@@ -116,18 +118,26 @@ def test_mnist_cifar_proxy(data_root):
 
 
 def test_cli_summary_mnist(data_root, capsys):
-    assert data_cli(["summary", "mnist", "--root", str(data_root)]) == 0
-    out = json.loads(capsys.readouterr().out)
+    assert data_cli(["summary", "mnist", "--root", str(data_root), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)  # exactly one JSON object: json.loads refuses anything after it
     assert out["name"] == "mnist" and (out["n_fine"], out["n_coarse"]) == (10, 2)
     assert set(out["splits"]) == {"train", "val", "test"}
     test = out["splits"]["test"]
     assert test["n"] == 10000 and test["image_shape"] == [1, 28, 28]
     assert test["fine_counts"] == MNIST_TEST_COUNTS
     assert test["coarse_counts"] == [sum(MNIST_TEST_COUNTS[:5]), sum(MNIST_TEST_COUNTS[5:])]
+    # without --json: a table for people, one column per split, the same numbers
+    assert data_cli(["summary", "mnist", "--root", str(data_root)]) == 0
+    table = capsys.readouterr().out
+    header, *body = table.splitlines()[3:]
+    assert header.split() == ["train", "val", "test"]
+    rows = {cells[0]: cells[1:] for cells in (re.split(r"\s{2,}", line.strip()) for line in body)}
+    assert rows["images"] == [str(out["splits"][s]["n"]) for s in ("train", "val", "test")]
+    assert rows["coarse digit<5"][2] == str(sum(MNIST_TEST_COUNTS[:5]))
 
 
 def test_cli_missing_dataset_is_one_line(tmp_path, capsys):
-    assert data_cli(["summary", "cifar100", "--root", str(tmp_path)]) == 1
+    assert data_cli(["summary", "cifar100", "--root", str(tmp_path)]) == EXIT_MISSING_DATA == 3
     captured = capsys.readouterr()
     assert captured.out == ""
     assert captured.err.count("\n") == 1 and "cifar-100-python" in captured.err

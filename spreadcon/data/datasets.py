@@ -31,12 +31,29 @@ Labels: for robustness datasets ``coarse`` is the target and ``group`` the
 group; ``fine`` is the group too (there is no finer label), except
 ``mnist-cifar``, whose fine label is the digit.
 
-Caches: decoded small-image datasets are saved with ``torch.save`` (and read
-back with ``weights_only=True``) under :func:`cache_dir`, written atomically
-(temporary file, then ``os.replace``). The data root itself is never written
-unless it is writable and a download was asked for.
+Order: in-memory splits keep the order of their source, so an index means
+a different image on different copies of one dataset. In particular the
+offline CIFAR-10 copy ``cifar10-jpeg.zip`` records only each image's rank
+within its class (``train/<class>/NNNN.jpg``), so :func:`load_cifar10` returns
+its images grouped by class (all airplanes, then all automobiles, ...), while
+the official pickles ``cifar-10-batches-py`` give the official interleaved
+order. The two paths hold the same images with the same labels, but image
+``i`` and the seeded validation hold-out (which draws positions within each
+class) differ between them.
+
+Caches: decoded small-image datasets are saved once under
+:func:`spreadcon.data.cache.cache_dir` (``$SPREADCON_CACHE``, else
+``$XDG_CACHE_HOME/spreadcon/decoded``, else ``~/.cache/spreadcon/decoded``),
+never in the data root unless the user names it as the cache; see
+:mod:`spreadcon.data.cache`. The data root is written only when a download
+is asked for.
+
+Errors: every loader raises :class:`DatasetNotFound`, :class:`CorruptDataset`
+or :class:`UnreadableDataset` (:mod:`spreadcon.data.errors`) with one line
+that names the file and the fix.
 
 Example:
+    >>> from spreadcon.data import load
     >>> ds = load("mnist", root="/work/shared/data")          # doctest: +SKIP
     >>> ds.splits["train"].images.shape, ds.n_coarse          # doctest: +SKIP
     (torch.Size([54000, 1, 28, 28]), 2)
@@ -46,7 +63,6 @@ from __future__ import annotations
 
 import csv
 import gzip
-import hashlib
 import os
 import pickle
 import zipfile
@@ -57,10 +73,10 @@ from typing import Callable, Iterator
 import numpy as np
 import torch
 
-from ..atomic import atomic_torch_save
 from . import hierarchy
+from .cache import cached
+from .errors import CorruptDataset, DatasetNotFound, UnreadableDataset
 
-CACHE_VERSION = 1
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -76,26 +92,10 @@ URLS = {
 }
 
 
-class DatasetNotFound(FileNotFoundError):
-    """A dataset is not under the data root; the message says where to get it."""
-
-
-class CorruptDataset(ValueError):
-    """A dataset file exists but cannot be read (bad archive, truncated file, bad columns)."""
-
-
 def default_root() -> Path:
     """The data root: ``$SPREADCON_DATA``, else ``~/.cache/spreadcon``."""
     env = os.environ.get("SPREADCON_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "spreadcon"
-
-
-def cache_dir(root: str | Path | None = None) -> Path:
-    """Where decoded caches go: ``<root>/.cache`` if the root is writable, else ``~/.cache/spreadcon/cache``."""
-    root = Path(root) if root is not None else default_root()
-    if root.is_dir() and os.access(root, os.W_OK):
-        return root / ".cache"
-    return Path.home() / ".cache" / "spreadcon" / "cache"
 
 
 # --------------------------------------------------------------------------- types
@@ -128,6 +128,8 @@ class ImageReader:
                 arr = np.asarray(im, dtype=np.uint8).copy()
         except FileNotFoundError as e:
             raise DatasetNotFound(f"image file {path} is missing") from e
+        except PermissionError as e:
+            raise unreadable("image", e, path) from e
         except OSError as e:
             raise CorruptDataset(f"cannot decode image {path}: {e}") from e
         return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
@@ -301,45 +303,32 @@ def batches(
         yield {"images": images.to(device, non_blocking=True), **labels(idx)}
 
 
-# --------------------------------------------------------------------------- caches
-
-
-def save_atomic(obj, path: str | Path) -> None:
-    """``torch.save`` to a temporary file in the same folder, then ``os.replace`` onto ``path``."""
-    atomic_torch_save(obj, path)
-
-
-def load_cache(path: str | Path):
-    """Read a cache written by :func:`save_atomic` (``weights_only=True``); None if absent or unreadable."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # a cache from another torch version, or damaged: rebuild it
-        return None
-
-
-def _cached(name: str, sources: list[Path], build: Callable[[], dict], where: Path | None, root: Path):
-    """Return ``build()``, memoised on disk, keyed by the sources' paths, sizes and mtimes."""
-    stamp = "|".join(f"{p.resolve()}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in sources)
-    key = hashlib.sha256(f"{CACHE_VERSION}|{name}|{stamp}".encode()).hexdigest()[:16]
-    path = Path(where if where is not None else cache_dir(root)) / f"{name}-{key}.pt"
-    hit = load_cache(path)
-    if hit is not None:
-        return hit
-    data = build()
-    try:
-        save_atomic(data, path)
-    except OSError:  # an unwritable cache folder only costs speed
-        pass
-    return data
-
-
 # --------------------------------------------------------------------------- helpers
 
 
 DOWNLOADABLE = ("mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet", "waterbirds", "celeba")
+
+
+def unreadable(what: str, error: OSError, path: str | Path | None = None) -> UnreadableDataset:
+    """The one-line :class:`UnreadableDataset` for a ``PermissionError`` on ``path`` (default ``error.filename``)."""
+    where = Path(path if path is not None else (error.filename or "?"))
+    fix = "chmod a+rx" if where.is_dir() else "chmod a+r"
+    return UnreadableDataset(
+        f"{what}: cannot read {where} (permission denied); make it readable for this user "
+        f"(`{fix} {where}`, and a+x on the folders above it) or point --root at a readable copy"
+    )
+
+
+def _check_labels(labels: torch.Tensor, n: int, what: str, path: Path) -> torch.Tensor:
+    """``labels`` (int64) if every one is in ``[0, n)``; else :class:`CorruptDataset` naming the first bad one."""
+    bad = ((labels < 0) | (labels >= n)).nonzero().flatten()
+    if len(bad):
+        i = int(bad[0])
+        raise CorruptDataset(
+            f"{what}: {path} holds label {int(labels[i])} at position {i} ({len(bad)} such), but the labels are "
+            f"0-{n - 1}: the file is damaged; fetch it again ({URLS.get(what, 'from its source')})"
+        )
+    return labels
 
 
 def _missing(name: str, path: Path, hint: str = "") -> DatasetNotFound:
@@ -447,8 +436,10 @@ def _read_idx(path: Path) -> torch.Tensor:
     try:
         with opener(path, "rb") as f:
             data = f.read()
+    except PermissionError as e:
+        raise unreadable("mnist", e, path) from e
     except (OSError, EOFError) as e:
-        raise CorruptDataset(f"cannot read {path}: {e}") from e
+        raise CorruptDataset(f"mnist: cannot read {path} ({e}); fetch it again ({URLS['mnist']})") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
         raise CorruptDataset(f"{path} is not an unsigned-byte idx file (bad magic number)")
     ndim = data[3]
@@ -478,7 +469,8 @@ def load_mnist(root: Path, *, seed=0, val_fraction=0.1, image_size=None, downloa
     tr_x, tr_y, te_x, te_y = (_read_idx(p) for p in files)
     if len(tr_x) != len(tr_y) or len(te_x) != len(te_y):
         raise CorruptDataset(f"mnist: image and label counts differ under {raw}")
-    a = {"train_images": tr_x[:, None], "train_fine": tr_y.long(), "test_images": te_x[:, None], "test_fine": te_y.long()}
+    tr_y, te_y = (_check_labels(y.long(), 10, "mnist", p) for y, p in ((tr_y, files[1]), (te_y, files[3])))
+    a = {"train_images": tr_x[:, None], "train_fine": tr_y, "test_images": te_x[:, None], "test_fine": te_y}
     coarse_of, coarse_names = hierarchy.mnist_coarse()
     splits = _transfer_splits(a, coarse_of, val_fraction, seed, image_size)
     return Dataset(
@@ -496,6 +488,8 @@ def _read_zip_tree(zpath: Path, what: str) -> tuple[zipfile.ZipFile, list[str]]:
     try:
         z = zipfile.ZipFile(zpath)
         return z, z.namelist()
+    except PermissionError as e:
+        raise unreadable(what, e, zpath) from e
     except (zipfile.BadZipFile, OSError) as e:
         raise CorruptDataset(f"{what}: {zpath} is not a readable zip archive ({e}); delete it and fetch it again") from e
 
@@ -503,6 +497,8 @@ def _read_zip_tree(zpath: Path, what: str) -> tuple[zipfile.ZipFile, list[str]]:
 def _read_members(z: zipfile.ZipFile, names: list[str], what: str) -> list[bytes]:
     try:
         return [z.read(n) for n in names]
+    except PermissionError as e:
+        raise unreadable(what, e, z.filename) from e
     except (zipfile.BadZipFile, OSError, KeyError, EOFError) as e:
         raise CorruptDataset(f"{what}: {z.filename} is damaged ({e}); delete it and fetch it again") from e
 
@@ -548,6 +544,8 @@ def _unpickle(path: Path, what: str) -> dict:
             return _DataUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise
+    except PermissionError as e:
+        raise unreadable(what, e, path) from e
     except Exception as e:
         raise CorruptDataset(f"{what}: cannot unpickle {path} ({type(e).__name__}: {e})") from e
 
@@ -567,9 +565,11 @@ def _cifar10_from_pickles(folder: Path) -> dict:
         for name in files:
             d = _unpickle(folder / name, "cifar10")
             imgs.append(_cifar_images(d, folder / name, "cifar10"))
-            labels += list(d["labels"])
+            labels.append(_check_labels(torch.tensor(d.get("labels", []), dtype=torch.long), 10, "cifar10", folder / name))
+            if len(labels[-1]) != len(imgs[-1]):
+                raise CorruptDataset(f"cifar10: {folder / name} has {len(imgs[-1])} images but {len(labels[-1])} labels")
         out[f"{split}_images"] = torch.cat(imgs)
-        out[f"{split}_fine"] = torch.tensor(labels, dtype=torch.long)
+        out[f"{split}_fine"] = torch.cat(labels)
     return out
 
 
@@ -580,10 +580,10 @@ def _cifar10_arrays(root: Path, download: bool, cache: Path | None) -> dict:
 
         _download("cifar10", root, lambda: CIFAR10(str(root), train=True, download=True))
     if zpath.is_file():
-        return _cached("cifar10-jpeg", [zpath], lambda: _cifar10_from_zip(zpath), cache, root)
+        return cached("cifar10-jpeg", [zpath], lambda: _cifar10_from_zip(zpath), cache, dataset="cifar10")
     if (folder / "test_batch").is_file():
         sources = [folder / f"data_batch_{i}" for i in range(1, 6)] + [folder / "test_batch"]
-        return _cached("cifar10-py", sources, lambda: _cifar10_from_pickles(folder), cache, root)
+        return cached("cifar10-py", sources, lambda: _cifar10_from_pickles(folder), cache, dataset="cifar10")
     raise _missing("cifar10", zpath, f"(or the official pickles in {folder})")
 
 
@@ -621,13 +621,13 @@ def _cifar100_arrays(root: Path, download: bool, cache: Path | None) -> dict:
             if "fine_labels" not in d or "coarse_labels" not in d:
                 raise CorruptDataset(f"cifar100: {folder / split} lacks fine_labels/coarse_labels")
             out[f"{split}_images"] = _cifar_images(d, folder / split, "cifar100")
-            out[f"{split}_fine"] = torch.tensor(d["fine_labels"], dtype=torch.long)
-            out[f"{split}_coarse"] = torch.tensor(d["coarse_labels"], dtype=torch.long)
+            out[f"{split}_fine"] = _check_labels(torch.tensor(d["fine_labels"], dtype=torch.long), 100, "cifar100", folder / split)
+            out[f"{split}_coarse"] = _check_labels(torch.tensor(d["coarse_labels"], dtype=torch.long), 20, "cifar100", folder / split)
         out["fine_names"] = list(meta["fine_label_names"])
         out["coarse_names"] = list(meta["coarse_label_names"])
         return out
 
-    return _cached("cifar100", [folder / "train", folder / "test", folder / "meta"], build, cache, root)
+    return cached("cifar100", [folder / "train", folder / "test", folder / "meta"], build, cache)
 
 
 def _cifar100_coarse_of(a: dict) -> list[int]:
@@ -722,8 +722,18 @@ def _tinyimagenet_build(tree: _Tree) -> dict:
     wnids = tree.text("wnids.txt").split()
     index = {w: i for i, w in enumerate(wnids)}
     train = sorted(n for n in tree.names if n.startswith("train/") and "/images/" in n and n.endswith(".JPEG"))
+    stray = sorted({n.split("/")[1] for n in train} - set(index))
+    if stray:
+        raise CorruptDataset(f"tinyimagenet: {tree.source} has train/{stray[0]}/ but wnids.txt does not list {stray[0]}")
     train_y = [index[n.split("/")[1]] for n in train]
-    val_rows = [line.split("\t") for line in tree.text("val/val_annotations.txt").splitlines() if line.strip()]
+    val_rows = []
+    for n, line in enumerate(tree.text("val/val_annotations.txt").splitlines(), 1):
+        r = line.split("\t")
+        if line.strip() and (len(r) < 2 or r[1] not in index):
+            raise CorruptDataset(f"tinyimagenet: {tree.source}: val/val_annotations.txt line {n} is {line!r}; "
+                                 "it needs 'val_<k>.JPEG<TAB><a wnid listed in wnids.txt>'")
+        if line.strip():
+            val_rows.append(r)
     val = [f"val/images/{r[0]}" for r in val_rows]
     val_y = [index[r[1]] for r in val_rows]
     words = {}
@@ -750,7 +760,7 @@ def load_tinyimagenet(root: Path, *, seed=0, val_fraction=0.1, image_size=None, 
 
         _download("tinyimagenet", root, lambda: download_url(URLS["tinyimagenet"], str(root)))
     tree = _Tree(root)
-    a = _cached("tinyimagenet", [tree.source], lambda: _tinyimagenet_build(tree), cache, root)
+    a = cached("tinyimagenet", [tree.source], lambda: _tinyimagenet_build(tree), cache)
     coarse_of, coarse_names = hierarchy.tinyimagenet_coarse(a["wnids"])
     splits = _transfer_splits(a, coarse_of, val_fraction, seed, image_size)
     return Dataset(
@@ -921,9 +931,13 @@ def load_folder(root: Path, *, seed=0, val_fraction=0.1, image_size=32, download
     """Your own hierarchy: ``<root>/{train,test}[/val]/<fine class>/<image>`` plus a mapping file.
 
     ``mapping`` (default ``<root>/hierarchy.tsv``) has lines ``fine<TAB>coarse``
-    (see :func:`hierarchy.read_mapping`); every fine folder must be listed.
+    (see :func:`hierarchy.read_mapping`). The mapping and the folders must
+    agree: every ``train/<fine class>/`` is listed, every listed fine class has
+    a ``train/`` folder with at least one image (``.jpg .jpeg .png .bmp .webp
+    .gif``), and ``test/`` and ``val/`` hold no class that ``train/`` lacks;
+    anything else raises :class:`CorruptDataset` naming the file and the fix.
     Images are decoded, resized to ``image_size`` (shorter side, centre crop)
-    and held in memory.
+    and held in memory (no cache).
     """
     mpath = Path(mapping) if mapping is not None else root / "hierarchy.tsv"
     if not (root / "train").is_dir() or not (root / "test").is_dir():
@@ -932,9 +946,28 @@ def load_folder(root: Path, *, seed=0, val_fraction=0.1, image_size=32, download
         raise DatasetNotFound(f"folder: expected a mapping file {mpath} with lines 'fine<TAB>coarse'")
     fmap = hierarchy.read_mapping(mpath)
     fine_names = sorted(p.name for p in (root / "train").iterdir() if p.is_dir())
+    if not fine_names:
+        raise CorruptDataset(f"folder: {root / 'train'} has no class folders; put each fine class's images in train/<class>/")
     unmapped = [f for f in fine_names if f not in fmap]
     if unmapped:
-        raise ValueError(f"mapping={str(mpath)!r} does not list fine classes {unmapped[:5]}")
+        raise CorruptDataset(
+            f"folder: {mpath} does not list the fine class(es) {', '.join(map(repr, unmapped[:5]))} "
+            f"(folders in {root / 'train'}); add a line '{unmapped[0]}<TAB><coarse class>' for each"
+        )
+    folderless = [f for f in fmap if f not in fine_names]
+    if folderless:
+        raise CorruptDataset(
+            f"folder: {mpath} names the fine class {folderless[0]!r}, but {root / 'train' / folderless[0]} does not "
+            f"exist; add that folder with its images, or remove the line"
+        )
+    for split in ("test", "val"):
+        where = root / split
+        stray = sorted(p.name for p in where.iterdir() if p.is_dir() and p.name not in fmap) if where.is_dir() else []
+        if stray:
+            raise CorruptDataset(
+                f"folder: {root / split / stray[0]} is not a class of {root / 'train'} or {mpath}; "
+                "rename it to a training class or add it to both"
+            )
     coarse_names = sorted({fmap[f] for f in fine_names})
     coarse_of = [coarse_names.index(fmap[f]) for f in fine_names]
     reader = ImageReader(root, image_size)
@@ -951,6 +984,15 @@ def load_folder(root: Path, *, seed=0, val_fraction=0.1, image_size=32, download
         return images, torch.tensor(labels, dtype=torch.long)
 
     (tr_x, tr_y), (te_x, te_y) = read("train"), read("test")
+    empty = [name for c, name in enumerate(fine_names) if not (tr_y == c).any()]
+    if empty:
+        raise CorruptDataset(
+            f"folder: {root / 'train' / empty[0]} has no images ({' '.join(exts)})"
+            + (f", nor do {len(empty) - 1} other class folders" if len(empty) > 1 else "")
+            + f"; add images, or remove the folder and its line in {mpath}"
+        )
+    if not len(te_y):
+        raise CorruptDataset(f"folder: {root / 'test'} holds no images ({' '.join(exts)}) in its class folders; add some")
     a = {"train_images": tr_x, "train_fine": tr_y, "test_images": te_x, "test_fine": te_y}
     has_val = (root / "val").is_dir()
     splits = _transfer_splits(a, coarse_of, 0.0 if has_val else val_fraction, seed)
@@ -963,53 +1005,3 @@ def load_folder(root: Path, *, seed=0, val_fraction=0.1, image_size=32, download
         fine_names=fine_names, coarse_names=coarse_names, mean=mean, std=std, grayscale_aug=True,
         splits=splits, description=f"ImageFolder tree {root} with mapping {mpath}",
     )
-
-
-# --------------------------------------------------------------------------- registry
-
-
-def _load_mnist_cifar(root: Path, **kwargs) -> Dataset:
-    from .proxy import load_mnist_cifar
-
-    return load_mnist_cifar(root, **kwargs)
-
-
-DATASETS: dict[str, Callable[..., Dataset]] = {
-    "mnist": load_mnist,
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "cifar100u": load_cifar100u,
-    "tinyimagenet": load_tinyimagenet,
-    "waterbirds": load_waterbirds,
-    "celeba": load_celeba,
-    "isic": load_isic,
-    "folder": load_folder,
-    "mnist-cifar": _load_mnist_cifar,
-}
-
-
-def load(name: str, root: str | Path | None = None, **kwargs) -> Dataset:
-    """Load benchmark ``name`` from ``root`` (default :func:`default_root`).
-
-    Args:
-        name: one of :data:`DATASETS`.
-        root: the data root.
-        **kwargs: ``seed`` (0), ``val_fraction`` (0.1), ``image_size``
-            (native for small images; 64 for waterbirds/celeba/isic),
-            ``download`` (False), ``cache`` (a cache folder; default
-            :func:`cache_dir`), and per-dataset options (``mapping`` for
-            ``folder``, ``test_fraction`` for ``isic``).
-
-    Raises:
-        ValueError: unknown ``name``.
-        DatasetNotFound: the files are not there (the message says how to get them).
-        CorruptDataset: the files are there but unreadable.
-    """
-    if name not in DATASETS:
-        raise ValueError(f"name={name!r} is not a dataset; valid: {', '.join(DATASETS)}")
-    root = Path(root).expanduser() if root is not None else default_root()
-    if kwargs.get("image_size") is None:
-        kwargs.pop("image_size", None)
-    if kwargs.get("cache") is not None:
-        kwargs["cache"] = Path(kwargs["cache"])
-    return DATASETS[name](root, **kwargs)

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .errors import CorruptDataset
+
 MNIST_FINE = [str(d) for d in range(10)]
 MNIST_COARSE = ["digit<5", "digit>=5"]
 
@@ -108,8 +110,10 @@ def tinyimagenet_coarse(wnids: list[str] | None = None) -> tuple[list[int], list
 def read_mapping(path: str | Path) -> dict[str, str]:
     """A user hierarchy for the ``folder`` dataset: lines ``fine<TAB or ,>coarse``.
 
-    Blank lines and lines starting with ``#`` are skipped. A fine class listed
-    twice with different coarse classes is an error.
+    Blank lines and lines starting with ``#`` are skipped. A line that is not
+    two names split by one tab (or one comma), or a fine class listed twice
+    with different coarse classes, raises :class:`CorruptDataset` with the
+    file, the line number and the fix.
     """
     mapping: dict[str, str] = {}
     with open(path, encoding="utf-8") as f:
@@ -118,10 +122,16 @@ def read_mapping(path: str | Path) -> dict[str, str]:
             if not line or line.startswith("#"):
                 continue
             parts = [p.strip() for p in (line.split("\t") if "\t" in line else line.split(","))]
-            if len(parts) != 2:
-                raise ValueError(f"mapping={str(path)!r} line {n}: expected 'fine<TAB>coarse', got {line!r}")
+            if len(parts) != 2 or not all(parts):
+                raise CorruptDataset(
+                    f"{path} line {n} is {line!r}; expected 'fine<TAB>coarse': put one tab (or one comma) "
+                    "between the fine class (its folder name) and its coarse class"
+                )
             fine, coarse = parts
             if mapping.get(fine, coarse) != coarse:
-                raise ValueError(f"mapping={str(path)!r}: fine class {fine!r} maps to two coarse classes")
+                raise CorruptDataset(
+                    f"{path} line {n}: fine class {fine!r} maps to two coarse classes "
+                    f"({mapping[fine]!r} and {coarse!r}); keep one of the two lines"
+                )
             mapping[fine] = coarse
     return mapping

@@ -31,7 +31,8 @@ from pathlib import Path
 import torch
 
 from . import hierarchy
-from .datasets import Dataset, Split, _cached, _dataset_stats, load_cifar10, load_mnist
+from .cache import cached
+from .datasets import Dataset, Split, _dataset_stats, load_cifar10, load_mnist
 
 P_AGREE = {"train": 0.95, "val": 0.5, "test": 0.5}
 GROUP_NAMES = ["digit<5 on vehicle", "digit<5 on animal", "digit>=5 on vehicle", "digit>=5 on animal"]
@@ -82,7 +83,7 @@ def load_mnist_cifar(root: str | Path, *, seed=0, val_fraction=0.1, image_size=N
     sources = sorted(p for p in (root / "MNIST" / "raw").glob("*-ubyte*")) + [
         p for p in (root / "cifar10-jpeg.zip", root / "cifar-10-batches-py" / "test_batch") if p.exists()
     ]
-    a = _cached(f"mnist-cifar-seed{int(seed)}-val{float(val_fraction)}", sources, build, cache, root)
+    a = cached(f"mnist-cifar-seed{int(seed)}-val{float(val_fraction)}", sources, build, cache, dataset="mnist-cifar")
     splits = {
         s: Split(fine=a[f"{s}_fine"], coarse=a[f"{s}_coarse"], group=a[f"{s}_group"], images=a[f"{s}_images"])
         for s in ("train", "val", "test")
