@@ -121,14 +121,19 @@ def test_cifar10_official_pickles(tmp_path):
     assert ds.coarse_names == ["vehicle", "animal"]
 
 
-def test_cifar10_jpeg_zip_layout(tmp_path):
-    with zipfile.ZipFile(tmp_path / "cifar10-jpeg.zip", "w") as z:
-        for split, k in (("train", 3), ("test", 1)):
+def write_cifar10_zip(root: Path, n_train: int = 3, n_test: int = 1) -> None:
+    """``cifar10-jpeg.zip``: ``{train,test}/<class>/NNNN.jpg``, each image one colour that encodes its class."""
+    with zipfile.ZipFile(root / "cifar10-jpeg.zip", "w") as z:
+        for split, k in (("train", n_train), ("test", n_test)):
             for c, cls in enumerate(hierarchy.CIFAR10_FINE):
                 for n in range(k):
                     buf = io.BytesIO()
                     Image.new("RGB", (32, 32), (c * 20, 255 - c * 20, 128)).save(buf, format="JPEG", quality=95)
                     z.writestr(f"{split}/{cls}/{n:04d}.jpg", buf.getvalue())
+
+
+def test_cifar10_jpeg_zip_layout(tmp_path):
+    write_cifar10_zip(tmp_path)
     ds = load("cifar10", tmp_path, cache=tmp_path / "cache", val_fraction=0.0)
     tr, te = ds.splits["train"], ds.splits["test"]
     assert torch.bincount(tr.fine).tolist() == [3] * 10 and torch.bincount(te.fine).tolist() == [1] * 10
@@ -143,15 +148,22 @@ def _idx(path: Path, array: np.ndarray):
         f.write(header + array.astype(np.uint8).tobytes())
 
 
-def test_mnist_gzipped_idx(tmp_path):
-    raw = tmp_path / "MNIST" / "raw"
+def write_mnist(root: Path, labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``MNIST/raw/*-ubyte.gz``: 50 random training images (labels 0-9 in turn, or ``labels``), the first 20 as test."""
+    raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
-    tr_x, tr_y = rng.integers(0, 256, (50, 28, 28)), np.arange(50) % 10
+    tr_x, tr_y = rng.integers(0, 256, (50, 28, 28)), np.arange(50) % 10 if labels is None else labels
     _idx(raw / "train-images-idx3-ubyte.gz", tr_x)
     _idx(raw / "train-labels-idx1-ubyte.gz", tr_y)
     _idx(raw / "t10k-images-idx3-ubyte.gz", tr_x[:20])
     _idx(raw / "t10k-labels-idx1-ubyte.gz", tr_y[:20])
+    return tr_x, tr_y
+
+
+def test_mnist_gzipped_idx(tmp_path):
+    tr_x, tr_y = write_mnist(tmp_path)
+    raw = tmp_path / "MNIST" / "raw"
     ds = load("mnist", tmp_path)
     te = ds.splits["test"]
     assert te.images.shape == (20, 1, 28, 28)
@@ -331,12 +343,18 @@ def test_isic_split_column_and_bad_columns(tmp_path):
         load("isic", tmp_path)
 
 
-def test_folder_with_user_mapping(tmp_path):
-    for split, k in (("train", 10), ("test", 2)):
-        for c, cls in enumerate(["cat", "dog", "oak"]):
+def write_folder(root: Path, classes=("cat", "dog", "oak"), n_train: int = 10, n_test: int = 2) -> None:
+    """A ``folder`` tree ``{train,test}/<class>/<n>.png`` plus ``hierarchy.tsv`` (cat, dog -> animal; oak -> plant)."""
+    for split, k in (("train", n_train), ("test", n_test)):
+        for c, cls in enumerate(classes):
             for n in range(k):
-                _solid(tmp_path / split / cls / f"{n}.png", (c * 100, 0, 0), size=(20, 24))
-    (tmp_path / "hierarchy.tsv").write_text("cat\tanimal\ndog\tanimal\noak\tplant\n")
+                _solid(root / split / cls / f"{n}.png", (c * 100, 0, 0), size=(20, 24))
+    coarse = {"cat": "animal", "dog": "animal", "oak": "plant"}
+    (root / "hierarchy.tsv").write_text("".join(f"{c}\t{coarse.get(c, 'other')}\n" for c in classes))
+
+
+def test_folder_with_user_mapping(tmp_path):
+    write_folder(tmp_path)
     ds = load("folder", tmp_path, image_size=12)
     assert ds.fine_names == ["cat", "dog", "oak"] and ds.coarse_names == ["animal", "plant"]
     assert ds.image_shape == (3, 12, 12) and ds.splits["train"].images.shape[1:] == (3, 12, 12)

@@ -988,7 +988,8 @@ def load_folder(root: Path, *, seed=0, val_fraction=0.1, image_size=32, download
     if empty:
         raise CorruptDataset(
             f"folder: {root / 'train' / empty[0]} has no images ({' '.join(exts)})"
-            + (f", nor do {len(empty) - 1} other class folders" if len(empty) > 1 else "")
+            + ("" if len(empty) == 1 else ", nor does 1 other class folder" if len(empty) == 2
+               else f", nor do {len(empty) - 1} other class folders")
             + f"; add images, or remove the folder and its line in {mpath}"
         )
     if not len(te_y):
