@@ -67,11 +67,10 @@ def cache_dir(cache: str | Path | None = None) -> Path:
     ``$XDG_CACHE_HOME/spreadcon/decoded``, else ``~/.cache/spreadcon/decoded``.
 
     Example:
-        >>> import os
-        >>> os.environ[CACHE_ENV] = "/tmp/my-caches"
-        >>> cache_dir(), cache_dir("/elsewhere")
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {CACHE_ENV: "/tmp/my-caches"}):
+        ...     cache_dir(), cache_dir("/elsewhere")
         (PosixPath('/tmp/my-caches'), PosixPath('/elsewhere'))
-        >>> del os.environ[CACHE_ENV]
     """
     if cache is not None:
         return Path(cache).expanduser()

@@ -132,7 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cache", help="list the decoded caches, or remove them with --clear")
     c.add_argument("--cache", default=None, metavar="DIR", help=_CACHE_HELP)
     c.add_argument("--clear", nargs="?", const="", default=None, metavar="NAME",
-                   help="remove all caches, or those of one dataset or cache name (e.g. cifar10)")
+                   help="remove all caches, or those of one dataset or cache name (e.g. cifar10; cifar100u shares cifar100's)")
     c.add_argument("--json", action="store_true", help="print the caches as one JSON object")
     return parser
 
