@@ -205,6 +205,7 @@ def _counted(name: str, image_shape: tuple[int, int, int], backward: bool, decod
     return counter.get_total_flops() / 2
 
 
+@lru_cache(maxsize=None)
 def encoder_train_flops(encoder: str, image_shape: tuple[int, int, int]) -> float:
     """Forward + backward FLOPs per image (view) of ``encoder`` in training."""
     if encoder == "vit":

@@ -2,10 +2,11 @@
 
 Command line::
 
-    python -m spreadcon reproduce --preset cpu|paper|smoke \\
+    python -m spreadcon reproduce --preset smoke|cpu|colab|paper|official \\
         --datasets mnist cifar10 --methods supcon spread autoencoder thanos --seeds 0 1 2 \\
-        [--alpha A] [--data-root DIR] [--results results] [--runs runs] \\
+        [--alpha A] [--data-root DIR] [--results results] [--runs runs] [--checkpoints checkpoints] \\
         [--set key=value ...] [--jobs N [--threads T]] [--dry-run]
+    python -m spreadcon reproduce --paper [--dry-run]     # the paper's whole grid, with its price
 
 For every (dataset, method, seed) of the grid, in that order:
 
@@ -19,6 +20,43 @@ For every (dataset, method, seed) of the grid, in that order:
   is git-ignored) and the notebook writes the record under ``--results``
   (``results/`` is committed).
 
+**Checkpoints.** Every run trains into its own checkpoint folder under
+``--checkpoints`` (default ``checkpoints/`` in the current folder) and is
+always started with ``resume=True``: a run that was interrupted (a killed
+process, a Colab disconnect) continues from its newest loadable checkpoint
+when ``reproduce`` is called again, and a run with no checkpoint starts
+fresh. The layout (:meth:`GridRun.checkpoint_dir`)::
+
+    <checkpoints>/<preset>/<dataset>/seed<N>[_alpha<A>]/<method>/    # one backbone per method
+
+A composite method (``thanos``) gets the ``seed<N>`` folder itself, and
+:func:`spreadcon.run.run_experiment` trains each of its backbones in
+``<that folder>/<backbone>``: exactly the folders of the ``spread`` and
+``autoencoder`` runs of the same seed. Their configs and seeds are the same,
+so ``thanos`` resumes their finished checkpoints instead of training again
+(the official Thanos concatenates separately trained backbones), and costs
+only its evaluation. Composite runs are therefore executed after every other
+run of the grid, never beside one of their backbones. Both ``--results`` and
+``--checkpoints`` may be on a mounted drive (Colab: Google Drive; see the
+README), so a new session picks up where the last one stopped. ``--set``
+overrides are not part of the folder names: give an overridden grid its own
+``--results`` and ``--checkpoints``.
+
+**The paper's grid.** ``--paper`` fills in the preset ``official`` (the
+official code's form, against which the official README's table is
+compared; ``--preset paper`` gives the paper's equations instead), every
+dataset of the paper (:data:`PAPER_DATASETS`: transfer and robustness), the
+methods ``supcon spread autoencoder thanos`` and seeds 0 1 2. Any of
+``--preset``, ``--datasets``, ``--methods`` and ``--seeds`` given with it
+replaces that part.
+
+**Cost.** ``--dry-run`` runs nothing. It prints one line per run with its
+estimated GPU-hours (:mod:`spreadcon.cost`: counted FLOPs at a throughput
+that is measured where ``results/bench/gpu.json`` exists, else assumed and
+labelled so), ``thanos`` at its marginal cost when its backbones are trained
+in this grid or already checkpointed (and its stand-alone cost beside it),
+and ends with a line ``total: ... GPU-hours ...``.
+
 ``--jobs N`` runs N notebooks at once, each in its own worker process whose
 kernel is limited to ``--threads`` torch threads (default: the CPU count
 divided by N, at least 1). On a 2-core machine ``--jobs 2`` runs two
@@ -28,7 +66,9 @@ models do not scale to a second thread). On one GPU keep ``--jobs 1``.
 
 A failed run does not stop the grid. At the end the command prints how many
 runs finished, were skipped and failed, lists the failures with the notebook
-to open, and exits 1 if any failed (0 otherwise; 2 for bad arguments).
+to open, and exits 1 if any failed (0 otherwise; 2 for bad arguments:
+unknown names, negative or repeated seeds, a dataset or method listed twice,
+checked before anything heavy is imported).
 
 ``--set key=value`` overrides a config key for every run of the grid. The
 record stores the full resolved config, but its file name does not encode the
@@ -38,6 +78,8 @@ Example:
     >>> plan = plan_grid("smoke", ["mnist"], ["ce", "spread"], [0], results_dir="/tmp/none")
     >>> [(r.dataset, r.method, r.seed, r.existing) for r in plan]
     [('mnist', 'ce', 0, None), ('mnist', 'spread', 0, None)]
+    >>> str(plan[1].checkpoint_dir("checkpoints"))
+    'checkpoints/smoke/mnist/seed0/spread'
 """
 
 from __future__ import annotations
@@ -49,10 +91,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-__all__ = ["GridRun", "TEMPLATE", "plan_grid", "find_record", "execute_run", "run_grid", "default_threads", "main"]
+from spreadcon.report import PAPER_ROBUSTNESS_DATASETS, PAPER_TRANSFER_DATASETS
+
+__all__ = ["GridRun", "TEMPLATE", "PAPER_DATASETS", "PAPER_METHODS", "PAPER_SEEDS", "PAPER_PRESET",
+           "check_grid", "plan_grid", "find_record", "plan_costs", "execute_run", "run_grid",
+           "default_threads", "main"]
 
 #: The papermill template, next to the chapters it serves.
 TEMPLATE = Path(__file__).resolve().parents[1] / "book" / "experiment.ipynb"
+
+#: ``--paper``: every dataset of the paper, transfer then robustness (spreadcon.report's lists).
+PAPER_DATASETS = PAPER_TRANSFER_DATASETS + PAPER_ROBUSTNESS_DATASETS
+#: ``--paper``: the paper's methods; thanos after the backbones it concatenates.
+PAPER_METHODS = ("supcon", "spread", "autoencoder", "thanos")
+PAPER_SEEDS = (0, 1, 2)
+#: ``--paper``'s preset: the official code's form (spreadcon.presets).
+PAPER_PRESET = "official"
 
 
 @dataclass(frozen=True)
@@ -71,6 +125,18 @@ class GridRun:
     seed: int
     alpha: float | None = None
     existing: Path | None = None
+    backbones: tuple[str, ...] = ()
+
+    @property
+    def composite(self) -> bool:
+        """Whether the run concatenates backbones trained as other methods (``thanos``, the pairs)."""
+        return bool(self.backbones) and self.backbones != (self.method,)
+
+    def checkpoint_dir(self, root: str | Path) -> Path:
+        """This run's checkpoint folder (see the module docstring for the layout)."""
+        folder = Path(root) / self.preset / self.dataset / (
+            f"seed{self.seed}" + ("" if self.alpha is None else f"_alpha{self.alpha:g}"))
+        return folder if self.composite else folder / self.method
 
     @property
     def name(self) -> str:
@@ -111,6 +177,31 @@ def _check_names(kind: str, names: Sequence[str], valid: Sequence[str]) -> None:
         raise ValueError(f"--{kind} needs at least one name; valid {kind}: {', '.join(valid)}")
 
 
+def _repeated(values: Sequence) -> list:
+    seen, twice = set(), []
+    for v in values:
+        if v in seen and v not in twice:
+            twice.append(v)
+        seen.add(v)
+    return twice
+
+
+def check_grid(datasets: Sequence[str], methods: Sequence[str], seeds: Sequence[int]) -> None:
+    """The checks that need no import: seeds are ints >= 0, and nothing is listed twice.
+
+    Raises:
+        ValueError: one line naming the first problem.
+    """
+    for kind, values in (("datasets", datasets), ("methods", methods), ("seeds", seeds)):
+        twice = _repeated(list(values))
+        if twice:
+            raise ValueError(f"--{kind} lists {', '.join(map(repr, twice))} more than once; "
+                             f"each grid cell must be listed once")
+    bad = [s for s in seeds if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+    if bad:
+        raise ValueError(f"--seeds must be integers >= 0; got {', '.join(map(repr, bad))}")
+
+
 def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seeds: Sequence[int],
               alpha: float | None = None, results_dir: str | Path = "results",
               overrides: dict[str, Any] | None = None) -> list[GridRun]:
@@ -131,29 +222,77 @@ def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seed
 
     Raises:
         ValueError: an unknown preset, dataset, method or config key (the
-            message lists the valid names), or an alpha outside [0, 1].
+            message lists the valid names), an alpha outside [0, 1], a
+            negative or repeated seed, or a dataset or method listed twice.
     """
-    from spreadcon.data import DATASETS
-    from spreadcon.methods import METHODS
     from spreadcon.presets import PRESETS, resolve
 
-    _check_names("presets", [preset], list(PRESETS))
-    _check_names("datasets", list(datasets), list(DATASETS))
-    _check_names("methods", list(methods), list(METHODS))
     if not seeds:
         raise ValueError("--seeds needs at least one seed")
+    check_grid(datasets, methods, seeds)
+    _check_names("presets", [preset], list(PRESETS))
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha!r} must be in [0, 1]")
+    from spreadcon.cost import backbones_of
+    from spreadcon.data import DATASETS
+    from spreadcon.methods import METHODS
+
+    _check_names("datasets", list(datasets), list(DATASETS))
+    _check_names("methods", list(methods), list(METHODS))
     for d in datasets:  # unknown override keys or bad values fail now, not in run 17
         resolve(preset, d, {**(overrides or {}), **({} if alpha is None else {"alpha": alpha})})
-    return [GridRun(d, m, preset, int(s), alpha, find_record(results_dir, d, m, preset, int(s), alpha))
+    return [GridRun(d, m, preset, int(s), alpha, find_record(results_dir, d, m, preset, int(s), alpha),
+                    backbones_of(m))
             for d in datasets for m in methods for s in seeds]
+
+
+def plan_costs(plan: Sequence[GridRun], overrides: dict[str, Any] | None = None,
+               checkpoints_dir: str | Path | None = None) -> list[dict[str, Any]]:
+    """The estimated cost of each run of ``plan`` (:mod:`spreadcon.cost`), in FLOPs.
+
+    A composite run's backbone counts as **reused** when the grid trains it
+    (a run of that method, same dataset, seed and alpha, still to run) or when
+    its checkpoint folder under ``checkpoints_dir`` already holds files.
+
+    Returns:
+        One dict per run: ``run``, ``flops`` (what it adds to the bill: 0 for
+        a recorded run, the marginal cost for a composite one), ``standalone``
+        (everything trained by this run alone), ``reused`` (backbone names), and
+        ``error`` (why no cost is known, e.g. a dataset of unknown size) or None.
+    """
+    from spreadcon.cost import run_cost
+
+    todo = {(r.dataset, r.method, r.seed, r.alpha) for r in plan if r.existing is None}
+    rows = []
+    for r in plan:
+        row: dict[str, Any] = {"run": r, "flops": 0.0, "standalone": 0.0, "reused": (), "error": None}
+        try:
+            c = run_cost(r.dataset, r.method, r.preset,
+                         {**(overrides or {}), **({} if r.alpha is None else {"alpha": r.alpha})})
+        except ValueError as exc:
+            row["error"] = str(exc)
+            rows.append(row)
+            continue
+        reused = ()
+        if r.composite:
+            base = r.checkpoint_dir(checkpoints_dir) if checkpoints_dir is not None else None
+            reused = tuple(b for b in dict.fromkeys(r.backbones)
+                           if (r.dataset, b, r.seed, r.alpha) in todo
+                           or (base is not None and (base / b).is_dir() and any((base / b).iterdir())))
+        row.update(standalone=c.total_flops, reused=reused,
+                   flops=0.0 if r.existing is not None else c.marginal_flops(reused))
+        rows.append(row)
+    return rows
 
 
 def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
                 data_root: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                template: str | Path = TEMPLATE) -> Path:
+                template: str | Path = TEMPLATE, checkpoints_dir: str | Path = "checkpoints") -> Path:
     """Execute the template for one run with papermill; return the record's path.
+
+    The notebook gets the run's own checkpoint folder
+    (:meth:`GridRun.checkpoint_dir` under ``checkpoints_dir``) with
+    ``resume=True``, and ``progress=False`` (no bars in the kept notebook).
 
     Raises:
         RuntimeError: the notebook failed (the message names the executed
@@ -167,6 +306,8 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
         "dataset": run.dataset, "method": run.method, "preset": run.preset, "seed": run.seed,
         "alpha": run.alpha, "data_root": None if data_root is None else str(Path(data_root).resolve()),
         "results_dir": str(Path(results_dir).resolve()), "overrides": dict(overrides or {}),
+        "checkpoint_dir": str(run.checkpoint_dir(Path(checkpoints_dir).resolve())), "resume": True,
+        "progress": False,
     }
     template = Path(template)
     try:
@@ -195,10 +336,15 @@ def default_threads(jobs: int) -> int:
 def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_dir: str | Path = "runs",
              data_root: str | Path | None = None, overrides: dict[str, Any] | None = None,
              template: str | Path = TEMPLATE, progress: bool = True, jobs: int = 1,
-             threads: int | None = None) -> dict[str, list]:
+             threads: int | None = None, checkpoints_dir: str | Path = "checkpoints") -> dict[str, list]:
     """Run every not-yet-recorded run of ``plan``; failures do not stop the rest.
 
+    Composite runs (``thanos``) go after all the others, so that they find
+    their backbones' finished checkpoints and no two runs ever train into the
+    same folder at once.
+
     Args:
+        checkpoints_dir: the root of the runs' checkpoint folders.
         jobs: how many runs execute at once. With ``jobs > 1`` each run executes
             in a worker process (``spawn``) whose kernel gets ``threads`` torch
             threads through ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``.
@@ -229,11 +375,13 @@ def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_
             bar.write(f"FAILED {run.label()}: {exc}")
         bar.update(1)
 
+    args = (results_dir, runs_dir, data_root, overrides, template, checkpoints_dir)
+    phases = [[r for r in todo if not r.composite], [r for r in todo if r.composite]]
     if jobs == 1:
-        for run in todo:
+        for run in phases[0] + phases[1]:
             bar.set_postfix_str(run.label())
             try:
-                path = execute_run(run, results_dir, runs_dir, data_root, overrides, template)
+                path = execute_run(run, *args)
             except Exception as exc:  # keep going; report at the end
                 finished(run, None, exc)
             else:
@@ -247,12 +395,12 @@ def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_
             raise ValueError(f"threads={threads!r} must be a positive int")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
                                  initializer=_limit_threads, initargs=(n_threads,)) as pool:
-            futures = {pool.submit(execute_run, run, results_dir, runs_dir, data_root, overrides,
-                                   template): run for run in todo}
             bar.set_postfix_str(f"{jobs} at once, {n_threads} thread(s) each")
-            for fut in as_completed(futures):
-                exc = fut.exception()
-                finished(futures[fut], None if exc else fut.result(), exc)
+            for phase in phases:  # composites only once every backbone run has ended
+                futures = {pool.submit(execute_run, run, *args): run for run in phase}
+                for fut in as_completed(futures):
+                    exc = fut.exception()
+                    finished(futures[fut], None if exc else fut.result(), exc)
     bar.close()
     return result
 
@@ -260,14 +408,21 @@ def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m spreadcon reproduce",
                                 description="Run an experiment grid through papermill (book/experiment.ipynb).")
-    p.add_argument("--preset", default="cpu", help="smoke, cpu or paper (default cpu)")
-    p.add_argument("--datasets", nargs="+", required=True, help="dataset names (space- or comma-separated)")
-    p.add_argument("--methods", nargs="+", required=True, help="method names (space- or comma-separated)")
-    p.add_argument("--seeds", nargs="+", default=["0"], help="seeds (default 0)")
+    p.add_argument("--paper", action="store_true",
+                   help=f"the paper's whole grid: preset {PAPER_PRESET}, datasets {' '.join(PAPER_DATASETS)}, "
+                        f"methods {' '.join(PAPER_METHODS)}, seeds {' '.join(map(str, PAPER_SEEDS))} "
+                        f"(flags given beside it replace their part)")
+    p.add_argument("--preset", default=None, help=f"smoke, cpu, colab, paper or official "
+                                                  f"(default cpu; {PAPER_PRESET} with --paper)")
+    p.add_argument("--datasets", nargs="+", default=None, help="dataset names (space- or comma-separated)")
+    p.add_argument("--methods", nargs="+", default=None, help="method names (space- or comma-separated)")
+    p.add_argument("--seeds", nargs="+", default=None, help="seeds >= 0, each once (default 0)")
     p.add_argument("--alpha", type=float, default=None, help="cNCE weight for every run (default: the preset's)")
     p.add_argument("--data-root", default=None, help="dataset folder (default $SPREADCON_DATA)")
     p.add_argument("--results", default="results", help="records folder (default results)")
     p.add_argument("--runs", default="runs", help="executed notebooks folder (default runs)")
+    p.add_argument("--checkpoints", default="checkpoints",
+                   help="root of the runs' checkpoint folders (default checkpoints); a rerun resumes from them")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key in every run; repeatable")
     p.add_argument("--template", default=str(TEMPLATE), help="papermill template notebook")
@@ -275,7 +430,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="runs executed at once, each in its own process (default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run when --jobs > 1 (default: CPU count // jobs)")
-    p.add_argument("--dry-run", action="store_true", help="list the runs and what would be skipped; run nothing")
+    p.add_argument("--dry-run", action="store_true",
+                   help="list the runs, what would be skipped and the estimated GPU-hours; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -284,14 +440,62 @@ def _split(values: Sequence[str]) -> list[str]:
     return [v for item in values for v in item.split(",") if v]
 
 
+def _grid_args(args: argparse.Namespace) -> tuple[str, list[str], list[str], list[int]]:
+    """Preset, datasets, methods and seeds from the flags (``--paper`` fills the ones not given)."""
+    preset = args.preset or (PAPER_PRESET if args.paper else "cpu")
+    datasets = _split(args.datasets) if args.datasets else list(PAPER_DATASETS if args.paper else [])
+    methods = _split(args.methods) if args.methods else list(PAPER_METHODS if args.paper else [])
+    if not datasets or not methods:
+        raise ValueError("give --datasets and --methods, or --paper for the paper's grid")
+    raw = _split(args.seeds) if args.seeds else [str(s) for s in (PAPER_SEEDS if args.paper else (0,))]
+    try:
+        seeds = [int(s) for s in raw]
+    except ValueError:
+        raise ValueError(f"--seeds must be integers, got {args.seeds!r}") from None
+    return preset, datasets, methods, seeds
+
+
+def _print_costs(plan: Sequence[GridRun], overrides: dict[str, Any], args: argparse.Namespace) -> None:
+    """One line per run with its estimated cost, then the ``total:`` line."""
+    from spreadcon.cost import gpu_hours, throughput
+
+    at = throughput()
+    rows = plan_costs(plan, overrides, args.checkpoints)
+    width = max(len(r.label()) for r in plan)
+    total = standalone = 0.0
+    unknown = 0
+    for row in rows:
+        r: GridRun = row["run"]
+        if r.existing is not None:
+            print(f"  {r.label():<{width}}  skip (record {r.existing})")
+            continue
+        if row["error"] is not None:
+            unknown += 1
+            print(f"  {r.label():<{width}}  cost unknown ({row['error']})  run -> {r.notebook_path(args.runs)}")
+            continue
+        total, standalone = total + row["flops"], standalone + row["standalone"]
+        cost = f"{gpu_hours(row['flops'], at):8.2f} GPU-h"
+        if r.composite:
+            reused = f"reuses {', '.join(row['reused'])}" if row["reused"] else "trains its backbones"
+            cost += f" ({reused}; stand-alone {gpu_hours(row['standalone'], at):.2f})"
+        print(f"  {r.label():<{width}}  {cost}  run -> {r.notebook_path(args.runs)}")
+    n = sum(1 for r in plan if r.existing is None)
+    extra = f", {unknown} of unknown cost not included" if unknown else ""
+    print(f"total: {gpu_hours(total, at):.1f} GPU-hours for {n} runs{extra} "
+          f"(composites at their marginal cost; {gpu_hours(standalone, at):.1f} if each trained its own "
+          f"backbones), {at.describe()}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: 0 all done, 1 some runs failed, 2 bad arguments."""
+    """CLI entry point: 0 all done, 1 some runs failed, 2 bad arguments.
+
+    The seeds and the grid's cells are checked before anything heavy is
+    imported; the names then, before any run starts.
+    """
     args = _parser().parse_args(argv)
     try:
-        try:
-            seeds = [int(s) for s in _split(args.seeds)]
-        except ValueError:
-            raise ValueError(f"--seeds must be integers, got {args.seeds!r}") from None
+        preset, datasets, methods, seeds = _grid_args(args)
+        check_grid(datasets, methods, seeds)  # no torch needed for these
         overrides = {}
         for item in args.sets:
             key, sep, value = item.partition("=")
@@ -300,20 +504,19 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key.strip()] = value.strip()
         if args.jobs < 1 or (args.threads is not None and args.threads < 1):
             raise ValueError(f"--jobs and --threads must be positive; got {args.jobs} and {args.threads}")
-        plan = plan_grid(args.preset, _split(args.datasets), _split(args.methods), seeds, args.alpha,
-                         args.results, overrides)
+        plan = plan_grid(preset, datasets, methods, seeds, args.alpha, args.results, overrides)
     except ValueError as exc:
         print(f"spreadcon reproduce: {exc}", file=sys.stderr)
         return 2
     todo = [r for r in plan if r.existing is None]
-    print(f"grid: {len(plan)} runs, {len(plan) - len(todo)} already recorded under {args.results}")
+    print(f"grid: {len(plan)} runs of preset {preset}, {len(plan) - len(todo)} already recorded under "
+          f"{args.results}; checkpoints under {args.checkpoints}")
     if args.dry_run:
-        for r in plan:
-            state = f"skip (record {r.existing})" if r.existing else f"run  -> {r.notebook_path(args.runs)}"
-            print(f"  {r.label():<40} {state}")
+        _print_costs(plan, overrides, args)
         return 0
     out = run_grid(plan, args.results, args.runs, args.data_root, overrides, args.template,
-                   progress=not args.no_progress, jobs=args.jobs, threads=args.threads)
+                   progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
+                   checkpoints_dir=args.checkpoints)
     print(f"finished {len(out['done'])}, skipped {len(out['skipped'])}, failed {len(out['failed'])}")
     for path in out["done"]:
         print(f"  wrote {path}")

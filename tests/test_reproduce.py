@@ -78,28 +78,37 @@ def test_grid_writes_records_skips_them_and_reports_failures(data_root, tmp_path
     assert "1 already recorded" in out and f"skip (record {path})" in out
 
 
-def _timing_template(path: Path) -> Path:
-    """A stand-in template: records its run's parameters, thread limit and start/end time, in ~2 s."""
+def _stand_in_template(path: Path, payload: str, sleep: float = 2.0) -> Path:
+    """A stand-in template: writes ``payload`` (a dict expression) as its run's record, in ~``sleep`` s.
+
+    Its parameters cell has the template's names; ``start`` and ``time`` are in scope for ``payload``.
+    """
     import nbformat
 
     nb = nbformat.v4.new_notebook()
     params = nbformat.v4.new_code_cell(
         'dataset = "mnist"\nmethod = "ce"\npreset = "smoke"\nseed = 0\nalpha = None\n'
-        "data_root = None\nresults_dir = None\noverrides = {}")
+        "data_root = None\nresults_dir = None\noverrides = {}\ncheckpoint_dir = None\nresume = False\n"
+        "progress = None")
     params.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell(
         "import json, os, time\n"
         "from spreadcon.records import record_path\n"
         "start = time.time()\n"
-        "time.sleep(2)\n"
+        f"time.sleep({sleep})\n"
         "p = record_path(results_dir, task='transfer', dataset=dataset, preset=preset, method=method, seed=seed)\n"
         "p.parent.mkdir(parents=True, exist_ok=True)\n"
-        "p.write_text(json.dumps({'seed': seed, 'omp': os.environ.get('OMP_NUM_THREADS'),\n"
-        "                         'start': start, 'end': time.time()}))")
+        f"p.write_text(json.dumps({payload}))")
     nb.cells = [params, body]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
     return path
+
+
+def _timing_template(path: Path) -> Path:
+    """Records its run's seed, thread limit and start/end time."""
+    return _stand_in_template(path, "{'seed': seed, 'omp': os.environ.get('OMP_NUM_THREADS'), "
+                                    "'start': start, 'end': time.time()}")
 
 
 def test_jobs_run_side_by_side_with_limited_threads(tmp_path, capsys):
@@ -129,3 +138,152 @@ def test_jobs_must_be_positive(tmp_path, capsys):
     assert reproduce.main([*argv, "--jobs", "0"]) == 2
     assert "--jobs" in capsys.readouterr().err
     assert reproduce.default_threads(1) >= 1 and reproduce.default_threads(10 ** 6) == 1
+
+
+# ------------------------------------------------ the grid's own checks, checkpoints and the paper's plan
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--seeds", "0", "1", "0"], "--seeds lists 0 more than once"),
+    (["--seeds", "0", "-1"], "--seeds must be integers >= 0; got -1"),
+    (["--datasets", "mnist", "mnist,cifar10"], "--datasets lists 'mnist' more than once"),
+    (["--methods", "ce", "spread", "ce"], "--methods lists 'ce' more than once"),
+])
+def test_repeated_cells_and_negative_seeds_exit_2_with_one_line(extra, needle, capsys, tmp_path):
+    argv = {"--datasets": ["mnist"], "--methods": ["ce"], "--seeds": ["0"]}
+    argv[extra[0]] = extra[1:]
+    flat = ["--preset", "smoke", "--results", str(tmp_path)] + [x for k, v in argv.items() for x in (k, *v)]
+    assert reproduce.main(flat) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_the_grid_checks_import_no_torch(tmp_path):
+    """A repeated seed is refused before torch (seconds to import) is loaded."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from spreadcon.reproduce import main; "
+            f"rc = main(['--datasets', 'mnist', '--methods', 'ce', '--seeds', '1', '1', '--results', {str(tmp_path)!r}]); "
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.split() == ["2", "False"], (out.stdout, out.stderr)
+
+
+def test_checkpoint_folders_one_per_run_composites_on_their_backbones(tmp_path):
+    plan = reproduce.plan_grid("paper", ["cifar10"], ["spread", "autoencoder", "thanos"], [1], alpha=0.25,
+                               results_dir=tmp_path)
+    dirs = {r.method: r.checkpoint_dir(tmp_path / "ck") for r in plan}
+    seed_dir = tmp_path / "ck" / "paper" / "cifar10" / "seed1_alpha0.25"
+    assert dirs == {"spread": seed_dir / "spread", "autoencoder": seed_dir / "autoencoder", "thanos": seed_dir}
+    # run_experiment trains a composite's backbone `name` in checkpoint_dir / name: the backbones' own folders
+    assert [dirs["thanos"] / b for b in plan[2].backbones] == [dirs["spread"], dirs["autoencoder"]]
+    assert [r.composite for r in plan] == [False, False, True]
+
+
+def test_paper_dry_run_plans_every_run_and_totals_the_cost_model(capsys, tmp_path):
+    from spreadcon.cost import gpu_hours, run_cost, throughput
+
+    assert reproduce.main(["--paper", "--dry-run", "--results", str(tmp_path / "r"),
+                           "--checkpoints", str(tmp_path / "ck")]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    runs = [ln for ln in lines if "/official/" in ln]
+    assert len(runs) == 8 * 4 * 3 == len(lines) - 2  # the grid line, one per run, the total
+    assert {ln.split("/")[0].strip() for ln in runs} == set(reproduce.PAPER_DATASETS) and len(reproduce.PAPER_DATASETS) == 8
+    assert not list(tmp_path.iterdir())  # a dry run writes nothing
+    flops = sum(run_cost(d, m, "official").total_flops if m != "thanos" else run_cost(d, m, "official").eval_flops
+                for d in reproduce.PAPER_DATASETS for m in ("supcon", "spread", "autoencoder", "thanos")) * 3
+    at = throughput()
+    total = lines[-1]
+    assert total.startswith(f"total: {gpu_hours(flops, at):.1f} GPU-hours for 96 runs"), total
+    assert total.endswith(f"), {at.describe()}") and at.describe().startswith(f"{at.label}: ")  # labelled
+    thanos = next(ln for ln in runs if "cifar10/official/thanos_seed0" in ln)
+    c = run_cost("cifar10", "thanos", "official")
+    assert f"{gpu_hours(c.eval_flops, at):.2f} GPU-h (reuses spread, autoencoder; stand-alone " \
+           f"{gpu_hours(c.total_flops, at):.2f})" in thanos
+
+
+def test_thanos_alone_is_priced_stand_alone_unless_its_checkpoints_exist(capsys, tmp_path):
+    argv = ["--preset", "paper", "--datasets", "cifar10", "--methods", "thanos", "--dry-run",
+            "--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "ck")]
+    assert reproduce.main(argv) == 0
+    assert "(trains its backbones; stand-alone 2.66)" in capsys.readouterr().out
+    for b in ("spread", "autoencoder"):  # a previous grid left their checkpoints
+        (tmp_path / "ck" / "paper" / "cifar10" / "seed0" / b).mkdir(parents=True)
+        (tmp_path / "ck" / "paper" / "cifar10" / "seed0" / b / "last.pt").write_bytes(b"")
+    assert reproduce.main(argv) == 0
+    assert "0.05 GPU-h (reuses spread, autoencoder" in capsys.readouterr().out
+
+
+def _params_template(path: Path) -> Path:
+    """Records the checkpoint parameters it was given and when it ran."""
+    return _stand_in_template(path, "{'checkpoint_dir': checkpoint_dir, 'resume': resume, 'progress': progress, "
+                                    "'start': start, 'end': time.time()}", sleep=0.5)
+
+
+@pytest.mark.parametrize("jobs", ["1", "2"])
+def test_runs_get_their_checkpoint_folder_with_resume_and_composites_run_last(jobs, tmp_path, capsys):
+    template = _params_template(tmp_path / "template.ipynb")
+    results, ck = tmp_path / "results", tmp_path / "ck"
+    argv = ["--preset", "smoke", "--datasets", "mnist", "--methods", "thanos", "spread", "autoencoder",
+            "--results", str(results), "--runs", str(tmp_path / "runs"), "--checkpoints", str(ck),
+            "--template", str(template), "--no-progress", "--jobs", jobs, "--threads", "1"]
+    assert reproduce.main(argv) == 0
+    assert "finished 3, skipped 0, failed 0" in capsys.readouterr().out
+    got = {m: json.loads((results / "transfer" / "mnist" / "smoke" / f"{m}_seed0.json").read_text())
+           for m in ("thanos", "spread", "autoencoder")}
+    seed_dir = (ck / "smoke" / "mnist" / "seed0").resolve()
+    assert {m: g["checkpoint_dir"] for m, g in got.items()} == {
+        "thanos": str(seed_dir), "spread": str(seed_dir / "spread"), "autoencoder": str(seed_dir / "autoencoder")}
+    assert all(g["resume"] is True and g["progress"] is False for g in got.values())
+    assert got["thanos"]["start"] >= max(got["spread"]["end"], got["autoencoder"]["end"])
+
+
+@pytest.mark.slow
+def test_a_killed_grid_resumes_its_run_and_ends_with_the_same_record(data_root, tmp_path):
+    """SIGKILL the whole reproduce process group once the run has checkpointed; the rerun resumes
+    from that checkpoint and writes the record an uninterrupted run writes (CPU runs resume exactly)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    root = tmp_path / "data"
+    root.mkdir()
+    os.symlink(data_root / "MNIST", root / "MNIST")
+
+    def argv(name):
+        return [sys.executable, "-m", "spreadcon", "reproduce", "--preset", "smoke", "--datasets", "mnist",
+                "--methods", "spread", "--data-root", str(root), "--results", str(tmp_path / name / "results"),
+                "--runs", str(tmp_path / name / "runs"), "--checkpoints", str(tmp_path / name / "ck"),
+                "--no-progress", *TINY, "--set", "train_size=512", "--set", "epochs=4",
+                "--set", "checkpoint_every=1"]
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    ckpt = tmp_path / "killed" / "ck" / "smoke" / "mnist" / "seed0" / "spread" / "last.pt"
+    proc = subprocess.Popen(argv("killed"), env=env, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert ckpt.exists() and proc.poll() is None, "the run ended or never checkpointed"
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # reproduce, papermill and the kernel
+        proc.wait(timeout=60)
+    assert not list((tmp_path / "killed" / "results").rglob("*.json"))  # killed before its record
+    stamp = ckpt.stat().st_mtime_ns
+    import torch
+
+    epoch = int(torch.load(ckpt, weights_only=True)["epoch"])
+    assert 1 <= epoch < 4
+
+    for name in ("killed", "clean"):
+        out = subprocess.run(argv(name), env=env, capture_output=True, text=True, timeout=600)
+        assert out.returncode == 0 and "finished 1, skipped 0, failed 0" in out.stdout, out.stdout + out.stderr
+    assert ckpt.stat().st_mtime_ns != stamp  # the rerun trained on in the same folder
+    got, want = (load_records(tmp_path / n / "results")[0] for n in ("killed", "clean"))
+    keep = {k: v for k, v in want["metrics"].items() if not k.endswith("time_s")}
+    assert {k: got["metrics"][k] for k in keep} == keep
+    # once run_experiment records it (CONTRACT section 3), the record says where it resumed from
+    assert got["provenance"].get("resumed_from_epoch", epoch) == epoch
