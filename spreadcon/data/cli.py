@@ -33,7 +33,8 @@ from .cache import CACHE_ENV, cache_dir, clear_caches, human_bytes, list_caches
 from .errors import DataError, exit_code
 from .registry import DATASETS, load
 
-_CACHE_HELP = f"folder for decoded caches (default ${CACHE_ENV}, else $XDG_CACHE_HOME/spreadcon/decoded, else ~/.cache/spreadcon/decoded)"
+_CACHE_HELP = (f"folder for decoded caches (default ${CACHE_ENV}, else $XDG_CACHE_HOME/spreadcon/decoded, "
+               "else ~/.cache/spreadcon/decoded)")
 
 
 def summary(ds) -> dict:
@@ -86,15 +87,16 @@ def summary_table(s: dict) -> str:
     splits = s["splits"]
     shape = "x".join(map(str, next(iter(splits.values()))["image_shape"])) if splits else "?"
     plural = lambda n, word: f"{n} {word}" + ("" if n == 1 else "es")  # noqa: E731
+    classes = f"{plural(s['n_fine'], 'fine class')} -> {plural(s['n_coarse'], 'coarse class')}"
     head = [f"{s['name']}: {s.get('description', '')}".rstrip(": "),
-            f"{s.get('task', '')}; images {shape}; {plural(s['n_fine'], 'fine class')} -> {plural(s['n_coarse'], 'coarse class')}"
-            + (" (a PROXY, not a paper benchmark)" if s.get("proxy") else "")]
+            f"{s.get('task', '')}; images {shape}; {classes}" + (" (a PROXY, not a paper benchmark)" if s.get("proxy") else "")]
     rows: list[tuple[str, list[int]]] = [
         ("images", [v["n"] for v in splits.values()]),
         ("per fine class (min)", [min(v["fine_counts"], default=0) for v in splits.values()]),
         ("per fine class (max)", [max(v["fine_counts"], default=0) for v in splits.values()]),
     ]
-    rows += [(f"coarse {name}", [v["coarse_counts"][c] for v in splits.values()]) for c, name in enumerate(s["coarse_names"])]
+    for c, name in enumerate(s["coarse_names"]):
+        rows.append((f"coarse {name}", [v["coarse_counts"][c] for v in splits.values()]))
     for g, name in enumerate(s.get("group_names") or []):
         rows.append((f"group {name}", [v.get("group_counts", [0] * (g + 1))[g] for v in splits.values()]))
     label_w = max(len(r[0]) for r in rows)
@@ -132,7 +134,7 @@ def _parser() -> argparse.ArgumentParser:
     c = sub.add_parser("cache", help="list the decoded caches, or remove them with --clear")
     c.add_argument("--cache", default=None, metavar="DIR", help=_CACHE_HELP)
     c.add_argument("--clear", nargs="?", const="", default=None, metavar="NAME",
-                   help="remove all caches, or those of one dataset or cache name (e.g. cifar10; cifar100u shares cifar100's)")
+                   help="remove all caches, or one dataset's or cache's (e.g. cifar10; cifar100u shares cifar100's)")
     c.add_argument("--json", action="store_true", help="print the caches as one JSON object")
     return parser
 

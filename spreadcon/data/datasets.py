@@ -309,6 +309,9 @@ def batches(
 DOWNLOADABLE = ("mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet", "waterbirds", "celeba")
 
 
+_REFETCH = {name: f"fetch it again ({how})" for name, how in URLS.items()}
+
+
 def unreadable(what: str, error: OSError, path: str | Path | None = None) -> UnreadableDataset:
     """The one-line :class:`UnreadableDataset` for a ``PermissionError`` on ``path`` (default ``error.filename``)."""
     where = Path(path if path is not None else (error.filename or "?"))
@@ -326,7 +329,7 @@ def _check_labels(labels: torch.Tensor, n: int, what: str, path: Path) -> torch.
         i = int(bad[0])
         raise CorruptDataset(
             f"{what}: {path} holds label {int(labels[i])} at position {i} ({len(bad)} such), but the labels are "
-            f"0-{n - 1}: the file is damaged; fetch it again ({URLS.get(what, 'from its source')})"
+            f"0-{n - 1}: the file is damaged; {_REFETCH[what]}"
         )
     return labels
 
@@ -439,14 +442,14 @@ def _read_idx(path: Path) -> torch.Tensor:
     except PermissionError as e:
         raise unreadable("mnist", e, path) from e
     except (OSError, EOFError) as e:
-        raise CorruptDataset(f"mnist: cannot read {path} ({e}); fetch it again ({URLS['mnist']})") from e
+        raise CorruptDataset(f"mnist: cannot read {path} ({e}); {_REFETCH['mnist']}") from e
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] != 0x08:
-        raise CorruptDataset(f"{path} is not an unsigned-byte idx file (bad magic number)")
+        raise CorruptDataset(f"mnist: {path} is not an unsigned-byte idx file (bad magic number); {_REFETCH['mnist']}")
     ndim = data[3]
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     body = data[4 + 4 * ndim :]
     if len(body) != int(np.prod(dims)):
-        raise CorruptDataset(f"{path}: header says {dims} but holds {len(body)} bytes (truncated?)")
+        raise CorruptDataset(f"mnist: {path}: header says {dims} but holds {len(body)} bytes (truncated?); {_REFETCH['mnist']}")
     return torch.frombuffer(bytearray(body), dtype=torch.uint8).reshape(dims)
 
 
@@ -468,7 +471,7 @@ def load_mnist(root: Path, *, seed=0, val_fraction=0.1, image_size=None, downloa
     files = [_mnist_file(raw, s) for s in stems]
     tr_x, tr_y, te_x, te_y = (_read_idx(p) for p in files)
     if len(tr_x) != len(tr_y) or len(te_x) != len(te_y):
-        raise CorruptDataset(f"mnist: image and label counts differ under {raw}")
+        raise CorruptDataset(f"mnist: image and label counts differ under {raw}; {_REFETCH['mnist']}")
     tr_y, te_y = (_check_labels(y.long(), 10, "mnist", p) for y, p in ((tr_y, files[1]), (te_y, files[3])))
     a = {"train_images": tr_x[:, None], "train_fine": tr_y, "test_images": te_x[:, None], "test_fine": te_y}
     coarse_of, coarse_names = hierarchy.mnist_coarse()
@@ -547,14 +550,14 @@ def _unpickle(path: Path, what: str) -> dict:
     except PermissionError as e:
         raise unreadable(what, e, path) from e
     except Exception as e:
-        raise CorruptDataset(f"{what}: cannot unpickle {path} ({type(e).__name__}: {e})") from e
+        raise CorruptDataset(f"{what}: cannot unpickle {path} ({type(e).__name__}: {e}); {_REFETCH[what]}") from e
 
 
 def _cifar_images(d: dict, path: Path, what: str) -> torch.Tensor:
     try:
         data = np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
     except (KeyError, ValueError) as e:
-        raise CorruptDataset(f"{what}: {path} has no (N, 3072) 'data' array ({e})") from e
+        raise CorruptDataset(f"{what}: {path} has no (N, 3072) 'data' array ({e}); {_REFETCH[what]}") from e
     return torch.from_numpy(data.copy())
 
 
@@ -619,10 +622,11 @@ def _cifar100_arrays(root: Path, download: bool, cache: Path | None) -> dict:
         for split in ("train", "test"):
             d = _unpickle(folder / split, "cifar100")
             if "fine_labels" not in d or "coarse_labels" not in d:
-                raise CorruptDataset(f"cifar100: {folder / split} lacks fine_labels/coarse_labels")
+                raise CorruptDataset(f"cifar100: {folder / split} lacks fine_labels/coarse_labels; {_REFETCH['cifar100']}")
             out[f"{split}_images"] = _cifar_images(d, folder / split, "cifar100")
-            out[f"{split}_fine"] = _check_labels(torch.tensor(d["fine_labels"], dtype=torch.long), 100, "cifar100", folder / split)
-            out[f"{split}_coarse"] = _check_labels(torch.tensor(d["coarse_labels"], dtype=torch.long), 20, "cifar100", folder / split)
+            for key, n in (("fine", 100), ("coarse", 20)):
+                labels = torch.tensor(d[f"{key}_labels"], dtype=torch.long)
+                out[f"{split}_{key}"] = _check_labels(labels, n, "cifar100", folder / split)
         out["fine_names"] = list(meta["fine_label_names"])
         out["coarse_names"] = list(meta["coarse_label_names"])
         return out

@@ -10,7 +10,7 @@ Example:
     >>> load("imagenet")
     Traceback (most recent call last):
     ...
-    ValueError: name='imagenet' is not a dataset; valid: mnist, cifar10, cifar100, cifar100u, tinyimagenet, waterbirds, celeba, isic, folder, mnist-cifar
+    ValueError: name='imagenet' is not a dataset; valid: mnist, cifar10, ...
 """
 
 from __future__ import annotations
