@@ -196,3 +196,15 @@ def test_a_cache_never_executes_pickled_code(tmp_path, homes, capsys):
     ds = load("cifar10", root, cache=cache)
     assert not marker.exists()  # weights_only=True refused the global
     assert len(ds.splits["test"]) == 20 and "damaged" in capsys.readouterr().err
+
+
+def test_data_cache_points_at_caches_an_earlier_version_left_in_the_data_root(tmp_path, homes, monkeypatch, capsys):
+    root = tmp_path / "data"
+    (root / ".cache").mkdir(parents=True)
+    (root / ".cache" / "cifar10-jpeg-0123456789abcdef.pt").write_bytes(b"\0" * 2000)
+    monkeypatch.setenv("SPREADCON_DATA", str(root))
+    assert data_cli(["cache"]) == 0
+    out = capsys.readouterr().out
+    assert f"older caches in the data root: 2.0 kB in {root / '.cache'}" in out
+    assert data_cli(["cache", "--cache", str(root / ".cache"), "--clear"]) == 0
+    assert list((root / ".cache").iterdir()) == []

@@ -30,6 +30,7 @@ import json
 import sys
 
 from .cache import CACHE_ENV, cache_dir, clear_caches, human_bytes, list_caches
+from .datasets import default_root
 from .errors import DataError, exit_code
 from .registry import DATASETS, load
 
@@ -155,8 +156,13 @@ def _cache_command(args) -> int:
     entries = list_caches(args.cache)
     if args.json:
         print(json.dumps({"cache_dir": str(folder), "caches": [e.as_dict() for e in entries]}))
-    else:
-        print(cache_table(folder, entries))
+        return 0
+    print(cache_table(folder, entries))
+    legacy = default_root() / ".cache"  # where earlier versions put caches when the data root was writable
+    old = list_caches(legacy) if legacy != folder else []
+    if old:
+        print(f"older caches in the data root: {human_bytes(sum(e.bytes for e in old))} in {legacy}; "
+              f"`python -m spreadcon data cache --cache {legacy} --clear` removes them")
     return 0
 
 
