@@ -24,7 +24,11 @@ to the peak six times). The schedule has no state beyond the step counter, so
 the checkpoint stores the step.
 
 Checkpoints (``<checkpoint_dir>/last.pt``) are written atomically every
-``cfg.checkpoint_every`` epochs, when a call stops early, and at the end. They
+``cfg.checkpoint_every`` epochs, when a call stops early, and at the end; the
+one before is kept as ``prev.pt``, so a damaged ``last.pt`` leaves something to
+fall back on, and ``resume`` takes the newest one that loads (and says which).
+A call without ``resume`` never overwrites an existing checkpoint: it raises
+:class:`CheckpointExists` unless told ``fresh``. They
 hold only tensors and primitive containers, so they load with
 ``torch.load(weights_only=True)``: model, optimiser, step, epoch, the data
 generator's state, the global CPU (and CUDA) RNG states, the best model so far
@@ -33,7 +37,7 @@ an epoch boundary restores every source of randomness, so an interrupted and
 resumed CPU run ends bit-identical to an uninterrupted one.
 
 Example:
-    >>> # result = train("spread", dataset, resolve("smoke", "mnist"), seed=0)  # doctest: +SKIP
+    >>> result = train("spread", dataset, resolve("smoke", "mnist"), seed=0)  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import dataclasses
 import inspect
 import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,12 +56,13 @@ import torch
 from torch import Tensor, nn
 
 from spreadcon import distributed as D
-from spreadcon.atomic import atomic_torch_save
+from spreadcon.atomic import atomic_torch_save, atomic_write
 from spreadcon.methods import Method, MethodModel, Objective, build_model, get_method
 from spreadcon.presets import Config
 
 __all__ = [
-    "TrainResult", "CheckpointError", "train", "lr_factor", "save_checkpoint", "load_checkpoint",
+    "TrainResult", "CheckpointError", "CheckpointExists", "train", "lr_factor", "save_checkpoint",
+    "load_checkpoint", "checkpoint_files", "latest_checkpoint", "describe_checkpoint",
     "init_distributed", "coarse_accuracy", "OOM_HINT",
 ]
 
@@ -72,6 +78,13 @@ OOM_HINT = (
 
 class CheckpointError(RuntimeError):
     """A checkpoint that cannot be read, or that belongs to a different run."""
+
+
+class CheckpointExists(CheckpointError):
+    """A run without ``resume`` found a checkpoint it would overwrite."""
+
+
+CHECKPOINT_NAMES = ("last.pt", "prev.pt")  # newest first
 
 
 @dataclass
@@ -182,6 +195,71 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def checkpoint_files(checkpoint_dir: str | Path) -> list[Path]:
+    """The checkpoints present in ``checkpoint_dir``, newest first (``last.pt``, then ``prev.pt``)."""
+    return [p for p in (Path(checkpoint_dir) / n for n in CHECKPOINT_NAMES) if p.exists()]
+
+
+def latest_checkpoint(checkpoint_dir: str | Path, *, say: Callable[[str], None] | None = None
+                      ) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint in ``checkpoint_dir`` that loads, as ``(path, state)``; None if there is none.
+
+    A damaged ``last.pt`` falls back to ``prev.pt``; ``say`` (e.g. ``print``) is told what was
+    skipped and which file is used.
+
+    Raises:
+        CheckpointError: there are checkpoints and none of them loads.
+    """
+    errors = []
+    for path in checkpoint_files(checkpoint_dir):
+        try:
+            state = load_checkpoint(path)
+        except CheckpointError as exc:
+            errors.append(str(exc))
+            if say is not None:
+                say(f"skipping {path}: it does not load ({str(exc).split(' (')[0]})")
+            continue
+        if say is not None and errors:
+            say(f"resuming from the previous checkpoint {path} (epoch {int(state['epoch'])})")
+        return path, state
+    if errors:
+        raise CheckpointError("no checkpoint in " + str(checkpoint_dir) + " loads: " + "; ".join(errors))
+    return None
+
+
+def describe_checkpoint(checkpoint_dir: str | Path) -> str | None:
+    """``"<dir> from epoch E"`` for the newest loadable checkpoint in the folder, ``"<dir> (unreadable)"``
+    when none loads, or None when the folder has no checkpoint."""
+    if not checkpoint_files(checkpoint_dir):
+        return None
+    try:
+        found = latest_checkpoint(checkpoint_dir)
+    except CheckpointError:
+        return f"{checkpoint_dir} (unreadable)"
+    return f"{checkpoint_dir} from epoch {int(found[1]['epoch'])}" if found else None
+
+
+def _save_rotating(state: dict[str, Any], ckpt_path: Path, keep_previous: bool) -> None:
+    """Write ``last.pt``; with ``keep_previous`` the file it replaces becomes ``prev.pt`` first.
+
+    ``keep_previous`` is False when the current ``last.pt`` is not known to be good (it failed to
+    load on resume): then it is overwritten and ``prev.pt`` is left as it is.
+    """
+    if keep_previous and ckpt_path.exists():
+        # last.pt -> prev.pt without a moment when last.pt is missing: a hard link (or, on a file
+        # system without them, a copy) under a temporary name, moved onto prev.pt atomically
+        prev = ckpt_path.with_name(CHECKPOINT_NAMES[1])
+        tmp = ckpt_path.with_name(f".{prev.name}.{os.getpid()}.link.tmp")
+        tmp.unlink(missing_ok=True)
+        try:
+            os.link(ckpt_path, tmp)
+            os.replace(tmp, prev)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            atomic_write(prev, lambda f: f.write(ckpt_path.read_bytes()))
+    save_checkpoint(state, ckpt_path)
+
+
 # ------------------------------------------------------------------ helpers
 
 
@@ -235,12 +313,33 @@ def _call_epoch_hook(fn: Callable[..., Any], row: dict[str, float], core: Method
         core.train(was_training)
 
 
-def _amp_enabled(cfg: Config, device: torch.device) -> bool:
+def precision(cfg: Config, device: torch.device) -> str:
+    """What training computes in: ``"fp32"``, ``"bf16"`` (autocast) or ``"fp16"`` (autocast with a
+    gradient scaler).
+
+    ``cfg.amp = "auto"``: bf16 on a GPU that supports it (Ampere and later), fp16 with a
+    :class:`torch.amp.GradScaler` on one that does not (a T4, Colab's free GPU, has no bf16
+    tensor cores), fp32 on a CPU. ``"bf16"`` forces bf16; ``"off"`` is fp32.
+
+    Example:
+        >>> from spreadcon.presets import resolve
+        >>> precision(resolve("smoke"), torch.device("cpu"))
+        'fp32'
+    """
     if cfg.amp == "off":
-        return False
+        return "fp32"
     if cfg.amp == "bf16":
-        return True
-    return device.type == "cuda"
+        return "bf16"
+    if device.type != "cuda":
+        return "fp32"
+    return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+
+
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def _amp_enabled(cfg: Config, device: torch.device) -> bool:
+    return precision(cfg, device) != "fp32"
 
 
 # --------------------------------------------------------------------- train
@@ -258,8 +357,8 @@ def make_optimizer(params, cfg: Config, device: torch.device) -> torch.optim.Ada
 
 
 def train_step(model: nn.Module, objective: Objective, optimizer: torch.optim.Optimizer, augment, batch: dict,
-               *, cfg: Config, generator: torch.Generator | None, use_amp: bool = False, rank: int = 0,
-               world: int = 1) -> Tensor:
+               *, cfg: Config, generator: torch.Generator | None, use_amp: bool | str = False, rank: int = 0,
+               world: int = 1, scaler: torch.amp.GradScaler | None = None) -> Tensor:
     """One optimiser step on one global batch; returns the detached per-term values and the total.
 
     The whole global batch is augmented (identically on every rank, from the
@@ -267,6 +366,10 @@ def train_step(model: nn.Module, objective: Objective, optimizer: torch.optim.Op
     a device value on the host, so on a GPU the step is queued without waiting
     (checked on the CPU by ``tests/test_engine.py`` with
     :class:`spreadcon.syncs.HostSyncs`).
+
+    ``use_amp``: False (fp32), True or ``"bf16"`` (bf16 autocast), ``"fp16"``
+    (fp16 autocast; pass the ``scaler`` that scales the loss and unscales the
+    gradients before clipping).
 
     Returns:
         float ``(n_terms + 1,)`` on the device: the method's terms in order, then the total.
@@ -276,19 +379,28 @@ def train_step(model: nn.Module, objective: Objective, optimizer: torch.optim.Op
     if world > 1:
         local = y.shape[0] // world
         views, y = views[rank * local:(rank + 1) * local], y[rank * local:(rank + 1) * local]
-    with torch.autocast(views.device.type, dtype=torch.bfloat16, enabled=use_amp):
+    dtype = _AUTOCAST.get(use_amp, torch.bfloat16) if use_amp else None
+    with torch.autocast(views.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None):
         out = model(views)
     total, terms = objective(out, views, y)
     optimizer.zero_grad(set_to_none=True)
-    total.backward()
+    if scaler is None:
+        total.backward()
+    else:
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
     if cfg.grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-    optimizer.step()
+    if scaler is None:
+        optimizer.step()
+    else:
+        scaler.step(optimizer)
+        scaler.update()
     return torch.stack([t.detach().float() for t in terms.values()] + [total.detach().float()])
 
 
 def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: str | torch.device = "cpu",
-          checkpoint_dir: str | Path | None = None, resume: bool = False,
+          checkpoint_dir: str | Path | None = None, resume: bool = False, fresh: bool = False,
           max_epochs_this_call: int | None = None, progress: bool = True,
           augment=None, on_epoch_end: Callable[..., None] | None = None) -> TrainResult:
     """Train one single-backbone method on ``dataset``'s coarse labels.
@@ -302,7 +414,11 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
         seed: seeds model initialisation, shuffling and augmentation.
         device: where the model and the (uint8) images live.
         checkpoint_dir: folder for ``last.pt``; None disables checkpoints.
-        resume: continue from ``<checkpoint_dir>/last.pt`` if it exists.
+        resume: continue from the newest checkpoint in ``checkpoint_dir`` that
+            loads (``last.pt``, else ``prev.pt``); start from scratch if there is none.
+        fresh: delete the folder's checkpoints and start over. Without
+            ``resume`` or ``fresh`` an existing checkpoint raises
+            :class:`CheckpointExists` (nothing is overwritten).
         max_epochs_this_call: stop (after checkpointing) once this many epochs
             ran in this call; used to simulate interruption.
         progress: show a tqdm bar with each loss term (rank 0 only).
@@ -323,6 +439,7 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
         ValueError: a composite method, or a batch size not divisible by the
             world size under DDP.
         CheckpointError: an unreadable checkpoint, or one from another run.
+        CheckpointExists: a checkpoint exists and neither ``resume`` nor ``fresh`` was given.
         RuntimeError: out of memory (with the knobs to turn), or a non-finite loss.
     """
     from spreadcon.data import batches
@@ -359,9 +476,24 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
     epoch, step = 0, 0
     best_val, best_epoch, best_state = -1.0, 0, None
     history: list[dict[str, float]] = []
-    ckpt_path = Path(checkpoint_dir) / "last.pt" if checkpoint_dir is not None else None
-    if resume and ckpt_path is not None and ckpt_path.exists():
-        state = load_checkpoint(ckpt_path)
+    ckpt_path = Path(checkpoint_dir) / CHECKPOINT_NAMES[0] if checkpoint_dir is not None else None
+    last_is_good = True  # whether last.pt may become prev.pt at the next save
+    attempts, time_before, resumed_from = 1, 0.0, None
+    found = None
+    if ckpt_path is not None and checkpoint_files(checkpoint_dir):
+        if fresh:
+            if rank == 0:
+                for old in checkpoint_files(checkpoint_dir):
+                    old.unlink()
+        elif not resume:
+            raise CheckpointExists(f"checkpoint at {describe_checkpoint(checkpoint_dir)}; "
+                                   f"pass --resume to continue or --fresh to start over")
+        else:
+            say = (lambda msg: print(f"spreadcon: {msg}", file=sys.stderr, flush=True)) if rank == 0 else None
+            found = latest_checkpoint(checkpoint_dir, say=say)
+    if found is not None:
+        used, state = found
+        last_is_good = used == ckpt_path
         if state["config"] != cfg.to_dict() or state["method"] != method.name or state["seed"] != seed:
             raise CheckpointError(f"checkpoint {ckpt_path} belongs to a different run "
                                   f"(method/seed/config differ); use another --checkpoint-dir")
@@ -376,6 +508,9 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
         epoch, step = int(state["epoch"]), int(state["step"])
         best_val, best_epoch, best_state = float(state["best_val_acc"]), int(state["best_epoch"]), state["best_model"]
         history = [dict(h) for h in state["history"]]
+        attempts = int(state.get("attempts", 1)) + 1
+        time_before = float(state.get("train_time_s", 0.0))
+        resumed_from = epoch
 
     model: nn.Module = core
     if D.is_distributed():
@@ -384,12 +519,15 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
         model = DistributedDataParallel(core, device_ids=[device.index] if device.type == "cuda" else None)
     if cfg.compile:
         model = torch.compile(model)
-    use_amp = _amp_enabled(cfg, device)
+    prec = precision(cfg, device)
+    use_amp = False if prec == "fp32" else prec
+    scaler = torch.amp.GradScaler(device.type) if prec == "fp16" else None
 
     def checkpoint() -> None:
+        nonlocal last_is_good
         if ckpt_path is None or rank != 0:
             return
-        save_checkpoint({
+        _save_rotating({
             "version": CHECKPOINT_VERSION, "epoch": epoch, "step": step,
             "model": _cpu_state(core), "optimizer": optimizer.state_dict(),
             "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
@@ -397,7 +535,9 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
             "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
             "best_val_acc": best_val, "best_epoch": best_epoch, "best_model": best_state,
             "history": history, "config": cfg.to_dict(), "method": method.name, "seed": seed,
-        }, ckpt_path)
+            "attempts": attempts, "train_time_s": time_before + time.perf_counter() - start,
+        }, ckpt_path, keep_previous=last_is_good)
+        last_is_good = True
 
     bar = None
     if progress and rank == 0:
@@ -423,7 +563,7 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * factor
                 sums += train_step(model, objective, optimizer, augment, batch, cfg=cfg, generator=aug_generator,
-                                   use_amp=use_amp, rank=rank, world=world)
+                                   use_amp=use_amp, rank=rank, world=world, scaler=scaler)
                 count += 1
                 step += 1
                 if bar is not None:
@@ -460,5 +600,8 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
     if best_state is not None:
         core.load_state_dict(best_state)
     core.eval()
+    wall = time.perf_counter() - start
     return TrainResult(model=core, history=history, best_epoch=best_epoch, best_val_acc=best_val,
-                       epochs_done=epoch, finished=finished, wall_time_s=time.perf_counter() - start)
+                       epochs_done=epoch, finished=finished, wall_time_s=wall,
+                       extra={"precision": prec, "resumed_from_epoch": resumed_from, "attempts": attempts,
+                              "train_time_total_s": time_before + wall})

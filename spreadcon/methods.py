@@ -20,6 +20,17 @@ spread-quirks spread with ``reference_quirks=True``
 supcon-clamp  supcon (the equations) with only the official clamp: positive logits capped at 1
 ============  =========================================================  ==========================
 
+The controls, which rule out the cheap explanations of a gain:
+
+==============  ===========================================================================
+random-init     the ``supcon`` encoder untrained, through the same probe: the floor that
+                any trained method must clear (architecture plus probe alone)
+supcon-pair     two ``supcon`` encoders trained with seeds ``s`` and ``s + 1000``,
+                embeddings concatenated: ``thanos``'s width and ensemble size
+spread-pair     the same with two ``spread`` encoders: the control that isolates what the
+                autoencoder adds to ``thanos`` beyond a second network
+==============  ===========================================================================
+
 A method may fix config keys (``Method.config``): the ``-quirks`` rows set
 ``reference_quirks``, so their records sit beside the plain ones under their
 own names, and the record's config says what ran.
@@ -79,6 +90,10 @@ class Method:
         description: one line for ``--help`` and the book.
         config: ``(key, value)`` pairs of :class:`spreadcon.presets.Config`
             that this method fixes on top of the preset (and of ``--set``).
+        seed_offsets: with ``backbones``, the offset added to the run's seed
+            for each backbone (the pair controls: two seeds of one method);
+            empty means the run's seed for every backbone.
+        untrained: evaluate the encoder as initialised (``random-init``).
     """
 
     name: str
@@ -86,11 +101,33 @@ class Method:
     backbones: tuple[str, ...] = ()
     description: str = ""
     config: tuple[tuple[str, object], ...] = ()
+    seed_offsets: tuple[int, ...] = ()
+    untrained: bool = False
+
+    def backbone_runs(self, seed: int) -> list[tuple[str, int, str]]:
+        """``(method, seed, checkpoint subfolder)`` of each backbone trained for a run with ``seed``.
+
+        Example:
+            >>> get_method("spread-pair").backbone_runs(3)
+            [('spread', 3, 'spread-s3'), ('spread', 1003, 'spread-s1003')]
+            >>> get_method("thanos").backbone_runs(3)
+            [('spread', 3, 'spread'), ('autoencoder', 3, 'autoencoder')]
+            >>> get_method("supcon").backbone_runs(3)
+            [('supcon', 3, '')]
+        """
+        if not self.backbones:
+            return [(self.name, seed, "")]
+        if not self.seed_offsets:
+            return [(b, seed, b) for b in self.backbones]
+        return [(b, seed + o, f"{b}-s{seed + o}") for b, o in zip(self.backbones, self.seed_offsets)]
 
     @property
     def needs_decoder(self) -> bool:
         return "recon" in self.terms
 
+
+#: the second backbone of a pair control trains with the run's seed plus this (far from the 0-2 grid)
+PAIR_SEED_OFFSET = 1000
 
 METHODS: dict[str, Method] = {m.name: m for m in [
     Method("ce", ("ce",), description="cross-entropy on coarse labels"),
@@ -107,6 +144,12 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            config=(("reference_quirks", True),)),
     Method("supcon-clamp", ("ce", "supcon"), description="CE + SupCon (the equations) with its positive logit clamped at 1",
            config=(("clamp", "1"),)),
+    Method("random-init", ("ce", "supcon"), untrained=True,
+           description="control: the supcon encoder untrained, through the same probe (the floor)"),
+    Method("supcon-pair", (), backbones=("supcon", "supcon"), seed_offsets=(0, PAIR_SEED_OFFSET),
+           description="control: two supcon encoders (seeds s, s+1000) concatenated, thanos's width"),
+    Method("spread-pair", (), backbones=("spread", "spread"), seed_offsets=(0, PAIR_SEED_OFFSET),
+           description="control: two spread encoders (seeds s, s+1000) concatenated, thanos's width"),
 ]}
 
 

@@ -1,0 +1,321 @@
+"""One experiment end to end: train on coarse labels, evaluate, write a record.
+
+:func:`run_experiment` is what ``python -m spreadcon run`` (:mod:`spreadcon.run`)
+and the papermill template call. What a run does:
+
+1. check every setting (names, seed, config keys, device, the results and
+   checkpoint folders) before any data loads: :func:`check_settings`;
+2. :func:`spreadcon.data.load` the dataset and draw the preset's subsets of
+   train / val / test. The subsets are drawn with a fixed generator
+   (``DATA_SEED``), the same for every method and seed, so methods are
+   compared on the same images; ``seed`` varies initialisation, shuffling
+   and augmentation;
+3. :func:`spreadcon.engine.train` each backbone on coarse labels (``thanos``:
+   the ``spread`` and ``autoencoder`` backbones; the pair controls: one method
+   at two seeds; ``random-init``: nothing), checkpointing into its folder.
+   The trained weights are on disk before evaluation starts: a run without a
+   checkpoint folder checkpoints into a private temporary one, removed once
+   the record is written and kept (and named) if anything fails after
+   training, so ``--eval-only`` can evaluate it again without retraining;
+4. evaluate with :mod:`spreadcon.evaluate`:
+
+   * transfer datasets: ``fine_test_acc`` -- a linear probe on frozen
+     embeddings trained with the *fine* train labels (selected on val);
+     ``coarse_test_acc`` -- the same probe on coarse labels; plus kNN
+     accuracy, spread and subclass-recovery AMI.
+   * robustness datasets: ``worst_group_acc`` and ``avg_acc`` of a Group DRO
+     head trained on subgroups inferred GEORGE-style (per-class clustering);
+     for reference the same with the true groups (oracle) and plain ERM.
+
+5. write the record (:mod:`spreadcon.records`).
+
+Example:
+    >>> from spreadcon.experiment import run_experiment
+    >>> path = run_experiment("mnist", "spread", preset="smoke", seed=0)   # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from spreadcon import distributed as D
+from spreadcon.methods import get_method
+from spreadcon.presets import Config, resolve
+from spreadcon.settings import SettingError, check_settings
+
+__all__ = ["run_experiment", "ConcatEncoder", "subset_dataset", "DATA_SEED", "TrainingSaved"]
+
+DATA_SEED = 0  # fixes which images the presets' subsets contain, across methods and seeds
+
+
+class ConcatEncoder(nn.Module):
+    """Frozen encoders side by side: ``z = [e_1(x), e_2(x), ...]`` (``thanos``)."""
+
+    def __init__(self, encoders: list[nn.Module]) -> None:
+        super().__init__()
+        self.encoders = nn.ModuleList(encoders)
+        self.out_dim = sum(e.out_dim for e in encoders)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.cat([e(x) for e in self.encoders], dim=1)
+
+
+def subset_dataset(ds, cfg: Config):
+    """Shrink ``ds``'s splits to ``cfg.train_size`` / ``val_size`` / ``test_size`` (0 = keep all).
+
+    The indices come from a generator seeded with :data:`DATA_SEED` and are
+    sorted, so the subset does not depend on the run's seed.
+    """
+    import dataclasses
+
+    sizes = {"train": cfg.train_size, "val": cfg.val_size, "test": cfg.test_size}
+    splits = {}
+    for i, (name, split) in enumerate(sorted(ds.splits.items())):
+        n = sizes.get(name, 0)
+        if n and n < len(split):
+            g = torch.Generator().manual_seed(DATA_SEED + i)
+            idx = torch.randperm(len(split), generator=g)[:n].sort().values
+            split = split.subset(idx)
+        splits[name] = split
+    return dataclasses.replace(ds, splits=splits)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+class TrainingSaved(RuntimeError):
+    """Evaluation or the record write failed after training finished; the weights are on disk.
+
+    The message says where and gives the command that reruns only the evaluation.
+    """
+
+
+def _say(progress: bool):
+    """A one-line status printer on stderr (rank 0, when progress is on), or a no-op."""
+    if not progress or D.rank() != 0:
+        return lambda msg: None
+    return lambda msg: print(f"spreadcon: {msg}", file=sys.stderr, flush=True)
+
+
+def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0, data_root: str | Path | None = None,
+                   results_dir: str | Path = "results", overrides: dict[str, Any] | None = None,
+                   alpha: float | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
+                   device: str | None = None, progress: bool = True, *, fresh: bool = False,
+                   eval_only: bool = False) -> Path | None:
+    """Train and evaluate one (dataset, method, preset, seed); write its record.
+
+    Args:
+        dataset: a name in :data:`spreadcon.data.DATASETS`.
+        method: a name in :data:`spreadcon.methods.METHODS`.
+        preset: a name in :data:`spreadcon.presets.PRESETS` (``smoke``, ``cpu``, ``paper``, ...).
+        seed: initialisation / shuffling / augmentation seed, ``0 <= seed <= MAX_SEED``.
+        data_root: dataset folder; None = ``$SPREADCON_DATA`` or the default root.
+        results_dir: where records go.
+        overrides: ``{config_key: value}`` on top of the preset.
+        alpha: cNCE weight; overrides ``cfg.alpha`` and adds ``_alpha<A>`` to
+            the record's file name.
+        checkpoint_dir: folder for training checkpoints (one subfolder per
+            backbone for composite methods). None: a private temporary folder,
+            removed after the record is written and kept if anything fails.
+        resume: continue from the newest loadable checkpoint in
+            ``checkpoint_dir`` (start from scratch if there is none). A
+            finished checkpoint is not trained again: only evaluated.
+        device: ``cpu``, ``cuda`` ...; None = CUDA if available.
+        progress: progress bars and one-line status messages on stderr.
+        fresh: delete the checkpoints in ``checkpoint_dir`` and start over.
+            Without ``resume``, ``fresh`` or ``eval_only`` an existing
+            checkpoint is an error: it is never overwritten.
+        eval_only: evaluate the finished checkpoint in ``checkpoint_dir``
+            without training.
+
+    Returns:
+        The record's path (None on ranks other than 0 under DDP).
+
+    Raises:
+        spreadcon.settings.SettingError: a bad setting, before any data loads.
+        TrainingSaved: evaluation or the record write failed after training;
+            the message names the checkpoint and the command that evaluates it.
+    """
+    from spreadcon import data as sdata
+    from spreadcon import records
+    from spreadcon.malloc import keep_freed_memory
+
+    keep_freed_memory()  # for the evaluation's large tensors too (spreadcon.malloc)
+    source_hash = records.source_hash()  # the code as it is when the run starts
+    overrides = dict(overrides or {})
+    if alpha is not None:
+        overrides["alpha"] = alpha
+    check_settings(dataset=dataset, method=method, preset=preset, seed=seed, overrides=overrides, alpha=alpha,
+                   results_dir=results_dir, checkpoint_dir=checkpoint_dir, resume=resume, fresh=fresh,
+                   eval_only=eval_only, device=device)
+    m = get_method(method)
+    overrides.update(dict(m.config))  # a method's fixed keys win (see Method.config)
+    cfg = resolve(preset, dataset, overrides)
+    started, t0 = _now(), time.perf_counter()
+    dev = _init_device(device)
+    say = _say(progress)
+
+    own = checkpoint_dir is None and D.rank() == 0 and not m.untrained
+    ck_root = Path(tempfile.mkdtemp(prefix="spreadcon-checkpoints-")) if own else checkpoint_dir
+    say(f"loading {dataset} (preset {preset}) ...")
+    ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None), cfg)
+    try:
+        encoders, train_info = _train(m, ds, cfg, seed, dev, ck_root, resume or eval_only, fresh, progress)
+    except BaseException as exc:
+        if own:
+            _keep_or_remove(ck_root, exc)
+        raise
+    if D.rank() != 0:
+        return None  # the other ranks leave now: rank 0 evaluates alone, no barrier to time out in
+    try:
+        say(f"evaluating ({ds.task}) ...")
+        encoder = encoders[0] if len(encoders) == 1 else ConcatEncoder(encoders)
+        metrics = _evaluate(ds, encoder, cfg, seed, dev)
+        metrics.update({k: v for k, v in train_info.items() if not k.startswith("_")})
+        rec = records.make_record(
+            dataset=dataset, method=m.name, preset=preset, seed=seed, task=ds.task, metrics=metrics,
+            config=cfg.to_dict(), started_at=started, wall_time_s=time.perf_counter() - t0,
+            device=records.device_name(dev),
+            extra={"alpha_override": None if alpha is None else float(alpha), "world_size": D.world_size(),
+                   **({"untrained": True} if m.untrained else {})},
+            provenance_extra={"source_hash": source_hash, **train_info["_provenance"]},
+        )
+        path = records.write_record(rec, results_dir)
+    except BaseException as exc:
+        if ck_root is None or m.untrained:
+            raise
+        argv = f"{dataset} {method} --preset {preset} --seed {seed}" + ("" if alpha is None else f" --alpha {alpha}")
+        raise TrainingSaved(f"{type(exc).__name__}: {exc}. Training finished and is saved in {ck_root}; "
+                            f"evaluate it again without retraining: python -m spreadcon run {argv} "
+                            f"--checkpoint-dir {ck_root} --eval-only") from exc
+    if own:
+        shutil.rmtree(ck_root, ignore_errors=True)
+    return path
+
+
+def _keep_or_remove(folder: Path, exc: BaseException) -> None:
+    """A private checkpoint folder after a failed or interrupted training: kept if it holds a
+    checkpoint (the exception learns where, as ``exc.checkpoint_dir``), else removed."""
+    if any(folder.rglob("*.pt")):
+        try:
+            exc.checkpoint_dir = folder
+        except AttributeError:
+            pass
+    else:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def _init_device(device: str | None) -> torch.device:
+    """Join the process group under torchrun; pick CUDA when available unless told otherwise."""
+    from spreadcon.engine import init_distributed
+
+    auto = init_distributed()
+    return auto if device is None else torch.device(device)
+
+
+def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress):
+    """Train the method's backbone(s); return frozen encoders and training metrics.
+
+    ``info["_provenance"]`` holds what the record's provenance needs: the precision, and for a
+    resumed run from which epoch, how many attempts and the training time over all of them
+    (summed over backbones).
+    """
+    from spreadcon.engine import coarse_accuracy, precision, train
+    from spreadcon.methods import build_model
+
+    prov = {"precision": precision(cfg, dev), "resumed_from_epoch": None, "attempts": 1, "train_time_total_s": 0.0}
+    if m.untrained:  # the encoder as initialised from the seed: the floor
+        torch.manual_seed(seed)
+        core = build_model(m, cfg, ds.image_shape, ds.n_coarse).to(dev).eval()
+        for p in core.parameters():
+            p.requires_grad_(False)
+        return [core.encoder], {"_provenance": {**prov, "precision": "fp32"}}
+    runs = m.backbone_runs(seed)
+    encoders, info = [], {}
+    for i, (name, bseed, sub) in enumerate(runs):
+        ck = None if checkpoint_dir is None else Path(checkpoint_dir) / sub
+        result = train(name, ds, cfg, seed=bseed, device=dev, checkpoint_dir=ck,
+                       resume=resume, fresh=fresh, progress=progress)
+        enc = result.model.encoder.eval()
+        for p in enc.parameters():
+            p.requires_grad_(False)
+        encoders.append(enc)
+        prefix = "" if not m.backbones else (f"{name}_{i}_" if m.seed_offsets else f"{name}_")
+        info[f"{prefix}coarse_val_acc"] = result.best_val_acc
+        info[f"{prefix}best_epoch"] = float(result.best_epoch)
+        info[f"{prefix}train_time_s"] = result.wall_time_s
+        extra = result.extra
+        prov["precision"] = extra.get("precision")
+        if extra.get("resumed_from_epoch") is not None and prov["resumed_from_epoch"] is None:
+            prov["resumed_from_epoch"] = extra["resumed_from_epoch"]
+        prov["attempts"] = max(prov["attempts"], int(extra.get("attempts", 1)))
+        prov["train_time_total_s"] += float(extra.get("train_time_total_s", result.wall_time_s))
+        if not m.backbones:
+            info["coarse_head_test_acc"] = coarse_accuracy(result.model, ds.splits["test"], _augment(ds), dev,
+                                                           cfg.eval_batch_size)
+    info["_provenance"] = prov
+    return encoders, info
+
+
+def _augment(ds):
+    from spreadcon.data.augment import TwoViewAugment
+
+    return TwoViewAugment.for_dataset(ds)
+
+
+def _evaluate(ds, encoder: nn.Module, cfg: Config, seed: int, dev: torch.device) -> dict[str, float]:
+    """Transfer or robustness metrics of a frozen encoder (see the module docstring).
+
+    The probe's L2 strength is chosen on val from ``probe_weight_decay x
+    {0.1, 1, 10}`` (``lbfgs``); the ``adamw`` probe keeps its best val epoch.
+    """
+    from spreadcon import evaluate as E
+
+    aug = _augment(ds)
+    amp = dev.type == "cuda" and cfg.amp != "off"
+    splits = {k: ds.splits[k] for k in ("train", "val", "test")}
+    z = {k: E.embed(encoder, s, aug.normalize, cfg.eval_batch_size, dev, amp) for k, s in splits.items()}
+    tr, va, te = splits["train"], splits["val"], splits["test"]
+    metrics: dict[str, float] = {}
+    if ds.task == "transfer":
+        l2_grid = [cfg.probe_weight_decay * f for f in (0.1, 1.0, 10.0)]
+        for label, n_classes in (("fine", ds.n_fine), ("coarse", ds.n_coarse)):
+            if cfg.probe == "lbfgs":
+                res = E.linear_probe(z["train"], getattr(tr, label), z["test"], getattr(te, label), "lbfgs",
+                                     l2=l2_grid, max_iter=cfg.probe_epochs, val_x=z["val"],
+                                     val_y=getattr(va, label), n_classes=n_classes)
+            else:
+                res = E.linear_probe_augmented(
+                    encoder, tr, te, aug, aug.normalize, n_classes, label=label, epochs=cfg.probe_epochs,
+                    lr=cfg.probe_lr, weight_decay=cfg.probe_weight_decay, batch_size=cfg.batch_size, val=va,
+                    device=dev, generator=torch.Generator().manual_seed(seed), amp=amp)
+            metrics[f"{label}_test_acc"] = res.accuracy
+            if res.val_accuracy is not None:
+                metrics[f"{label}_val_acc_probe"] = res.val_accuracy
+        metrics["knn_fine_test_acc"] = E.knn_accuracy(z["train"], tr.fine, z["test"], te.fine, k=cfg.knn_k)
+        spread = E.spread_metrics(z["test"], te.coarse)
+        metrics["spread"] = float(spread["spread"])
+        metrics["within_class_cosine"] = float(spread["within_cosine"])
+        metrics["subclass_ami"] = float(E.subclass_ami(z["test"], te.coarse, te.fine, seed=seed)["ami"])
+        return metrics
+    for mode, prefix in (("inferred", ""), ("true", "oracle_"), ("none", "erm_")):
+        res = E.worst_group(z["train"], tr.coarse, z["test"], te.coarse, te.group, train_groups=tr.group,
+                            groups=mode, max_k=cfg.max_clusters, epochs=cfg.dro_epochs, seed=seed)
+        metrics[f"{prefix}worst_group_acc"] = res["worst_group_acc"]
+        metrics[f"{prefix}avg_acc"] = res["avg_acc"]
+        if mode == "inferred":
+            for key in ("group_ami", "group_ari", "n_groups"):
+                if isinstance(res.get(key), (int, float)):
+                    metrics[f"inferred_{key}"] = float(res[key])
+    return metrics

@@ -1,0 +1,170 @@
+"""Every setting of a run checked before anything expensive: names, seed, folders, device, checkpoints.
+
+The checks run in two rounds. The first needs no torch (importing it takes
+seconds here), so a mistyped name, a negative seed, an unknown config key or
+an unwritable folder is reported in well under a second. The second needs
+torch: the device, and whether the checkpoint folder already holds a run.
+Each failure is a :class:`SettingError` with a one-line message; the command
+line prints it and exits 2.
+
+The name lists are written here, without importing the registries behind them
+(which import torch); ``tests/test_settings.py`` checks that they match.
+
+Example:
+    >>> check_seed(-1)
+    Traceback (most recent call last):
+    ...
+    spreadcon.settings.SettingError: --seed must be an integer from 0 to 4294966295; got -1
+    >>> check_names("mnist", "spraed", "smoke")
+    Traceback (most recent call last):
+    ...
+    spreadcon.settings.SettingError: unknown method 'spraed'; valid methods: ce, supcon, spread, autoencoder, simclr, thanos, thanos-joint, supcon-quirks, spread-quirks, supcon-clamp, random-init, supcon-pair, spread-pair
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SettingError", "DATASET_NAMES", "METHOD_NAMES", "check_names", "check_seed", "check_writable",
+           "check_device", "check_basic", "check_settings", "MAX_SEED"]
+
+#: :data:`spreadcon.data.DATASETS`, without importing it
+DATASET_NAMES = ("mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet", "waterbirds", "celeba", "isic",
+                 "folder", "mnist-cifar")
+#: :data:`spreadcon.methods.METHODS`, without importing it
+METHOD_NAMES = ("ce", "supcon", "spread", "autoencoder", "simclr", "thanos", "thanos-joint", "supcon-quirks",
+                "spread-quirks", "supcon-clamp", "random-init", "supcon-pair", "spread-pair")
+# seeds feed torch.manual_seed and k-means' random_state (< 2**32); the pair controls add 1000
+MAX_SEED = 2**32 - 1 - 1000
+
+
+class SettingError(ValueError):
+    """A setting that cannot work, found before any data loads."""
+
+
+def check_names(dataset: str, method: str, preset: str) -> None:
+    """Dataset, method and preset names (no torch import)."""
+    from spreadcon.presets import PRESETS  # torch-free
+
+    for what, name, valid in (("dataset", dataset, DATASET_NAMES), ("method", method, METHOD_NAMES),
+                              ("preset", preset, tuple(PRESETS))):
+        if name not in valid:
+            raise SettingError(f"unknown {what} {name!r}; valid {what}s: {', '.join(valid)}")
+
+
+def check_seed(seed: Any) -> int:
+    """The seed as an int in ``[0, MAX_SEED]``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        raise SettingError(f"--seed must be an integer from 0 to {MAX_SEED}; got {seed!r}")
+    return seed
+
+
+def check_writable(folder: str | Path, what: str, flag: str) -> Path:
+    """Create ``folder`` if needed and prove it can be written (a probe file, removed again)."""
+    folder = Path(folder)
+    try:
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"{folder} is a file")
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".spreadcon-probe-")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SettingError(f"the {what} folder {folder} cannot be written ({reason}); choose another with {flag}"
+                           ) from None
+    return folder
+
+
+def check_device(device: str | None) -> None:
+    """``device`` names a device this machine has (imports torch unless it is ``cpu`` or None)."""
+    if device is None or device == "cpu":
+        return
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError):
+        raise SettingError(f"--device {device!r} is not a device name; use cpu, cuda or cuda:N") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise SettingError(f"--device {device} asked for a GPU, but torch sees no CUDA device here; "
+                               f"use --device cpu") from None
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise SettingError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise SettingError(f"--device {device}: MPS is not available here; use --device cpu")
+    elif dev.type != "cpu":
+        raise SettingError(f"--device {device!r}: only cpu, cuda[:N] and mps are supported")
+
+
+def _check_checkpoints(folders: list[Path], *, resume: bool, fresh: bool, eval_only: bool, epochs: int) -> None:
+    from spreadcon.engine import checkpoint_files, describe_checkpoint, latest_checkpoint, CheckpointError
+
+    for folder in folders:
+        present = checkpoint_files(folder)
+        if eval_only:
+            if not present:
+                raise SettingError(f"--eval-only needs a finished checkpoint in {folder}; there is none")
+            try:
+                found = latest_checkpoint(folder)
+            except CheckpointError as exc:
+                raise SettingError(str(exc)) from None
+            if int(found[1]["epoch"]) < epochs:
+                raise SettingError(f"--eval-only: the checkpoint in {folder} is from epoch {int(found[1]['epoch'])} "
+                                   f"of {epochs}; training did not finish (use --resume)")
+        elif present and not (resume or fresh):
+            raise SettingError(f"checkpoint at {describe_checkpoint(folder)}; "
+                               f"pass --resume to continue or --fresh to start over")
+
+
+def check_basic(*, dataset: str, method: str, preset: str, seed: Any, overrides: dict[str, Any] | None = None,
+                alpha: float | None = None, results_dir: str | Path = "results",
+                checkpoint_dir: str | Path | None = None, resume: bool = False, fresh: bool = False,
+                eval_only: bool = False):
+    """The first round of :func:`check_settings`, without torch: names, seed, modes, config keys,
+    writable folders. Returns the resolved :class:`spreadcon.presets.Config`."""
+    from spreadcon.presets import resolve
+
+    check_names(dataset, method, preset)
+    check_seed(seed)
+    if sum(map(bool, (resume, fresh, eval_only))) > 1:
+        raise SettingError("--resume, --fresh and --eval-only exclude each other; pass one")
+    if (resume or eval_only) and checkpoint_dir is None:
+        raise SettingError(f"--{'resume' if resume else 'eval-only'} needs --checkpoint-dir")
+    if alpha is not None and not (isinstance(alpha, (int, float)) and 0.0 <= float(alpha) <= 1.0):
+        raise SettingError(f"--alpha must be in [0, 1]; got {alpha!r}")
+    try:
+        cfg = resolve(preset, dataset, overrides)
+    except ValueError as exc:
+        raise SettingError(str(exc)) from None
+    check_writable(results_dir, "results", "--results")
+    if checkpoint_dir is not None:
+        check_writable(checkpoint_dir, "checkpoint", "--checkpoint-dir")
+    return cfg
+
+
+def check_settings(*, dataset: str, method: str, preset: str, seed: Any, overrides: dict[str, Any] | None = None,
+                   alpha: float | None = None, results_dir: str | Path = "results",
+                   checkpoint_dir: str | Path | None = None, resume: bool = False, fresh: bool = False,
+                   eval_only: bool = False, device: str | None = None):
+    """Check one run's settings; return its resolved :class:`spreadcon.presets.Config`.
+
+    Raises:
+        SettingError: the first setting that cannot work, in one line.
+    """
+    cfg = check_basic(dataset=dataset, method=method, preset=preset, seed=seed, overrides=overrides, alpha=alpha,
+                      results_dir=results_dir, checkpoint_dir=checkpoint_dir, resume=resume, fresh=fresh,
+                      eval_only=eval_only)
+    check_device(device)
+    if checkpoint_dir is not None:
+        from spreadcon.methods import get_method
+
+        m = get_method(method)
+        folders = [] if m.untrained else [Path(checkpoint_dir) / sub for _, _, sub in m.backbone_runs(seed)]
+        _check_checkpoints(folders, resume=resume, fresh=fresh, eval_only=eval_only, epochs=cfg.epochs)
+    return cfg

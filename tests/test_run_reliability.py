@@ -1,0 +1,303 @@
+"""A finished run is never lost, a bad setting never trains, a signal never corrupts.
+
+Most tests drive the real CLI (in-process through ``main`` where that is
+enough, in a subprocess where a signal or a kill is the point), smoke-sized.
+Waits are bounded polls for a file or an exit, never sleeps that guess.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from spreadcon import atomic, engine
+from spreadcon.run import main
+from spreadcon.settings import DATASET_NAMES, METHOD_NAMES, SettingError, check_settings
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = ["--set", "train_size=128", "--set", "val_size=64", "--set", "test_size=128", "--set", "batch_size=32",
+        "--set", "probe_epochs=20", "--no-progress"]
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _cli(*args: str, **kw) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+    return subprocess.Popen([sys.executable, "-m", "spreadcon", "run", *args], cwd=kw.get("cwd", REPO), env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(predicate, timeout: float, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the run ended first (rc {proc.returncode}): {proc.stderr.read()}")
+        if time.monotonic() > deadline:
+            raise AssertionError("timed out waiting")
+        time.sleep(0.05)
+
+
+# --------------------------------------------------------------------------- settings, before anything loads
+
+
+def test_name_lists_match_the_registries():
+    from spreadcon.data import DATASETS
+    from spreadcon.methods import METHODS
+
+    assert tuple(DATASETS) == DATASET_NAMES
+    assert tuple(METHODS) == METHOD_NAMES
+
+
+@pytest.mark.parametrize("argv,match", [
+    (["mnist", "ce", "--seed", "-1"], "--seed must be an integer from 0"),
+    (["mnist", "ce", "--alpha", "1.5"], "--alpha must be in"),
+    (["mnist", "ce", "--eval-only"], "--eval-only needs --checkpoint-dir"),
+    (["mnist", "ce", "--set", "epochs=0"], "epochs"),
+])
+def test_bad_settings_exit_2_in_one_line_before_torch_is_imported(argv, match, tmp_path):
+    code = (f"import sys; from spreadcon.run import main; rc = main({[*argv, '--results', str(tmp_path)]!r}); "
+            f"print('torch' in sys.modules); sys.exit(rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 2
+    assert out.stdout.strip() == "False"  # rejected before torch was imported
+    err = out.stderr.strip().splitlines()
+    assert len(err) == 1 and match in err[0], out.stderr
+
+
+@pytest.mark.parametrize("where", ["under_a_file", "read_only"])
+def test_unwritable_results_folder_fails_before_data_loads(where, tmp_path, monkeypatch, capsys):
+    if where == "under_a_file":
+        (tmp_path / "f").write_text("x")
+        target = tmp_path / "f" / "results"
+    else:
+        if os.geteuid() == 0:  # root writes anywhere: refuse the probe write as a read-only folder would
+            import spreadcon.settings as S
+
+            def refuse(*a, **k):
+                raise PermissionError(13, "Permission denied")
+
+            monkeypatch.setattr(S.tempfile, "mkstemp", refuse)
+        target = tmp_path / "ro"
+        target.mkdir()
+        target.chmod(0o555)
+    import spreadcon.data as sdata
+
+    monkeypatch.setattr(sdata, "load", lambda *a, **k: pytest.fail("data loaded before the settings were checked"))
+    assert main(["mnist", "ce", "--preset", "smoke", "--results", str(target)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot be written" in err[0] and "--results" in err[0]
+
+
+def test_cuda_device_without_a_gpu_is_a_setting_error(tmp_path):
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(SettingError, match="no CUDA device"):
+        check_settings(dataset="mnist", method="ce", preset="smoke", seed=0, results_dir=tmp_path, device="cuda")
+    with pytest.raises(SettingError, match="not a device name"):
+        check_settings(dataset="mnist", method="ce", preset="smoke", seed=0, results_dir=tmp_path, device="gpu0")
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+@pytest.mark.data
+def test_rerun_without_resume_refuses_and_leaves_the_checkpoint(data_root, tmp_path, capsys):
+    ck = tmp_path / "ck"
+    args = ["mnist", "ce", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
+            "--checkpoint-dir", str(ck), *TINY]
+    assert main(args) == 0
+    before = _sha(ck / "last.pt")
+    capsys.readouterr()
+    assert main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1
+    assert f"checkpoint at {ck} from epoch 1; pass --resume to continue or --fresh to start over" in err[0]
+    assert _sha(ck / "last.pt") == before
+    # --fresh starts over: a new training, a new checkpoint
+    assert main([*args, "--fresh"]) == 0
+    assert (ck / "last.pt").exists()
+
+
+@pytest.mark.data
+def test_previous_checkpoint_is_kept_and_resume_falls_back_to_it(data_root, tmp_path, capsys):
+    ck = tmp_path / "ck"
+    args = ["mnist", "ce", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
+            "--checkpoint-dir", str(ck), "--set", "epochs=2", *TINY]
+    assert main(args) == 0
+    first = json.loads(Path(capsys.readouterr().out.strip().splitlines()[-1]).read_text())
+    assert int(engine.load_checkpoint(ck / "last.pt")["epoch"]) == 2
+    assert int(engine.load_checkpoint(ck / "prev.pt")["epoch"]) == 1
+    (ck / "last.pt").write_bytes((ck / "last.pt").read_bytes()[:1000])  # a torn last.pt
+    assert main([*args, "--resume"]) == 0
+    captured = capsys.readouterr()
+    assert "skipping" in captured.err and "prev.pt" in captured.err
+    second = json.loads(Path(captured.out.strip().splitlines()[-1]).read_text())
+    assert second["provenance"]["resumed_from_epoch"] == 1 and second["provenance"]["attempts"] == 2
+    # resuming at the epoch boundary restores every source of randomness: the same run
+    assert second["metrics"]["fine_test_acc"] == first["metrics"]["fine_test_acc"]
+
+
+def _killed_writer(folder: Path) -> None:
+    code = ("import os, signal, sys; from spreadcon.atomic import atomic_write; "
+            "atomic_write(sys.argv[1], lambda f: (f.write(b'half'), f.flush(), os.kill(os.getpid(), signal.SIGKILL)))")
+    out = subprocess.run([sys.executable, "-c", code, str(folder / "last.pt")], timeout=60, cwd=REPO)
+    assert out.returncode == -signal.SIGKILL
+
+
+def test_a_killed_write_leaves_a_temporary_that_the_next_write_removes(tmp_path):
+    _killed_writer(tmp_path)
+    left = [p.name for p in tmp_path.iterdir()]
+    assert len(left) == 1 and left[0].startswith(".last.pt.") and left[0].endswith(".tmp")
+    atomic.atomic_write(tmp_path / "other.txt", lambda f: f.write(b"ok"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["other.txt"]
+
+
+def test_a_live_writers_temporary_is_left_alone(tmp_path):
+    mine = tmp_path / f".x.{os.getpid()}.abcd.tmp"
+    mine.write_bytes(b"in progress")
+    atomic.atomic_write(tmp_path / "y", lambda f: f.write(b"ok"))
+    assert mine.exists()
+
+
+def test_temporaries_are_ignored_by_git():
+    out = subprocess.run(["git", "check-ignore", "-q", "results/.x.json.123.abcd.tmp"], cwd=REPO)
+    assert out.returncode == 0
+
+
+# --------------------------------------------------------------------------- signals and late errors
+
+
+@pytest.mark.data
+@pytest.mark.parametrize("sig,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_cleanly_and_resume_finishes_with_the_truth_in_the_record(sig, code, data_root, tmp_path):
+    ck = tmp_path / "ck"
+    args = ["mnist", "ce", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
+            "--checkpoint-dir", str(ck), "--set", "epochs=40", *TINY]
+    proc = _cli(*args)
+    _wait_for(lambda: (ck / "prev.pt").exists(), 240, proc)  # two epochs checkpointed
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == code, err
+    lines = [line for line in err.strip().splitlines() if line.startswith("spreadcon run:")]
+    assert len(lines) == 1 and f"interrupted by {signal.Signals(sig).name}" in lines[0]
+    assert "--resume" in lines[0]
+    state = engine.load_checkpoint(ck / "last.pt")  # intact
+    stopped = int(state["epoch"])
+    assert not [p for p in ck.rglob("*.tmp")]
+    # the run continues from there
+    proc = _cli(*args, "--resume")
+    _wait_for(lambda: int(engine.load_checkpoint(ck / "last.pt")["epoch"]) > stopped, 240, proc)
+    proc.terminate()
+    proc.communicate(timeout=120)
+    assert proc.returncode == 143
+
+
+@pytest.mark.data
+def test_resumed_record_says_from_which_epoch_and_the_total_time(data_root, tmp_path):
+    from spreadcon.data import load
+    from spreadcon.presets import resolve
+    from spreadcon.run import run_experiment, subset_dataset
+
+    ck = tmp_path / "ck"
+    over = {"train_size": 128, "val_size": 64, "test_size": 128, "batch_size": 32, "probe_epochs": 20, "epochs": 3}
+    cfg = resolve("smoke", "mnist", over)
+    ds = subset_dataset(load("mnist", root=data_root), cfg)
+    part = engine.train("ce", ds, cfg, seed=0, checkpoint_dir=ck, max_epochs_this_call=2, progress=False)
+    assert part.epochs_done == 2 and not part.finished
+    path = run_experiment("mnist", "ce", preset="smoke", data_root=data_root, results_dir=tmp_path / "r",
+                          overrides=over, checkpoint_dir=ck, resume=True, progress=False)
+    prov = json.loads(path.read_text())["provenance"]
+    assert prov["resumed_from_epoch"] == 2 and prov["attempts"] == 2
+    assert prov["train_time_total_s"] > part.wall_time_s
+    assert prov["precision"] == "fp32" and len(prov["source_hash"]) == 64
+
+
+@pytest.mark.data
+def test_a_failed_record_write_keeps_the_training_and_eval_only_finishes_it(data_root, tmp_path, monkeypatch,
+                                                                           capsys):  # fmt: skip
+    from spreadcon import records
+
+    real = records.write_record
+    monkeypatch.setattr(records, "write_record", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
+    args = ["mnist", "ce", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
+            *TINY]
+    assert main(args) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Training finished and is saved in" in err[0] and "--eval-only" in err[0]
+    folder = Path(err[0].split("saved in ")[1].split(";")[0])
+    assert (folder / "last.pt").exists()
+    monkeypatch.setattr(records, "write_record", real)
+    assert main([*args, "--checkpoint-dir", str(folder), "--eval-only"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    rec = json.loads(Path(out[-1]).read_text())
+    assert rec["method"] == "ce" and 0 <= rec["metrics"]["fine_test_acc"] <= 1
+    assert out[-2].startswith("mnist ce (smoke, seed 0): fine_test_acc ")  # the headline before the path
+
+
+@pytest.mark.data
+def test_control_methods_run_and_record_what_they_are(data_root, tmp_path):
+    from spreadcon.run import run_experiment
+
+    over = {"train_size": 128, "val_size": 64, "test_size": 128, "batch_size": 32, "probe_epochs": 20}
+    rand = json.loads(run_experiment("mnist", "random-init", preset="smoke", data_root=data_root,
+                                     results_dir=tmp_path, overrides=over, progress=False).read_text())
+    assert rand["untrained"] is True and "coarse_val_acc" not in rand["metrics"]
+    assert 0.1 < rand["metrics"]["fine_test_acc"] < 1.0  # an untrained CNN plus a probe beats chance on MNIST
+    pair = json.loads(run_experiment("mnist", "supcon-pair", preset="smoke", data_root=data_root,
+                                     results_dir=tmp_path, overrides=over, checkpoint_dir=tmp_path / "ck",
+                                     progress=False).read_text())
+    assert {"supcon_0_coarse_val_acc", "supcon_1_coarse_val_acc"} <= set(pair["metrics"])
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["supcon-s0", "supcon-s1000"]
+    a, b = (engine.load_checkpoint(tmp_path / "ck" / s / "last.pt")["model"] for s in ("supcon-s0", "supcon-s1000"))
+    assert any(not torch.equal(a[k], b[k]) for k in a)  # two different networks
+
+
+# --------------------------------------------------------------------------- distributed
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_an_error_on_one_rank_ends_the_whole_job_promptly(data_root, tmp_path):
+    """Rank 1 raises in its third training step; the job must end nonzero, not hang in a barrier or
+    an all-reduce until the process-group timeout."""
+    script = tmp_path / "inject.py"
+    script.write_text(
+        "import os, sys\n"
+        "import spreadcon.engine as E\n"
+        "real, n = E.train_step, [0]\n"
+        "def step(*a, **k):\n"
+        "    n[0] += 1\n"
+        "    if os.environ['RANK'] == '1' and n[0] == 3:\n"
+        "        raise RuntimeError('injected failure on rank 1')\n"
+        "    return real(*a, **k)\n"
+        "E.train_step = step\n"
+        "from spreadcon.run import main\n"
+        "sys.exit(main(sys.argv[1:]))\n")
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+           "--master_port", str(port), str(script), "mnist", "ce", "--preset", "smoke", "--data-root",
+           str(data_root), "--results", str(tmp_path / "r"), "--set", "epochs=3", *TINY]
+    start = time.monotonic()
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=REPO, env=env)
+    assert out.returncode != 0
+    assert "injected failure on rank 1" in out.stderr
+    assert time.monotonic() - start < 180  # far below the 30-minute process-group timeout
+    assert not list((tmp_path / "r").rglob("*.json"))
