@@ -26,8 +26,6 @@ MODULES = sorted(m.name for m in pkgutil.walk_packages(spreadcon.__path__, "spre
 KNOWN_FAILING = {
     # cost.py line 50: the example's expected output is stale
     "spreadcon.cost": "module docstring: round(c.train_flops / 1e15) prints 84, the example says 83",
-    # engine.py line 40: `>>> # result = train(...)  # doctest: +SKIP` puts the directive on a comment
-    "spreadcon.engine": "doctest refuses to parse a '# doctest: +SKIP' directive on a line with no example",
 }
 
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
