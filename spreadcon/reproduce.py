@@ -53,7 +53,8 @@ replaces that part.
 **Cost.** ``--dry-run`` runs nothing. It prints one line per run with its
 estimated GPU-hours (:mod:`spreadcon.cost`: counted FLOPs at a throughput
 that is measured where ``results/bench/gpu.json`` exists, else assumed and
-labelled so), ``thanos`` at its marginal cost when its backbones are trained
+labelled so; ``--gpu t4`` prices at a T4's, the default for ``--preset
+colab``), ``thanos`` at its marginal cost when its backbones are trained
 in this grid or already checkpointed (and its stand-alone cost beside it),
 and ends with a line ``total: ... GPU-hours ...``.
 
@@ -430,6 +431,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="runs executed at once, each in its own process (default 1)")
     p.add_argument("--threads", type=int, default=None,
                    help="torch threads per run when --jobs > 1 (default: CPU count // jobs)")
+    p.add_argument("--gpu", choices=("reference", "t4"), default=None,
+                   help="the GPU a dry run prices at: its measured or assumed throughput "
+                        "(default t4 for --preset colab, else reference)")
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs, what would be skipped and the estimated GPU-hours; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -459,7 +463,7 @@ def _print_costs(plan: Sequence[GridRun], overrides: dict[str, Any], args: argpa
     """One line per run with its estimated cost, then the ``total:`` line."""
     from spreadcon.cost import gpu_hours, throughput
 
-    at = throughput()
+    at = throughput(args.gpu or ("t4" if plan[0].preset == "colab" else "reference"))
     rows = plan_costs(plan, overrides, args.checkpoints)
     width = max(len(r.label()) for r in plan)
     total = standalone = 0.0

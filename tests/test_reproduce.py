@@ -203,6 +203,20 @@ def test_paper_dry_run_plans_every_run_and_totals_the_cost_model(capsys, tmp_pat
            f"{gpu_hours(c.total_flops, at):.2f})" in thanos
 
 
+def test_colab_grids_are_priced_at_a_t4(capsys, tmp_path):
+    from spreadcon.cost import gpu_hours, run_cost, throughput
+
+    argv = ["--preset", "colab", "--datasets", "cifar10", "--methods", "spread", "--dry-run",
+            "--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "ck")]
+    assert reproduce.main(argv) == 0
+    total = capsys.readouterr().out.strip().splitlines()[-1]
+    at = throughput("t4")
+    assert total.startswith(f"total: {gpu_hours(run_cost('cifar10', 'spread', 'colab').total_flops, at):.1f} GPU-hours")
+    assert total.endswith(at.describe()) and "T4" in total
+    assert reproduce.main([*argv, "--gpu", "reference"]) == 0
+    assert capsys.readouterr().out.strip().endswith(throughput("reference").describe())
+
+
 def test_thanos_alone_is_priced_stand_alone_unless_its_checkpoints_exist(capsys, tmp_path):
     argv = ["--preset", "paper", "--datasets", "cifar10", "--methods", "thanos", "--dry-run",
             "--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "ck")]
