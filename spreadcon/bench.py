@@ -642,7 +642,11 @@ def _provenance() -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m spreadcon bench [--json] [--quick] [--device DEV] [--threads N] [--out FILE]``."""
-    parser = argparse.ArgumentParser(prog="python -m spreadcon bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m spreadcon bench",
+        description="Speed benchmarks: the loss against a per-anchor loop and pytorch-metric-learning, a ViT "
+                    "training step against this machine's matmul FLOP/s, and batched augmentation against PIL. "
+                    "Each figure is a median of repeated runs after a warm-up.")
     parser.add_argument("--json", action="store_true", help="print one JSON object on stdout and nothing else")
     parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (tests, the book)")
     parser.add_argument("--device", default="cpu", help="torch device for the loss, augmentation and GPU sections")
