@@ -3,7 +3,7 @@
 ``data summary NAME --root DIR`` prints a table for people; with ``--json``
 it prints one JSON object on stdout and nothing else there:
 ``{"name", "splits": {split: {"n", "image_shape", "fine_counts", "coarse_counts"[, "group_counts"]}},
-"n_fine", "n_coarse"}`` (plus ``task``, ``proxy``, ``n_groups`` and the class names).
+"n_fine", "n_coarse"}`` (plus ``task``, ``proxy``, ``description``, ``n_groups`` and the class and group names).
 
 ``data cache`` lists the decoded caches (size, dataset, sources) and
 ``data cache --clear [NAME]`` removes them (all, or one dataset's).
