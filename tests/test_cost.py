@@ -52,6 +52,8 @@ def test_controls_and_thanos_have_their_backbones():
     assert pair.train_flops == 2 * single.train_flops
     assert pair.eval_flops == 2 * (single.eval_flops - 256 * FWD)  # two encoders wide, no single coarse head
     assert rand.train_flops == 0 and rand.eval_flops == single.eval_flops - 256 * FWD
+    # the supcon run of the same seed can stand in for one of the pair's backbones, never both
+    assert pair.marginal_flops(["supcon"]) == pair.eval_flops + single.train_flops
 
     thanos = cost.run_cost("mnist", "thanos", "smoke", SMALL)
     spread = cost.run_cost("mnist", "spread", "smoke", SMALL)
