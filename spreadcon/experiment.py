@@ -169,7 +169,9 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     own = checkpoint_dir is None and D.rank() == 0 and not m.untrained
     ck_root = Path(tempfile.mkdtemp(prefix="spreadcon-checkpoints-")) if own else checkpoint_dir
     say(f"loading {dataset} (preset {preset}) ...")
-    ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None), cfg)
+    # a dataset missing from the root is fetched when the network allows it (with a progress bar);
+    # one that is present is only read
+    ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None, download=True), cfg)
     try:
         encoders, train_info = _train(m, ds, cfg, seed, dev, ck_root, resume or eval_only, fresh, progress)
     except BaseException as exc:
