@@ -98,6 +98,8 @@ DATASET_SIZES: dict[str, DatasetSize] = {
                                 "official 100k train, 10% val hold-out; official val = test"),
     "waterbirds": DatasetSize("robustness", 4795, 1199, 5794, (3, 64, 64), "official splits"),
     "celeba": DatasetSize("robustness", 162770, 19867, 19962, (3, 64, 64), "official partitions"),
+    "mnist-cifar": DatasetSize("robustness", 54000, 6000, 10000, (3, 32, 32),
+                               "MNIST's splits, each digit drawn on a CIFAR-10 image (spreadcon.data.proxy)"),
     # ISIC has no fixed public split with the patch labels: its size is whatever
     # metadata.csv the reader assembles (spreadcon.data.load_isic). Assumed.
     "isic": DatasetSize("robustness", 14000, 2000, 4000, (3, 64, 64),

@@ -100,3 +100,35 @@ def test_throughput_is_measured_where_a_gpu_file_exists_else_assumed(tmp_path):
     assert cost.measured_throughput(tmp_path / "bad.json") is None
     with pytest.raises(ValueError, match="valid: reference, t4"):
         cost.throughput("v100")
+
+
+def test_the_costs_the_presets_docstring_and_readme_quote_are_the_models():
+    """The figures in spreadcon/presets.py and the README come from this model at the assumed throughputs."""
+    import re
+    from pathlib import Path
+
+    from spreadcon import presets, reproduce
+
+    ref, t4 = cost.ASSUMED["reference"], cost.ASSUMED["t4"]
+    paper = {m: cost.run_cost("cifar10", m, "paper") for m in ("spread", "autoencoder", "thanos")}
+    assert round(paper["spread"].total_flops / 1e15) == 88 and round(paper["autoencoder"].total_flops / 1e15) == 391
+    assert [round(cost.gpu_hours(paper[m].total_flops, ref), 1) for m in paper] == [0.5, 2.2, 2.7]
+    assert round(cost.gpu_hours(paper["thanos"].eval_flops, ref), 2) == 0.05
+    colab = {m: cost.run_cost("cifar10", m, "colab") for m in ("spread", "autoencoder", "thanos")}
+    assert round(60 * cost.gpu_hours(colab["spread"].total_flops, t4)) == 31
+    assert round(60 * cost.gpu_hours(colab["spread"].eval_flops, t4)) == 8
+    assert round(cost.gpu_hours(colab["autoencoder"].total_flops, t4), 1) == 1.9
+    assert round(60 * cost.gpu_hours(colab["thanos"].eval_flops, t4)) == 15
+    doc = " ".join(presets.__doc__.split())
+    for quoted in ("88 PFLOP, about 0.5 GPU-hours", "391 PFLOP", "about 2.2 hours", "about 2.7 hours",
+                   "0.05 hours", "about 31 minutes", "of which 8 are the probe", "about 1.9 hours", "15 minutes"):
+        assert quoted in doc, quoted
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    quoted = re.search(r"total: ([0-9.]+) GPU-hours for (\d+) runs .*?; ([0-9.]+) if each", readme)
+    runs = [(d, m) for d in reproduce.PAPER_DATASETS for m in reproduce.PAPER_METHODS]
+    costs = {dm: cost.run_cost(*dm, reproduce.PAPER_PRESET) for dm in runs}
+    marginal = 3 * sum(c.eval_flops if m == "thanos" else c.total_flops for (_, m), c in costs.items())
+    alone = 3 * sum(c.total_flops for c in costs.values())
+    assert quoted.groups() == (f"{cost.gpu_hours(marginal, ref):.1f}", str(3 * len(runs)),
+                               f"{cost.gpu_hours(alone, ref):.1f}")
