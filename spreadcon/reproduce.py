@@ -118,6 +118,9 @@ class GridRun:
         dataset, method, preset, seed: what to run.
         alpha: the cNCE weight override, or None for the preset's.
         existing: the path of its record if one already exists, else None.
+        backbones: the single-backbone trainings the run needs
+            (:func:`spreadcon.cost.backbones_of`): ``(method,)`` for an
+            ordinary method, two for ``thanos`` and the pair controls.
     """
 
     dataset: str
