@@ -62,7 +62,7 @@ from spreadcon.presets import Config
 
 __all__ = [
     "TrainResult", "CheckpointError", "CheckpointExists", "train", "lr_factor", "save_checkpoint",
-    "load_checkpoint", "checkpoint_files", "latest_checkpoint", "describe_checkpoint",
+    "load_checkpoint", "checkpoint_files", "latest_checkpoint", "describe_checkpoint", "snapshot_path",
     "init_distributed", "coarse_accuracy", "OOM_HINT",
 ]
 
@@ -239,6 +239,16 @@ def describe_checkpoint(checkpoint_dir: str | Path) -> str | None:
     return f"{checkpoint_dir} from epoch {int(found[1]['epoch'])}" if found else None
 
 
+def snapshot_path(checkpoint_dir: str | Path, epoch: int) -> Path:
+    """Where :func:`train` keeps the encoder's weights after ``epoch`` (``snapshot_epochs``).
+
+    Example:
+        >>> snapshot_path("ck", 5).as_posix()
+        'ck/snapshots/epoch-0005.pt'
+    """
+    return Path(checkpoint_dir) / "snapshots" / f"epoch-{epoch:04d}.pt"
+
+
 def _save_rotating(state: dict[str, Any], ckpt_path: Path, keep_previous: bool) -> None:
     """Write ``last.pt``; with ``keep_previous`` the file it replaces becomes ``prev.pt`` first.
 
@@ -402,7 +412,8 @@ def train_step(model: nn.Module, objective: Objective, optimizer: torch.optim.Op
 def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: str | torch.device = "cpu",
           checkpoint_dir: str | Path | None = None, resume: bool = False, fresh: bool = False,
           max_epochs_this_call: int | None = None, progress: bool = True,
-          augment=None, on_epoch_end: Callable[..., None] | None = None) -> TrainResult:
+          augment=None, on_epoch_end: Callable[..., None] | None = None,
+          snapshot_epochs: tuple[int, ...] = ()) -> TrainResult:
     """Train one single-backbone method on ``dataset``'s coarse labels.
 
     Args:
@@ -431,6 +442,10 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
             its weights. The global CPU RNG state is restored after the call, so a
             callback that draws random numbers (a probe, a k-means) leaves the
             training run unchanged.
+        snapshot_epochs: after each of these epochs, the encoder's weights as
+            they are then go to ``<checkpoint_dir>/snapshots/epoch-EEEE.pt``
+            (:func:`snapshot_path`), so the run can be evaluated along its
+            training afterwards without retraining. Needs ``checkpoint_dir``.
 
     Returns:
         A :class:`TrainResult`.
@@ -587,6 +602,8 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
                 best_val, best_epoch, best_state = val_acc, epoch, _cpu_state(core)
             if bar is not None:
                 bar.set_postfix({**{k: f"{v:.3f}" for k, v in zip(method.terms, means)}, "val": f"{val_acc:.3f}"})
+            if epoch in snapshot_epochs and ckpt_path is not None and rank == 0:
+                save_checkpoint(_cpu_state(core.encoder), snapshot_path(ckpt_path.parent, epoch))
             if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
                 checkpoint()
     except _OOM as exc:

@@ -112,7 +112,7 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
                    results_dir: str | Path = "results", overrides: dict[str, Any] | None = None,
                    alpha: float | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
                    device: str | None = None, progress: bool = True, *, fresh: bool = False,
-                   eval_only: bool = False) -> Path | None:
+                   eval_only: bool = False, eval_epochs: tuple[int, ...] | None = None) -> Path | None:
     """Train and evaluate one (dataset, method, preset, seed); write its record.
 
     Args:
@@ -138,6 +138,10 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
             checkpoint is an error: it is never overwritten.
         eval_only: evaluate the finished checkpoint in ``checkpoint_dir``
             without training.
+        eval_epochs: also evaluate the encoder(s) as they were after each of
+            these epochs (from snapshots the training keeps, no retraining);
+            the record gets ``metrics_by_epoch = {"<epoch>": {metric: value}}``.
+            The final ``metrics`` stay those of the selected (best-val) model.
 
     Returns:
         The record's path (None on ranks other than 0 under DDP).
@@ -156,12 +160,17 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     overrides = dict(overrides or {})
     if alpha is not None:
         overrides["alpha"] = alpha
+    eval_epochs = tuple(sorted({int(e) for e in eval_epochs or ()}))
+    if any(e < 1 for e in eval_epochs):
+        raise SettingError(f"--eval-epochs must be epochs >= 1; got {list(eval_epochs)}")
     check_settings(dataset=dataset, method=method, preset=preset, seed=seed, overrides=overrides, alpha=alpha,
                    results_dir=results_dir, checkpoint_dir=checkpoint_dir, resume=resume, fresh=fresh,
                    eval_only=eval_only, device=device)
     m = get_method(method)
     overrides.update(dict(m.config))  # a method's fixed keys win (see Method.config)
     cfg = resolve(preset, dataset, overrides)
+    if eval_epochs and max(eval_epochs) > cfg.epochs:
+        raise SettingError(f"--eval-epochs {max(eval_epochs)} is past the run's {cfg.epochs} epochs")
     started, t0 = _now(), time.perf_counter()
     dev = _init_device(device)
     say = _say(progress)
@@ -173,7 +182,8 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     # one that is present is only read
     ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None, download=True), cfg)
     try:
-        encoders, train_info = _train(m, ds, cfg, seed, dev, ck_root, resume or eval_only, fresh, progress)
+        encoders, train_info = _train(m, ds, cfg, seed, dev, ck_root, resume or eval_only, fresh, progress,
+                                      eval_epochs)
     except BaseException as exc:
         if own:
             _keep_or_remove(ck_root, exc)
@@ -185,12 +195,17 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
         encoder = encoders[0] if len(encoders) == 1 else ConcatEncoder(encoders)
         metrics = _evaluate(ds, encoder, cfg, seed, dev)
         metrics.update({k: v for k, v in train_info.items() if not k.startswith("_")})
+        by_epoch = {}
+        for e in eval_epochs if not m.untrained else ():
+            say(f"evaluating the snapshot of epoch {e} ...")
+            by_epoch[str(e)] = _evaluate(ds, _snapshot_encoder(encoders, m, seed, ck_root, e), cfg, seed, dev)
         rec = records.make_record(
             dataset=dataset, method=m.name, preset=preset, seed=seed, task=ds.task, metrics=metrics,
             config=cfg.to_dict(), started_at=started, wall_time_s=time.perf_counter() - t0,
             device=records.device_name(dev),
             extra={"alpha_override": None if alpha is None else float(alpha), "world_size": D.world_size(),
-                   **({"untrained": True} if m.untrained else {})},
+                   **({"untrained": True} if m.untrained else {}),
+                   **({"metrics_by_epoch": by_epoch} if by_epoch else {})},
             provenance_extra={"source_hash": source_hash, **train_info["_provenance"]},
         )
         path = records.write_record(rec, results_dir)
@@ -204,6 +219,21 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     if own:
         shutil.rmtree(ck_root, ignore_errors=True)
     return path
+
+
+def _snapshot_encoder(encoders: list[nn.Module], m, seed: int, ck_root: Path, epoch: int) -> nn.Module:
+    """The run's encoder(s) with the weights they had after ``epoch`` (:func:`spreadcon.engine.snapshot_path`)."""
+    import copy
+
+    from spreadcon.engine import snapshot_path
+
+    parts = []
+    for enc, (_, _, sub) in zip(encoders, m.backbone_runs(seed)):
+        part = copy.deepcopy(enc)
+        state = torch.load(snapshot_path(Path(ck_root) / sub, epoch), map_location="cpu", weights_only=True)
+        part.load_state_dict(state)
+        parts.append(part.eval())
+    return parts[0] if len(parts) == 1 else ConcatEncoder(parts)
 
 
 def _keep_or_remove(folder: Path, exc: BaseException) -> None:
@@ -226,7 +256,7 @@ def _init_device(device: str | None) -> torch.device:
     return auto if device is None else torch.device(device)
 
 
-def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress):
+def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress, eval_epochs=()):
     """Train the method's backbone(s); return frozen encoders and training metrics.
 
     ``info["_provenance"]`` holds what the record's provenance needs: the precision, and for a
@@ -248,7 +278,7 @@ def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress):
     for i, (name, bseed, sub) in enumerate(runs):
         ck = None if checkpoint_dir is None else Path(checkpoint_dir) / sub
         result = train(name, ds, cfg, seed=bseed, device=dev, checkpoint_dir=ck,
-                       resume=resume, fresh=fresh, progress=progress)
+                       resume=resume, fresh=fresh, progress=progress, snapshot_epochs=tuple(eval_epochs))
         enc = result.model.encoder.eval()
         for p in enc.parameters():
             p.requires_grad_(False)

@@ -112,6 +112,8 @@ def _parser() -> argparse.ArgumentParser:
     mode.add_argument("--fresh", action="store_true", help="delete the checkpoint in --checkpoint-dir and start over")
     mode.add_argument("--eval-only", action="store_true",
                       help="evaluate the finished checkpoint in --checkpoint-dir without training")
+    p.add_argument("--eval-epochs", default="", metavar="E1,E2,...",
+                   help="also evaluate the encoder as it was after these epochs (record: metrics_by_epoch)")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars or status lines")
     return p
@@ -157,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
             if not sep:
                 raise SettingError(f"--set needs KEY=VALUE, got {item!r}")
             overrides[key.strip()] = value.strip()
+        try:
+            eval_epochs = tuple(int(e) for e in args.eval_epochs.split(",") if e.strip())
+        except ValueError:
+            raise SettingError(f"--eval-epochs needs comma-separated epochs, got {args.eval_epochs!r}") from None
         check_basic(dataset=args.dataset, method=args.method, preset=args.preset, seed=args.seed,  # no torch yet
                     overrides={**overrides, **({} if args.alpha is None else {"alpha": args.alpha})},
                     alpha=args.alpha, results_dir=args.results, checkpoint_dir=args.checkpoint_dir,
@@ -181,7 +187,7 @@ def main(argv: list[str] | None = None) -> int:
                               data_root=args.data_root, results_dir=args.results, overrides=overrides,
                               alpha=args.alpha, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                               fresh=args.fresh, eval_only=args.eval_only, device=args.device,
-                              progress=not args.no_progress)
+                              progress=not args.no_progress, eval_epochs=eval_epochs)
     except SettingError as exc:
         print(f"spreadcon run: {exc}", file=sys.stderr)
         code = EXIT_SETTING

@@ -301,3 +301,19 @@ def test_an_error_on_one_rank_ends_the_whole_job_promptly(data_root, tmp_path):
     assert "injected failure on rank 1" in out.stderr
     assert time.monotonic() - start < 180  # far below the 30-minute process-group timeout
     assert not list((tmp_path / "r").rglob("*.json"))
+
+
+@pytest.mark.data
+def test_metrics_by_epoch_come_from_the_runs_own_snapshots(data_root, tmp_path, capsys):
+    args = ["mnist", "supcon", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
+            "--checkpoint-dir", str(tmp_path / "ck"), "--set", "epochs=3", "--eval-epochs", "1,3", *TINY]
+    assert main(args) == 0
+    rec = json.loads(Path(capsys.readouterr().out.strip().splitlines()[-1]).read_text())
+    by = rec["metrics_by_epoch"]
+    assert sorted(by) == ["1", "3"]
+    for metrics in by.values():
+        assert 0 <= metrics["fine_test_acc"] <= 1 and -1 <= metrics["within_class_cosine"] <= 1
+    assert by["1"] != by["3"]  # two different states of one run
+    assert sorted(p.name for p in (tmp_path / "ck" / "snapshots").iterdir()) == ["epoch-0001.pt", "epoch-0003.pt"]
+    # an epoch past the run is a setting error, before training
+    assert main([*args[:-len(TINY)], "--eval-epochs", "9", "--fresh", *TINY]) == 2
