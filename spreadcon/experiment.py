@@ -112,7 +112,8 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
                    results_dir: str | Path = "results", overrides: dict[str, Any] | None = None,
                    alpha: float | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
                    device: str | None = None, progress: bool = True, *, fresh: bool = False,
-                   eval_only: bool = False, eval_epochs: tuple[int, ...] | None = None) -> Path | None:
+                   eval_only: bool = False, eval_epochs: tuple[int, ...] | None = None,
+                   cache: str | Path | None = None) -> Path | None:
     """Train and evaluate one (dataset, method, preset, seed); write its record.
 
     Args:
@@ -142,6 +143,8 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
             these epochs (from snapshots the training keeps, no retraining);
             the record gets ``metrics_by_epoch = {"<epoch>": {metric: value}}``.
             The final ``metrics`` stay those of the selected (best-val) model.
+        cache: the folder for decoded dataset caches (None:
+            :func:`spreadcon.data.cache_dir`, ``$SPREADCON_CACHE`` or the user cache).
 
     Returns:
         The record's path (None on ranks other than 0 under DDP).
@@ -180,7 +183,8 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     say(f"loading {dataset} (preset {preset}) ...")
     # a dataset missing from the root is fetched when the network allows it (with a progress bar);
     # one that is present is only read
-    ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None, download=True), cfg)
+    ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None, download=True,
+                                  cache=cache), cfg)
     try:
         encoders, train_info = _train(m, ds, cfg, seed, dev, ck_root, resume or eval_only, fresh, progress,
                                       eval_epochs)

@@ -102,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="training seed, an integer >= 0 (default 0; see below)")
     p.add_argument("--data-root", default=None, help="dataset folder (default $SPREADCON_DATA)")
     p.add_argument("--results", default="results", help="records folder (default results)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="decoded-dataset cache folder (default $SPREADCON_CACHE, else ~/.cache/spreadcon/decoded)")
     p.add_argument("--alpha", type=float, default=None, help="cNCE weight in L_spread, in [0, 1] (overrides the preset)")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key; repeatable")
@@ -187,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
                               data_root=args.data_root, results_dir=args.results, overrides=overrides,
                               alpha=args.alpha, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                               fresh=args.fresh, eval_only=args.eval_only, device=args.device,
-                              progress=not args.no_progress, eval_epochs=eval_epochs)
+                              progress=not args.no_progress, eval_epochs=eval_epochs, cache=args.cache)
     except SettingError as exc:
         print(f"spreadcon run: {exc}", file=sys.stderr)
         code = EXIT_SETTING
