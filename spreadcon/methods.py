@@ -109,7 +109,7 @@ class Method:
 
         Example:
             >>> get_method("spread-pair").backbone_runs(3)
-            [('spread', 3, 'spread-s3'), ('spread', 1003, 'spread-s1003')]
+            [('spread', 3, 'spread'), ('spread', 1003, 'spread-seed1003')]
             >>> get_method("thanos").backbone_runs(3)
             [('spread', 3, 'spread'), ('autoencoder', 3, 'autoencoder')]
             >>> get_method("supcon").backbone_runs(3)
@@ -119,7 +119,9 @@ class Method:
             return [(self.name, seed, "")]
         if not self.seed_offsets:
             return [(b, seed, b) for b in self.backbones]
-        return [(b, seed + o, f"{b}-s{seed + o}") for b, o in zip(self.backbones, self.seed_offsets)]
+        # the run's own seed trains in the folder of the plain method's run (a grid reuses it, as
+        # thanos reuses its backbones); the other seed in a folder no plain run has
+        return [(b, seed + o, b if o == 0 else f"{b}-seed{seed + o}") for b, o in zip(self.backbones, self.seed_offsets)]
 
     @property
     def needs_decoder(self) -> bool:

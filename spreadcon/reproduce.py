@@ -237,12 +237,11 @@ def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seed
     _check_names("presets", [preset], list(PRESETS))
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha!r} must be in [0, 1]")
-    from spreadcon.cost import backbones_of
-    from spreadcon.data import DATASETS
-    from spreadcon.methods import METHODS
+    from spreadcon.settings import DATASET_NAMES, METHOD_NAMES  # torch-free copies of the registries' names
 
-    _check_names("datasets", list(datasets), list(DATASETS))
-    _check_names("methods", list(methods), list(METHODS))
+    _check_names("datasets", list(datasets), list(DATASET_NAMES))
+    _check_names("methods", list(methods), list(METHOD_NAMES))
+    from spreadcon.cost import backbones_of
     for d in datasets:  # unknown override keys or bad values fail now, not in run 17
         resolve(preset, d, {**(overrides or {}), **({} if alpha is None else {"alpha": alpha})})
     return [GridRun(d, m, preset, int(s), alpha, find_record(results_dir, d, m, preset, int(s), alpha),

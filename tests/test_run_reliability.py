@@ -260,8 +260,8 @@ def test_control_methods_run_and_record_what_they_are(data_root, tmp_path):
                                      results_dir=tmp_path, overrides=over, checkpoint_dir=tmp_path / "ck",
                                      progress=False).read_text())
     assert {"supcon_0_coarse_val_acc", "supcon_1_coarse_val_acc"} <= set(pair["metrics"])
-    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["supcon-s0", "supcon-s1000"]
-    a, b = (engine.load_checkpoint(tmp_path / "ck" / s / "last.pt")["model"] for s in ("supcon-s0", "supcon-s1000"))
+    assert sorted(p.name for p in (tmp_path / "ck").iterdir()) == ["supcon", "supcon-seed1000"]
+    a, b = (engine.load_checkpoint(tmp_path / "ck" / s / "last.pt")["model"] for s in ("supcon", "supcon-seed1000"))
     assert any(not torch.equal(a[k], b[k]) for k in a)  # two different networks
 
 
