@@ -65,6 +65,11 @@ How the presets differ from the paper (Chen et al., ICML 2022):
   250 CPU-minutes: about 2.5 hours with ``reproduce --jobs 2``. Absolute
   accuracies are far below the paper's; whether the comparisons between
   methods carry over is what chapters 4-6 measure.
+* ``cpu-long`` -- the cpu preset trained for 40 epochs instead of 5 (one
+  cosine over the 40): the training-length study, which evaluates each run
+  along its training (``--eval-epochs 1,2,5,10,20,40``, the record's
+  ``metrics_by_epoch``) to see whether the lift over SupCon grows as SupCon
+  collapses. MNIST and CIFAR-10 only.
 * ``smoke`` -- proves the pipeline end to end in seconds: a few hundred
   images, 1 epoch, the smallest CNN. Its numbers mean nothing.
 
@@ -169,6 +174,11 @@ PRESETS["official"] = replace(
     PRESETS["paper"],
     reference_quirks=True,  # the official thanos-code loss, artefacts included (the only difference)
 )
+PRESETS["cpu-long"] = replace(
+    PRESETS["cpu"],          # the cpu preset's data, model, probe and optimiser ...
+    epochs=40,               # ... trained 8x longer: the training-length study (does the lift grow as SupCon collapses?)
+    checkpoint_every=5,      # epochs; with --eval-epochs the run also keeps the snapshots it is evaluated at
+)
 PRESETS["colab"] = replace(
     PRESETS["paper"],        # the paper's data, model, probe and optimiser
     epochs=100,              # CIFAR-10: ~30 T4-minutes for spread; other datasets in DATASET_ADJUSTMENTS
@@ -189,6 +199,9 @@ DATASET_ADJUSTMENTS: dict[tuple[str, str], dict[str, Any]] = {
     ("cpu", "cifar10"): {"train_size": 3000, "epochs": 5},
     ("cpu", "tinyimagenet"): {"train_size": 3000, "epochs": 5, "image_size": 32},
     ("cpu", "mnist-cifar"): {"train_size": 3000, "epochs": 5},
+    # cpu-long: the cpu preset's subsets, 40 epochs (the cpu entries' epochs would undo it)
+    ("cpu-long", "mnist"): {"train_size": 4000},
+    ("cpu-long", "cifar10"): {"train_size": 3000},
     # colab: epochs sized so that a spread run costs ~30 minutes on a T4 at the
     # assumed 10 TFLOP/s (spreadcon.cost; tests/test_presets.py checks the band).
     ("colab", "mnist"): {"epochs": 100},

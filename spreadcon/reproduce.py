@@ -290,8 +290,12 @@ def plan_costs(plan: Sequence[GridRun], overrides: dict[str, Any] | None = None,
 
 def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
                 data_root: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                template: str | Path = TEMPLATE, checkpoints_dir: str | Path = "checkpoints") -> Path:
+                template: str | Path = TEMPLATE, checkpoints_dir: str | Path = "checkpoints",
+                eval_epochs: str = "") -> Path:
     """Execute the template for one run with papermill; return the record's path.
+
+    ``eval_epochs`` ("1,2,5"): also evaluate the run after these epochs (the
+    record's ``metrics_by_epoch``; :func:`spreadcon.experiment.run_experiment`).
 
     The notebook gets the run's own checkpoint folder
     (:meth:`GridRun.checkpoint_dir` under ``checkpoints_dir``) with
@@ -310,7 +314,7 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
         "alpha": run.alpha, "data_root": None if data_root is None else str(Path(data_root).resolve()),
         "results_dir": str(Path(results_dir).resolve()), "overrides": dict(overrides or {}),
         "checkpoint_dir": str(run.checkpoint_dir(Path(checkpoints_dir).resolve())), "resume": True,
-        "progress": False,
+        "progress": False, "eval_epochs": eval_epochs,
     }
     template = Path(template)
     try:
@@ -339,7 +343,8 @@ def default_threads(jobs: int) -> int:
 def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_dir: str | Path = "runs",
              data_root: str | Path | None = None, overrides: dict[str, Any] | None = None,
              template: str | Path = TEMPLATE, progress: bool = True, jobs: int = 1,
-             threads: int | None = None, checkpoints_dir: str | Path = "checkpoints") -> dict[str, list]:
+             threads: int | None = None, checkpoints_dir: str | Path = "checkpoints",
+             eval_epochs: str = "") -> dict[str, list]:
     """Run every not-yet-recorded run of ``plan``; failures do not stop the rest.
 
     Composite runs (``thanos``) go after all the others, so that they find
@@ -378,7 +383,7 @@ def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_
             bar.write(f"FAILED {run.label()}: {exc}")
         bar.update(1)
 
-    args = (results_dir, runs_dir, data_root, overrides, template, checkpoints_dir)
+    args = (results_dir, runs_dir, data_root, overrides, template, checkpoints_dir, eval_epochs)
     phases = [[r for r in todo if not r.composite], [r for r in todo if r.composite]]
     if jobs == 1:
         for run in phases[0] + phases[1]:
@@ -415,7 +420,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"the paper's whole grid: preset {PAPER_PRESET}, datasets {' '.join(PAPER_DATASETS)}, "
                         f"methods {' '.join(PAPER_METHODS)}, seeds {' '.join(map(str, PAPER_SEEDS))} "
                         f"(flags given beside it replace their part)")
-    p.add_argument("--preset", default=None, help=f"smoke, cpu, colab, paper or official "
+    p.add_argument("--preset", default=None, help=f"smoke, cpu, cpu-long, colab, paper or official "
                                                   f"(default cpu; {PAPER_PRESET} with --paper)")
     p.add_argument("--datasets", nargs="+", default=None, help="dataset names (space- or comma-separated)")
     p.add_argument("--methods", nargs="+", default=None, help="method names (space- or comma-separated)")
@@ -436,6 +441,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--gpu", choices=("reference", "t4"), default=None,
                    help="the GPU a dry run prices at: its measured or assumed throughput "
                         "(default t4 for --preset colab, else reference)")
+    p.add_argument("--eval-epochs", default="", metavar="E1,E2,...",
+                   help="also evaluate every run after these epochs (records: metrics_by_epoch)")
     p.add_argument("--dry-run", action="store_true",
                    help="list the runs, what would be skipped and the estimated GPU-hours; run nothing")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -522,7 +529,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     out = run_grid(plan, args.results, args.runs, args.data_root, overrides, args.template,
                    progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
-                   checkpoints_dir=args.checkpoints)
+                   checkpoints_dir=args.checkpoints, eval_epochs=args.eval_epochs)
     print(f"finished {len(out['done'])}, skipped {len(out['skipped'])}, failed {len(out['failed'])}")
     for path in out["done"]:
         print(f"  wrote {path}")
