@@ -282,3 +282,83 @@ def test_celeba_blond_male_groups_from_the_official_attribute_format(tmp_path):
     for s in ds.splits.values():
         assert [2 * row[f.split("/")[-1]][0] + row[f.split("/")[-1]][1] for f in s.files] == s.group.tolist()
     assert Counter(parts) == {0: 13, 1: 4, 2: 4}
+
+
+# --------------------------------------------------------------------------- through load() and run
+
+
+@pytest.fixture
+def fixture_sources(archives, server, monkeypatch):
+    """The production table with the fixtures' checksums, and $SPREADCON_MIRROR at the local server.
+
+    This is how the loaders' own ``download=True`` path (which calls ``fetch(name, root)`` with no
+    overrides) reaches the fixtures; the real table is untouched outside this test.
+    """
+    import dataclasses
+
+    _, info = archives
+    base, requests = server
+    table = {k: dataclasses.replace(s, resources=tuple(dataclasses.replace(r, checksum=info[k]["checksums"][r.filename])
+                                                       for r in s.resources)) for k, s in DL.SOURCES.items()}
+    monkeypatch.setattr(DL, "SOURCES", table)
+    monkeypatch.setenv("SPREADCON_MIRROR", base)
+    return info, requests
+
+
+@pytest.mark.parametrize("name", list(PLACES))
+def test_load_with_download_fetches_a_missing_dataset_and_only_reads_a_present_one(tmp_path, fixture_sources, name):
+    info, requests = fixture_sources
+    root = tmp_path / "root"
+    ds = load(name, root, download=True, cache=tmp_path / "cache")
+    assert {s: len(ds.splits[s]) for s in ("train", "val", "test")} == info[name]["counts"]
+    assert _listing(root) == PLACES[name]
+    before = {p: p.stat().st_mtime_ns for p in root.rglob("*")}
+    n = len(requests)
+    load(name, root, download=True, cache=tmp_path / "cache")
+    assert len(requests) == n and {p: p.stat().st_mtime_ns for p in root.rglob("*")} == before
+
+
+def test_load_isic_with_download_gives_the_manual_steps(tmp_path):
+    with pytest.raises(DatasetNotFound, match="cannot be downloaded by a program") as caught:
+        load("isic", tmp_path, download=True)
+    assert "isic/metadata.csv" in _one_line(caught) and _listing(tmp_path) == []
+
+
+def test_run_on_a_fresh_root_downloads_verifies_trains_and_records(tmp_path, fixture_sources, one_thread):
+    import json
+
+    from spreadcon.run import run_experiment
+
+    _, requests = fixture_sources
+    root = tmp_path / "fresh"
+    path = run_experiment("mnist", "ce", preset="smoke", data_root=root, results_dir=tmp_path / "results",
+                          device="cpu", progress=False, cache=tmp_path / "cache")
+    assert {"/train-images-idx3-ubyte.gz", "/t10k-labels-idx1-ubyte.gz"} <= set(requests)
+    assert _listing(root) == ["MNIST"]
+    record = json.loads(Path(path).read_text())
+    assert record["dataset"] == "mnist" and 0.0 <= record["metrics"]["fine_test_acc"] <= 1.0
+
+
+def test_command_line_exit_codes_for_a_damaged_and_an_unreachable_download(tmp_path, server):
+    import os
+    import subprocess
+    import sys
+
+    base, _ = server
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}"
+    for mirror, code, words in ((base, 4, "md5"), (dead, 3, "Connection refused")):  # fixtures vs the official MD5s
+        root = tmp_path / str(code)
+        env = {**os.environ, "SPREADCON_MIRROR": mirror, "SPREADCON_DOWNLOAD_TIMEOUT": "10"}
+        p = subprocess.run([sys.executable, "-m", "spreadcon", "data", "summary", "mnist", "--root", str(root),
+                            "--download", "--json"], capture_output=True, text=True, env=env, timeout=120)
+        assert p.returncode == code, p.stderr
+        assert p.stdout == "" and words in p.stderr.strip().splitlines()[-1]
+        assert not root.exists()
+    p = subprocess.run([sys.executable, "-m", "spreadcon", "run", "cifar10", "ce", "--preset", "smoke", "--data-root",
+                        str(tmp_path / "run"), "--results", str(tmp_path / "results"), "--device", "cpu"],
+                       capture_output=True, text=True, env=env, timeout=120)
+    last = p.stderr.strip().splitlines()[-1]
+    assert p.returncode == 3 and last.startswith("spreadcon run: cifar10: cannot download cifar-10-python.tar.gz"), p.stderr
+    assert not (tmp_path / "run").exists() and not list((tmp_path / "results").rglob("*.json"))  # no record

@@ -46,7 +46,8 @@ Caches: decoded small-image datasets are saved once under
 ``$XDG_CACHE_HOME/spreadcon/decoded``, else ``~/.cache/spreadcon/decoded``),
 never in the data root unless the user names it as the cache; see
 :mod:`spreadcon.data.cache`. The data root is written only when a download
-is asked for.
+is asked for (``download=True``) and the dataset is missing; the download is
+:func:`spreadcon.data.download.fetch` (official archives, checksums, atomic).
 
 Errors: every loader raises :class:`DatasetNotFound`, :class:`CorruptDataset`
 or :class:`UnreadableDataset` (:mod:`spreadcon.data.errors`) with one line
@@ -81,12 +82,12 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 URLS = {
-    "mnist": "torchvision.datasets.MNIST(root, download=True) (http://yann.lecun.com/exdb/mnist/)",
-    "cifar10": "torchvision.datasets.CIFAR10(root, download=True) (https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz)",
-    "cifar100": "torchvision.datasets.CIFAR100(root, download=True) (https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz)",
+    "mnist": "the four *-ubyte.gz files from https://ossci-datasets.s3.amazonaws.com/mnist/ (or http://yann.lecun.com/exdb/mnist/)",
+    "cifar10": "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "cifar100": "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
     "tinyimagenet": "http://cs231n.stanford.edu/tiny-imagenet-200.zip",
     "waterbirds": "https://nlp.stanford.edu/data/dro/waterbird_complete95_forest2water2.tar.gz",
-    "celeba": "torchvision.datasets.CelebA(root, download=True) (https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html)",
+    "celeba": "img_align_celeba.zip, list_attr_celeba.txt, list_eval_partition.txt from https://mmlab.ie.cuhk.edu.hk/projects/CelebA.html",
     "isic": "ISIC archive images (https://challenge.isic-archive.com/data/) plus patch labels, "
     "written as isic/metadata.csv with columns image,benign_malignant,patch[,split]",
 }
@@ -409,12 +410,17 @@ def _decode_jpegs(blobs: list[bytes], what: str, names: list[str] | None = None)
         raise CorruptDataset(f"{what}: images of different sizes: {e}") from e
 
 
-def _download(name: str, root: Path, fn: Callable[[], None]) -> None:
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        fn()
-    except Exception as e:  # network down, unwritable root, bad checksum
-        raise DatasetNotFound(f"{name}: download into {root} failed ({type(e).__name__}: {e}); get it with {URLS[name]}") from e
+def _download(name: str, root: Path) -> None:
+    """Fetch ``name`` into ``root`` with :func:`spreadcon.data.download.fetch` (verified, atomic, with a progress bar).
+
+    Called by a loader only when ``download=True`` and its files are missing, so
+    a root that holds the data is never written. Raises ``DatasetNotFound``
+    (no network; for ``isic`` the manual steps) or ``CorruptDownload`` (a
+    ``CorruptDataset``: the download arrived damaged), each one line.
+    """
+    from .download import fetch
+
+    fetch(name, root)
 
 
 def _dataset_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -464,9 +470,7 @@ def load_mnist(root: Path, *, seed=0, val_fraction=0.1, image_size=None, downloa
     """MNIST from ``<root>/MNIST/raw`` (torchvision layout, idx files, optionally ``.gz``)."""
     raw = root / "MNIST" / "raw"
     if download and not (raw / "train-images-idx3-ubyte").exists() and not (raw / "train-images-idx3-ubyte.gz").exists():
-        from torchvision.datasets import MNIST
-
-        _download("mnist", root, lambda: MNIST(str(root), train=True, download=True))
+        _download("mnist", root)
     stems = ["train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"]
     files = [_mnist_file(raw, s) for s in stems]
     tr_x, tr_y, te_x, te_y = (_read_idx(p) for p in files)
@@ -579,9 +583,7 @@ def _cifar10_from_pickles(folder: Path) -> dict:
 def _cifar10_arrays(root: Path, download: bool, cache: Path | None) -> dict:
     zpath, folder = root / "cifar10-jpeg.zip", root / "cifar-10-batches-py"
     if not zpath.is_file() and not (folder / "test_batch").is_file() and download:
-        from torchvision.datasets import CIFAR10
-
-        _download("cifar10", root, lambda: CIFAR10(str(root), train=True, download=True))
+        _download("cifar10", root)
     if zpath.is_file():
         return cached("cifar10-jpeg", [zpath], lambda: _cifar10_from_zip(zpath), cache, dataset="cifar10")
     if (folder / "test_batch").is_file():
@@ -609,9 +611,7 @@ def load_cifar10(root: Path, *, seed=0, val_fraction=0.1, image_size=None, downl
 def _cifar100_arrays(root: Path, download: bool, cache: Path | None) -> dict:
     folder = root / "cifar-100-python"
     if not (folder / "test").is_file() and download:
-        from torchvision.datasets import CIFAR100
-
-        _download("cifar100", root, lambda: CIFAR100(str(root), train=True, download=True))
+        _download("cifar100", root)
     for name in ("train", "test", "meta"):
         if not (folder / name).is_file():
             raise _missing("cifar100", folder / name)
@@ -760,9 +760,7 @@ def load_tinyimagenet(root: Path, *, seed=0, val_fraction=0.1, image_size=None, 
     from the committed WordNet table (``hierarchy.tinyimagenet_coarse``).
     """
     if download and not any((root / n).exists() for n in ("tiny-imagenet-200-subset.zip", "tiny-imagenet-200.zip", "tiny-imagenet-200")):
-        from torchvision.datasets.utils import download_url
-
-        _download("tinyimagenet", root, lambda: download_url(URLS["tinyimagenet"], str(root)))
+        _download("tinyimagenet", root)
     tree = _Tree(root)
     a = cached("tinyimagenet", [tree.source], lambda: _tinyimagenet_build(tree), cache)
     coarse_of, coarse_names = hierarchy.tinyimagenet_coarse(a["wnids"])
@@ -818,9 +816,7 @@ def load_waterbirds(root: Path, *, seed=0, val_fraction=0.1, image_size=64, down
     """
     folder = root / "waterbird_complete95_forest2water2"
     if download and not (folder / "metadata.csv").is_file():
-        from torchvision.datasets.utils import download_and_extract_archive
-
-        _download("waterbirds", root, lambda: download_and_extract_archive(URLS["waterbirds"], str(root)))
+        _download("waterbirds", root)
     rows, (fn, y, sp, pl) = _read_csv(folder / "metadata.csv", "waterbirds", [["img_filename"], ["y"], ["split"], ["place"]])
     split_rows = {"train": [], "val": [], "test": []}
     names = {0: "train", 1: "val", 2: "test"}
@@ -844,9 +840,7 @@ def load_celeba(root: Path, *, seed=0, val_fraction=0.1, image_size=64, download
     """
     folder = root / "celeba"
     if download and not (folder / "list_attr_celeba.txt").is_file():
-        from torchvision.datasets import CelebA
-
-        _download("celeba", root, lambda: CelebA(str(root), split="all", download=True))
+        _download("celeba", root)
     attr_path, part_path = folder / "list_attr_celeba.txt", folder / "list_eval_partition.txt"
     for p in (attr_path, part_path):
         if not p.is_file():
@@ -890,9 +884,13 @@ def load_isic(root: Path, *, seed=0, val_fraction=0.1, test_fraction=0.2, image_
       (``test_fraction``).
 
     target = malignant; groups: 0 benign with patch, 1 benign without patch, 2 malignant.
-    There is no automatic download (the patch labels are not in the ISIC archive).
+    There is no automatic download (the patch labels are not in the ISIC archive):
+    ``download=True`` raises :class:`DatasetNotFound` with the manual steps
+    (:data:`spreadcon.data.download.ISIC_STEPS`).
     """
     folder = root / "isic"
+    if download and not (folder / "metadata.csv").is_file():
+        _download("isic", root)
     rows, (im, tg, pa) = _read_csv(
         folder / "metadata.csv", "isic",
         [["image", "isic_id", "image_name"], ["benign_malignant", "target"], ["patch", "has_patch"]],
