@@ -38,7 +38,8 @@ from typing import Any, Iterable, Mapping, Sequence
 __all__ = [
     "PAPER_CIFAR10_FINE_ACC", "PAPER_TRANSFER_LIFT", "PAPER_TRANSFER_DATASETS",
     "PAPER_WORST_GROUP_LIFT", "PAPER_ROBUSTNESS_DATASETS", "PAPER_CELEBA_SOTA_MARGIN",
-    "REPRODUCED", "PARTIAL", "NOT_REPRODUCED", "NOT_RUN", "VERDICT_RULE",
+    "REPRODUCED", "PARTIAL", "INCONCLUSIVE", "CONTRADICTED", "NOT_REPRODUCED", "NOT_RUN", "VERDICT_RULE",
+    "average_lift_both_ways",
     "Summary", "Verdict", "summarize", "verdict", "average_lift", "markdown_table",
     "provenance", "provenance_line", "reproduce_command", "plot_bars", "fmt",
     "claims_markdown", "default_results_dir", "run_live", "separation",
@@ -77,19 +78,26 @@ PAPER_CELEBA_SOTA_MARGIN: float = 11.5
 # ---------------------------------------------------------------------------
 
 REPRODUCED = "reproduced"
-PARTIAL = "partially reproduced"
-NOT_REPRODUCED = "not reproduced at this scale"
-NOT_RUN = "not run yet"
+PARTIAL = "partial"
+INCONCLUSIVE = "inconclusive"
+CONTRADICTED = "contradicted"
+NOT_RUN = "not run"
+NOT_REPRODUCED = CONTRADICTED  # the name an earlier edition used for a gain <= 0
+MISSING = "not run yet"  # a table cell without records
 
 VERDICT_RULE = (
     "A claim 'A beats B by Δ_paper points' is compared with our measured gain "
     "Δ = mean(A) − mean(B) (percentage points, means over seeds) and its standard "
-    "error se = sqrt(s_A²/n_A + s_B²/n_B) from the seed-to-seed sample std. "
-    "**reproduced**: Δ ≥ Δ_paper / 2 and Δ − 2·se > 0 (at least half the claimed gain, "
-    "clearly above seed noise; needs ≥ 2 seeds per side). "
-    "**partially reproduced**: Δ > 0 but one of those fails (right direction, smaller or "
-    "within noise). **not reproduced at this scale**: Δ ≤ 0. "
-    "**not run yet**: no records for A or B."
+    "error se = sqrt(s_A²/n_A + s_B²/n_B) from the seed-to-seed sample std; the "
+    "interval is Δ ± 2·se. "
+    "**reproduced**: Δ − 2·se > 0 and Δ ≥ Δ_paper / 2 (clearly above seed noise, and at "
+    "least half the claimed gain). "
+    "**partial**: Δ − 2·se > 0 but Δ < Δ_paper / 2 (the claimed direction beyond noise, "
+    "smaller). "
+    "**inconclusive**: the interval contains 0, or a side has a single seed (no noise "
+    "estimate). "
+    "**contradicted**: Δ + 2·se < 0 (the opposite direction beyond noise). "
+    "**not run**: no records for A or B."
 )
 
 
@@ -162,8 +170,8 @@ class Verdict:
     """A measured gain set against a claimed one (percentage points).
 
     Attributes:
-        status: one of :data:`REPRODUCED`, :data:`PARTIAL`,
-            :data:`NOT_REPRODUCED`, :data:`NOT_RUN` (see :data:`VERDICT_RULE`).
+        status: one of :data:`REPRODUCED`, :data:`PARTIAL`, :data:`INCONCLUSIVE`,
+            :data:`CONTRADICTED`, :data:`NOT_RUN` (see :data:`VERDICT_RULE`).
         delta: measured gain mean(A) - mean(B), or NaN when not run.
         se: its standard error (NaN with a single seed on either side).
         paper_delta: the claimed gain.
@@ -185,13 +193,23 @@ class Verdict:
 
 
 def _classify(delta: float, se: float, paper_delta: float) -> str:
+    """:data:`VERDICT_RULE`, the one rule every claim row goes through.
+
+    Example:
+        >>> _classify(10.0, 1.0, 11.1), _classify(3.0, 1.0, 11.1), _classify(3.0, 2.0, 11.1)
+        ('reproduced', 'partial', 'inconclusive')
+        >>> _classify(-3.0, 1.0, 4.7), _classify(5.0, float("nan"), 4.7)
+        ('contradicted', 'inconclusive')
+    """
     if math.isnan(delta):
         return NOT_RUN
-    if delta <= 0:
-        return NOT_REPRODUCED
-    if delta >= paper_delta / 2 and not math.isnan(se) and delta - 2 * se > 0:
-        return REPRODUCED
-    return PARTIAL
+    if math.isnan(se):
+        return INCONCLUSIVE
+    if delta - 2 * se > 0:
+        return REPRODUCED if delta >= paper_delta / 2 else PARTIAL
+    if delta + 2 * se < 0:
+        return CONTRADICTED
+    return INCONCLUSIVE
 
 
 def verdict(a: Summary | None, b: Summary | None, paper_delta: float) -> Verdict:
@@ -247,6 +265,26 @@ def average_lift(table: Mapping[tuple, Summary], method: str, baseline: str,
                    tuple(min(v.n) for v in done)), covered
 
 
+def average_lift_both_ways(table: Mapping[tuple, Summary], method: str, baseline: str,
+                           datasets: Sequence[str], paper_delta: float,
+                           methods: Sequence[str]) -> dict[str, tuple[Verdict, list[str]]]:
+    """:func:`average_lift` over every dataset and over the informative ones only.
+
+    A dataset is left out of the second average when :func:`separation`
+    finds that ``methods`` are not separated there beyond seed noise
+    (``separated is False``).
+
+    Returns:
+        ``{"all": (verdict, covered), "informative": (verdict, covered),
+        "uninformative": ([datasets left out], [])}``.
+    """
+    dropped = [d for d in datasets if separation(table, d, methods)["separated"] is False]
+    kept = [d for d in datasets if d not in dropped]
+    return {"all": average_lift(table, method, baseline, datasets, paper_delta),
+            "informative": average_lift(table, method, baseline, kept, paper_delta),
+            "uninformative": (dropped, [])}
+
+
 def separation(table: Mapping[tuple, Summary], dataset: str, methods: Sequence[str]) -> dict[str, Any]:
     """Does ``dataset`` tell ``methods`` apart at all, beyond seed noise?
 
@@ -277,13 +315,13 @@ def separation(table: Mapping[tuple, Summary], dataset: str, methods: Sequence[s
 # Presentation
 # ---------------------------------------------------------------------------
 
-def fmt(summary: Summary | None, missing: str = NOT_RUN) -> str:
+def fmt(summary: Summary | None, missing: str = MISSING) -> str:
     """``"61.0 ± 1.4 (n=2)"`` or ``missing``."""
     return missing if summary is None else str(summary)
 
 
 def markdown_table(table: Mapping[tuple, Summary], rows: Sequence[str], cols: Sequence[str],
-                   row_title: str = "method", missing: str = NOT_RUN,
+                   row_title: str = "method", missing: str = MISSING,
                    extra_cols: Mapping[str, Mapping[str, str]] | None = None) -> str:
     """A Markdown table with one cell per ``(col, row)`` key of ``table``.
 

@@ -29,12 +29,13 @@ def test_summarize_mean_and_sample_std_in_percent():
 
 
 @pytest.mark.parametrize("a, b, paper, status", [
-    ([0.60, 0.62], [0.50, 0.52], 11.1, report.REPRODUCED),      # +10, se 1.41, >= 5.55
-    ([0.53, 0.55], [0.50, 0.52], 11.1, report.PARTIAL),         # +3 < 11.1 / 2
-    ([0.40, 0.80], [0.50, 0.52], 11.1, report.PARTIAL),         # +9 but se 14.1: noise
-    ([0.70], [0.50], 11.1, report.PARTIAL),                     # one seed: noise unknown
-    ([0.50, 0.51], [0.50, 0.52], 4.7, report.NOT_REPRODUCED),   # -0.5
-    ([0.50, 0.52], [0.50, 0.52], 4.7, report.NOT_REPRODUCED),   # exactly 0
+    ([0.60, 0.62], [0.50, 0.52], 11.1, report.REPRODUCED),      # +10, se 1.0, >= 5.55
+    ([0.53, 0.55], [0.50, 0.52], 11.1, report.PARTIAL),         # +3 - 2 se > 0 but < 11.1 / 2
+    ([0.40, 0.80], [0.50, 0.52], 11.1, report.INCONCLUSIVE),    # +9 but se 14.1: the interval holds 0
+    ([0.70], [0.50], 11.1, report.INCONCLUSIVE),                # one seed: noise unknown
+    ([0.50, 0.51], [0.50, 0.52], 4.7, report.INCONCLUSIVE),     # -0.5 within noise
+    ([0.50, 0.52], [0.50, 0.52], 4.7, report.INCONCLUSIVE),     # exactly 0
+    ([0.40, 0.41], [0.50, 0.52], 4.7, report.CONTRADICTED),     # -10.5 beyond noise
 ])
 def test_verdict_rule(a, b, paper, status):
     recs = [rec("d", "A", i, v) for i, v in enumerate(a)] + [rec("d", "B", i, v) for i, v in enumerate(b)]
