@@ -189,9 +189,24 @@ def test_a_killed_fetch_leaves_a_partial_folder_that_the_next_one_removes(tmp_pa
     _, info = archives
     base, _ = server
     root = tmp_path / "root"
-    (root / ".spreadcon-mnist-dead.partial" / "MNIST").mkdir(parents=True)
+    dead = 2 ** 22 + 12345  # above any pid_max: no such process
+    (root / f".spreadcon-mnist-{dead}-x1y2.partial" / "MNIST").mkdir(parents=True)
     fetch("mnist", root, base_url=base, checksums=info["mnist"]["checksums"], progress=False)
     assert _listing(root) == ["MNIST"]
+
+
+def test_ctrl_c_midway_leaves_nothing(tmp_path, archives, server, monkeypatch):
+    _, info = archives
+    base, _ = server
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(DL, "_unpack", interrupted)  # after the download, before anything is placed
+    root = tmp_path / "root"
+    with pytest.raises(KeyboardInterrupt):
+        fetch("cifar10", root, base_url=base, checksums=info["cifar10"]["checksums"], progress=False)
+    assert not root.exists()
 
 
 # --------------------------------------------------------------------------- no data to be had

@@ -26,14 +26,15 @@ Where from (first that is set): the ``base_url=`` argument, then
 With a base, file ``F`` is fetched from ``<base>/F``. Every socket operation
 has a timeout, ``$SPREADCON_DOWNLOAD_TIMEOUT`` seconds (default 60).
 
-Atomic: the files go to a temporary folder ``.spreadcon-<name>-*.partial``
+Atomic: the files go to a temporary folder ``.spreadcon-<name>-<pid>-*.partial``
 inside the data root, are verified there, archives are unpacked there, and
 only a complete, verified tree is renamed into place (a rename per top-level
 folder or file). Any failure, including Ctrl-C, removes the temporary folder,
 so the root holds either the whole dataset or nothing of the attempt. A lock
 file (removed afterwards) makes concurrent fetches of one dataset, such as
 several ranks of one run, wait for the first one. A folder that a SIGKILLed
-fetch left behind is removed by the next fetch of that dataset.
+fetch left behind (its process id no longer runs) is removed by the next fetch
+of that dataset.
 
 Errors (one line each, see :mod:`spreadcon.data.errors`):
 
@@ -326,9 +327,10 @@ def _present(source: Source, root: Path) -> bool:
 
 def _fetch_locked(source: Source, root: Path, *, base_url, overrides, progress) -> None:
     for stale in root.glob(f".spreadcon-{source.name}-*.partial"):
-        shutil.rmtree(stale, ignore_errors=True)  # left by a killed fetch; we hold the lock
+        if not _running(stale.name.split("-")[2]):
+            shutil.rmtree(stale, ignore_errors=True)  # left by a killed fetch
     try:
-        staging = Path(tempfile.mkdtemp(prefix=f".spreadcon-{source.name}-", suffix=".partial", dir=root))
+        staging = Path(tempfile.mkdtemp(prefix=f".spreadcon-{source.name}-{os.getpid()}-", suffix=".partial", dir=root))
     except OSError as e:
         raise _not_found(source, root, f"cannot write into {root} ({e.strerror or e})") from e
     try:
@@ -350,6 +352,19 @@ def _fetch_locked(source: Source, root: Path, *, base_url, overrides, progress) 
         raise _not_found(source, root, f"cannot write into {root} ({e.strerror or e})") from e
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _running(pid: str) -> bool:
+    """Whether process ``pid`` (a temporary folder's writer) still runs on this machine."""
+    try:
+        os.kill(int(pid), 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's process
+        return True
+    except OSError:
+        return False
+    return True
 
 
 @contextmanager
