@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import math
+import os
 import shlex
 import statistics
 from dataclasses import dataclass, field
@@ -454,10 +455,14 @@ def claims_markdown(rows: Sequence[tuple[str, Verdict, str]]) -> str:
 def default_results_dir() -> Path:
     """The committed ``results/`` folder, seen from the repository root or from ``book/``.
 
-    Falls back to ``results`` next to the installed package's parent (an
-    editable install), else ``./results`` (which may not exist: then there are
-    simply no records).
+    ``$SPREADCON_RESULTS`` wins when set (the Colab install cell points it at
+    the records of the checkout it installs from). Else it falls back to
+    ``results`` next to the installed package's parent (an editable install),
+    else ``./results`` (which may not exist: then there are simply no records).
     """
+    env = os.environ.get("SPREADCON_RESULTS")
+    if env:
+        return Path(env).expanduser().resolve()
     for cand in (Path("results"), Path("..") / "results", Path(__file__).resolve().parents[1] / "results"):
         if cand.is_dir():
             return cand.resolve()
