@@ -76,6 +76,10 @@ def test_fetch_then_load(tmp_path, archives, server, name, capsys):
     assert f"downloading {name.replace('cifar100u', 'cifar100')} from {base}/{first} into {root}" in err
     ds = load(name, root, cache=tmp_path / "cache")
     assert {s: len(ds.splits[s]) for s in ("train", "val", "test")} == info[name]["counts"]
+    for split in ds.splits.values():  # streaming datasets: every image was unpacked where the loader reads it
+        if split.files is not None:
+            assert all((split.reader.root / f).is_file() for f in split.files)
+            assert split.reader(split.files[0]).shape == (3, split.reader.size, split.reader.size)
 
 
 def test_fetch_is_a_no_op_when_the_data_is_there(tmp_path, archives, server):
