@@ -213,13 +213,20 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
             provenance_extra={"source_hash": source_hash, **train_info["_provenance"]},
         )
         path = records.write_record(rec, results_dir)
-    except BaseException as exc:
+    except Exception as exc:
         if ck_root is None or m.untrained:
             raise
         argv = f"{dataset} {method} --preset {preset} --seed {seed}" + ("" if alpha is None else f" --alpha {alpha}")
         raise TrainingSaved(f"{type(exc).__name__}: {exc}. Training finished and is saved in {ck_root}; "
                             f"evaluate it again without retraining: python -m spreadcon run {argv} "
                             f"--checkpoint-dir {ck_root} --eval-only") from exc
+    except BaseException as exc:  # a signal during evaluation: the training stays where it is, and is named
+        if ck_root is not None:
+            try:
+                exc.checkpoint_dir = ck_root
+            except AttributeError:
+                pass
+        raise
     if own:
         shutil.rmtree(ck_root, ignore_errors=True)
     return path
