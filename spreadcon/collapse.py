@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 import torch
 
@@ -84,3 +84,33 @@ def frozen_metrics(encoder: torch.nn.Module, ds: Any, aug: Any) -> dict[str, flo
     ztr = evaluate.embed(encoder, tr, normalize_fn=aug.normalize)
     zte = evaluate.embed(encoder, te, normalize_fn=aug.normalize)
     return embedding_metrics(ztr, tr, zte, te)
+
+
+def metrics_markdown(rows: Sequence[Mapping[str, float]], digits: int = 3) -> str:
+    """A Markdown table of measurement rows (one dict each), columns in first-seen key order.
+
+    Floats are rounded to ``digits`` decimals, whole numbers print as integers
+    and a key missing from a row leaves its cell empty. Headers read the keys
+    with spaces for underscores, so a narrow column can wrap its header.
+
+    Example:
+        >>> print(metrics_markdown([{"epoch": 0, "within_test": 0.71234},
+        ...                         {"epoch": 1, "supcon_loss": 4.0, "within_test": 0.9}]))
+        | epoch | within test | supcon loss |
+        |---:|---:|---:|
+        | 0 | 0.712 |  |
+        | 1 | 0.9 | 4 |
+    """
+    keys: list[str] = []
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+
+    def cell(v) -> str:
+        if v is None:
+            return ""
+        v = round(float(v), digits)
+        return str(int(v)) if v.is_integer() else str(v)
+
+    lines = ["| " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|" + "---:|" * len(keys)]
+    lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in rows]
+    return "\n".join(lines)

@@ -49,3 +49,48 @@ def show(fig, key: str) -> None:
 
     glue(key, fig, display=False)
     plt.close(fig)
+
+
+#: What :func:`spreadcon.report.plot_bars` writes in a group without any bar.
+NOT_RUN = "not run yet"
+
+
+def tidy_bars(ax, *, legend: bool = True) -> None:
+    """Make an axis drawn by :func:`spreadcon.report.plot_bars` read well on a page.
+
+    * A group without records gets a hatched box across its slot with a
+      horizontal "not run yet" at reading size, instead of a thin rotated grey
+      label.
+    * The legend moves outside the axes, to the right, so it covers no bar,
+      and method keys become their names (:data:`NAMES`). ``legend=False``
+      drops it (e.g. on the second of two stacked axes).
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> from spreadcon import report
+        >>> table = report.summarize([{"dataset": "mnist", "method": "thanos", "seed": 0,
+        ...                            "metrics": {"acc": 0.5}}], "acc")
+        >>> ax = report.plot_bars(table, ["mnist", "cifar10"], ["thanos"])
+        >>> tidy_bars(ax)
+        >>> [t.get_text() for t in ax.texts], [t.get_text() for t in ax.get_legend().get_texts()]
+        (['not run yet'], ['Thanos'])
+    """
+    from matplotlib.patches import Rectangle
+
+    for text in list(ax.texts):
+        if text.get_text() != NOT_RUN:
+            continue
+        x = text.get_position()[0]
+        text.remove()
+        transform = ax.get_xaxis_transform()   # x in data units, y in axes fraction
+        ax.add_patch(Rectangle((x - 0.4, 0.0), 0.8, 1.0, transform=transform, facecolor="none",
+                               edgecolor="0.75", hatch="//", lw=0.8))
+        ax.text(x, 0.5, NOT_RUN, transform=transform, ha="center", va="center", fontsize=10, color="0.25",
+                bbox={"facecolor": "white", "edgecolor": "none", "pad": 2})
+    old = ax.get_legend()
+    if old is not None:
+        old.remove()
+    if legend:
+        handles, labels = ax.get_legend_handles_labels()
+        ax.legend(handles, [NAMES.get(label, label) for label in labels], loc="upper left",
+                  bbox_to_anchor=(1.01, 1.0), frameon=False)

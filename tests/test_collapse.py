@@ -63,3 +63,15 @@ def test_frozen_metrics_embeds_normalised_images():
     assert m["coarse_acc"] == 1.0 and m["within_train"] == pytest.approx(1.0)
     # unit vectors (-0.5, 0.1) and (0.5, 0.1): cos = (-0.25 + 0.01) / 0.26
     assert m["between_test"] == pytest.approx(-0.24 / 0.26, abs=1e-5)
+
+
+def test_metrics_markdown_rounds_and_leaves_missing_cells_empty():
+    rows = [{"epoch": 0, "within_test": 0.71264, "fine_acc": 0.5},
+            {"epoch": 1, "supcon_loss": 4.25, "within_test": 1.0, "fine_acc": 0.66666}]
+    assert collapse.metrics_markdown(rows).splitlines() == [
+        "| epoch | within test | fine acc | supcon loss |",
+        "|---:|---:|---:|---:|",
+        "| 0 | 0.713 | 0.5 |  |",
+        "| 1 | 1 | 0.667 | 4.25 |",
+    ]
+    assert collapse.metrics_markdown(rows, digits=1).splitlines()[2] == "| 0 | 0.7 | 0.5 |  |"

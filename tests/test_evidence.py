@@ -36,3 +36,28 @@ def test_show_closes_the_figure():
     fig = plt.figure()
     evidence.show(fig, "test_key")
     assert not plt.fignum_exists(fig.number)
+
+
+def test_tidy_bars_marks_empty_slots_and_moves_the_legend_off_the_bars():
+    from spreadcon import report
+
+    recs = [{"dataset": "mnist", "method": m, "seed": s, "metrics": {"acc": 0.9}}
+            for m in ("supcon", "thanos") for s in (0, 1)]
+    table = report.summarize(recs, "acc")
+    fig, ax = plt.subplots()
+    report.plot_bars(table, ["mnist", "waterbirds", "isic"], ["supcon", "thanos"], ax=ax)
+    assert sum(t.get_rotation() == 90 for t in ax.texts) == 2      # what plot_bars draws
+    evidence.tidy_bars(ax)
+    assert [(t.get_text(), t.get_rotation(), t.get_position()[0]) for t in ax.texts] == [
+        ("not run yet", 0.0, 1), ("not run yet", 0.0, 2)]
+    assert all(t.get_fontsize() >= 10 for t in ax.texts)
+    hatched = [p for p in ax.patches if p.get_hatch() == "//"]
+    assert [p.get_x() for p in hatched] == [0.6, 1.6]
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["SupCon", "Thanos"]
+    fig.canvas.draw()
+    # The legend sits right of the axes: it overlaps no bar.
+    assert legend.get_window_extent().x0 > ax.get_window_extent().x1
+    evidence.tidy_bars(ax, legend=False)
+    assert ax.get_legend() is None
+    plt.close(fig)
