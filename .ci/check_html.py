@@ -88,15 +88,6 @@ def page_problems(html: str) -> list[str]:
     return problems
 
 
-#: Defects known on a page that another change is fixing: {page: [problem prefixes]}.
-#: Each entry names its issue; remove it when that lands, so the check guards the page again.
-KNOWN = {
-    # issue 14, the experiment template's owner: tqdm progress bars, stderr and the
-    # record's /tmp path printed by the template's run cell.
-    "book/experiment": ["a warning", "a progress-bar snapshot", "an absolute build path", "a stderr output box"],
-}
-
-
 def site_problems(html_dir: Path, root: Path = ROOT) -> tuple[list[str], int]:
     """Problems of the built book under ``html_dir``, and its page count (pages from ``root``'s ``_toc.yml``)."""
     toc = yaml.safe_load((root / "_toc.yml").read_text())
@@ -123,8 +114,7 @@ def site_problems(html_dir: Path, root: Path = ROOT) -> tuple[list[str], int]:
             problems.append(f"{out}: a figure rendered as text (no image/png output; is MPLBACKEND set?)")
         if re.search(r"<p>\|[^<]*\|\s*\|?(-{3}|\u2014)", text):
             problems.append(f"{out}: a Markdown table rendered as plain text")
-        known = KNOWN.get(page, [])
-        problems += [f"{out}: {p}" for p in page_problems(text) if not any(p.startswith(k) for k in known)]
+        problems += [f"{out}: {p}" for p in page_problems(text)]
     if not (html_dir / "_static" / "mathjax" / "tex-chtml-full.js").is_file():
         problems.append("MathJax missing from _build/html/_static/mathjax")
     return problems, len(pages)
