@@ -40,6 +40,25 @@ linear terms, plus ``max(-x, -1)``), so ``L(rho)`` is convex on the feasible
 interval and its minimiser ``rho*(alpha)`` is found by a bracketed search.
 For the equations ``dL/drho`` has the closed form below, which gives the
 collapse threshold ``alpha*`` and the inverse map ``alpha(rho)``.
+
+Three forms of SupCon
+---------------------
+The paper's own SupCon denominator is not known, so every function takes
+``form=`` (one of ``FORMS``): ``"l_out"`` (Khosla et al.'s L_out, the
+package default, ``reference_quirks=False``), ``"one_positive_clamped"``
+(the official code, ``reference_quirks=True``) and ``"one_positive"`` (the
+official denominator without the clamp). ``symmetric_loss_hess`` gives the
+second derivative (strict convexity), ``gram_eigenvalues`` Lemma 1.
+
+Free views
+----------
+The identical-views model is exact for free embeddings only where the
+optimum has identical views. ``ViewCosines`` / ``two_view_loss`` /
+``free_view_minimum`` add the cosine ``c`` between the two views of a sample
+(and separate same-view and cross-view cosines): for ``"l_out"`` the optimum
+keeps ``c = 1``; for the clamped form it does not (K=2, n=16, tau=0.5,
+alpha=0: 0.5859 with free views against 1.0825 with identical ones, at
+``c = 0.5``, where the self logit sits on the clamp).
 """
 
 from __future__ import annotations
@@ -52,6 +71,18 @@ import numpy as np
 import torch
 
 __all__ = [
+    "FORMS",
+    "spread_loss_for_form",
+    "symmetric_loss_hess",
+    "gram_eigenvalues",
+    "ViewCosines",
+    "two_view_eigenvalues",
+    "two_view_gram",
+    "two_view_embedding",
+    "cross_view_sigma_min",
+    "two_view_loss",
+    "FreeViewMinimum",
+    "free_view_minimum",
     "between_class_cosine",
     "rho_bounds",
     "symmetric_gram",
@@ -73,6 +104,14 @@ __all__ = [
     "train_synthetic",
     "subclass_recovery",
 ]
+
+
+#: The three forms of the SupCon term that the chapter analyses (the paper's own denominator is not known):
+#: ``"l_out"``: Khosla et al.'s L_out, every positive in the denominator (``SpreadLoss()``, the package default);
+#: ``"one_positive_clamped"``: the official code, one positive plus the negatives in each denominator and the
+#: numerator logit clamped at 1 (``SpreadLoss(reference_quirks=True)``);
+#: ``"one_positive"``: the same without the clamp (``SpreadLoss(reference_quirks=True, clamp=None)``).
+FORMS = ("l_out", "one_positive_clamped", "one_positive")
 
 
 def _check_model(n: int, K: int, temperature: float) -> None:
@@ -167,12 +206,45 @@ def symmetric_embedding(rho: float, n: int, K: int, dim: int | None = None) -> t
     return u / u.norm(dim=1, keepdim=True), torch.arange(K).repeat_interleave(n)
 
 
-def symmetric_terms(rho, n: int, K: int, temperature: float, reference_quirks: bool = False):
+def _resolve_form(reference_quirks: bool, form: str | None) -> str:
+    """The SupCon form: ``form`` if given, else ``reference_quirks`` (False: ``"l_out"``, True: the clamp)."""
+    if form is None:
+        return "one_positive_clamped" if reference_quirks else "l_out"
+    if form not in FORMS:
+        raise ValueError(f"form must be one of {FORMS}, got {form!r}")
+    if reference_quirks and form != "one_positive_clamped":
+        raise ValueError(f"form={form!r} contradicts reference_quirks=True (the clamped one-positive form)")
+    return form
+
+
+def spread_loss_for_form(alpha: float, temperature: float, form: str) -> torch.nn.Module:
+    """The ``spreadcon.losses.SpreadLoss`` that computes ``form`` (see ``FORMS``).
+
+    ``"l_out"`` is the default ``SpreadLoss``, ``"one_positive_clamped"`` is
+    ``reference_quirks=True`` and ``"one_positive"`` is the same without the clamp.
+
+    Example:
+        >>> spread_loss_for_form(0.5, 0.5, "one_positive").switches["clamp"] is None
+        True
+    """
+    from spreadcon.losses import SpreadLoss
+
+    form = _resolve_form(False, form)
+    if form == "l_out":
+        return SpreadLoss(alpha, temperature)
+    if form == "one_positive_clamped":
+        return SpreadLoss(alpha, temperature, True)
+    return SpreadLoss(alpha, temperature, True, clamp=None)
+
+
+def symmetric_terms(rho, n: int, K: int, temperature: float, reference_quirks: bool = False, *, form: str | None = None):
     """Exact ``(SupCon(rho), cNCE(rho))`` of the symmetric model with identical views.
 
     Works on floats, numpy arrays and torch tensors (so it can be
     differentiated). The formulas are in the module docstring; ``sigma`` is
-    ``between_class_cosine(rho)``.
+    ``between_class_cosine(rho)``. ``form`` (one of ``FORMS``) overrides
+    ``reference_quirks``; ``"one_positive"`` is the clamped form with
+    ``-min(x, 1)`` replaced by ``-x``.
 
     Example:
         >>> s, c = symmetric_terms(1.0, 16, 2, 0.5)
@@ -180,26 +252,32 @@ def symmetric_terms(rho, n: int, K: int, temperature: float, reference_quirks: b
         3.434
     """
     _check_model(n, K, temperature)
+    form = _resolve_form(reference_quirks, form)
     t = 1.0 / temperature
     lib = torch if isinstance(rho, torch.Tensor) else np
     rho = rho if isinstance(rho, torch.Tensor) else np.asarray(rho, dtype=np.float64)
     sigma = -(1.0 + (n - 1) * rho) / (n * (K - 1))
     m = n * (K - 1)  # other-class samples per view
-    if not reference_quirks:
+    if form == "l_out":
         supcon = -t * (1 + 2 * (n - 1) * rho) / (2 * n - 1) + lib.log(
             math.exp(t) + 2 * (n - 1) * lib.exp(t * rho) + 2 * m * lib.exp(t * sigma)
         )
         cnce = -t + lib.log(math.exp(t) + 2 * (n - 1) * lib.exp(t * rho))
+        return supcon, cnce
+    if form == "one_positive_clamped":
+        numer = lib.minimum(t * rho, lib.ones_like(rho)) if lib is torch else np.minimum(t * rho, 1.0)
+        self_numer = min(t, 1.0)
     else:
-        clamp = lib.minimum(t * rho, lib.ones_like(rho)) if lib is torch else np.minimum(t * rho, 1.0)
-        self_term = -min(t, 1.0) + lib.log(math.exp(t) + m * lib.exp(t * sigma))
-        pos_term = -clamp + lib.log(lib.exp(t * rho) + m * lib.exp(t * sigma))
-        supcon = self_term / n + (n - 1) / n * pos_term
-        cnce = -t + lib.log(math.exp(t) + (n - 1) * lib.exp(t * rho))
+        numer, self_numer = t * rho, t
+    self_term = -self_numer + lib.log(math.exp(t) + m * lib.exp(t * sigma))
+    pos_term = -numer + lib.log(lib.exp(t * rho) + m * lib.exp(t * sigma))
+    supcon = self_term / n + (n - 1) / n * pos_term
+    cnce = -t + lib.log(math.exp(t) + (n - 1) * lib.exp(t * rho))
     return supcon, cnce
 
 
-def symmetric_loss(rho, alpha: float, n: int, K: int, temperature: float, reference_quirks: bool = False):
+def symmetric_loss(rho, alpha: float, n: int, K: int, temperature: float, reference_quirks: bool = False, *,
+                   form: str | None = None):
     """Exact ``L_spread(rho) = (1-alpha) SupCon(rho) + alpha cNCE(rho)`` of the symmetric model.
 
     Example:
@@ -207,11 +285,12 @@ def symmetric_loss(rho, alpha: float, n: int, K: int, temperature: float, refere
         3.4527
     """
     _check_alpha(alpha)
-    s, c = symmetric_terms(rho, n, K, temperature, reference_quirks)
+    s, c = symmetric_terms(rho, n, K, temperature, reference_quirks, form=form)
     return (1 - alpha) * s + alpha * c
 
 
-def symmetric_loss_grad(rho, n: int, K: int, temperature: float, reference_quirks: bool = False, side: int = 1) -> tuple:
+def symmetric_loss_grad(rho, n: int, K: int, temperature: float, reference_quirks: bool = False, side: int = 1, *,
+                        form: str | None = None) -> tuple:
     """Closed-form ``(dSupCon/drho, dcNCE/drho)`` of the symmetric model.
 
     With ``t = 1/temperature``, ``m = n(K-1)``, ``dsigma/drho = -(n-1)/m`` and, for
@@ -227,7 +306,8 @@ def symmetric_loss_grad(rho, n: int, K: int, temperature: float, reference_quirk
         dcNCE_q/drho   = (n-1) t e^{t rho} / (e^t + (n-1) e^{t rho})
 
     The indicator makes ``SupCon_q`` kinked at ``rho = temperature``; ``side``
-    picks the right (+1) or left (-1) derivative there.
+    picks the right (+1) or left (-1) derivative there. ``form="one_positive"``
+    (no clamp) has the indicator always 1.
 
     Example:
         >>> gs, gc = symmetric_loss_grad(1.0, 16, 2, 0.5)
@@ -237,18 +317,21 @@ def symmetric_loss_grad(rho, n: int, K: int, temperature: float, reference_quirk
     _check_model(n, K, temperature)
     if side not in (1, -1):
         raise ValueError(f"side must be +1 or -1, got {side!r}")
+    form = _resolve_form(reference_quirks, form)
     t = 1.0 / temperature
     m = n * (K - 1)
     rho = np.asarray(rho, dtype=np.float64)
     sigma = -(1.0 + (n - 1) * rho) / m
     er, es, et = np.exp(t * rho), np.exp(t * sigma), math.exp(t)
-    if not reference_quirks:
+    if form == "l_out":
         d = et + 2 * (n - 1) * er + 2 * m * es
         g_s = 2 * (n - 1) * t * (-1.0 / (2 * n - 1) + (er - es) / d)
         g_c = 2 * (n - 1) * t * er / (et + 2 * (n - 1) * er)
         return g_s, g_c
     at_kink = np.isclose(t * rho, 1.0, rtol=0, atol=1e-12)
     active = (t * rho < 1) & ~at_kink | (at_kink & (side == -1))
+    if form == "one_positive":
+        active = np.ones_like(active)
     g_s = -(n - 1) * t * es / (n * (et + m * es)) + (n - 1) / n * t * (
         -active.astype(np.float64) + (er - (n - 1) * es) / (er + m * es)
     )
@@ -256,7 +339,8 @@ def symmetric_loss_grad(rho, n: int, K: int, temperature: float, reference_quirk
     return g_s, g_c
 
 
-def alpha_of_rho(rho, n: int, K: int, temperature: float, reference_quirks: bool = False, side: int = 1):
+def alpha_of_rho(rho, n: int, K: int, temperature: float, reference_quirks: bool = False, side: int = 1, *,
+                 form: str | None = None):
     """The weight at which ``rho`` is a stationary point: ``alpha = -g_S / (g_C - g_S)``.
 
     ``dL/drho = (1-alpha) g_S + alpha g_C`` vanishes there (``g_S, g_C`` from
@@ -270,11 +354,12 @@ def alpha_of_rho(rho, n: int, K: int, temperature: float, reference_quirks: bool
         >>> round(float(alpha_of_rho(1.0, 16, 2, 0.5)), 4)
         0.0352
     """
-    g_s, g_c = symmetric_loss_grad(rho, n, K, temperature, reference_quirks, side)
+    g_s, g_c = symmetric_loss_grad(rho, n, K, temperature, reference_quirks, side, form=form)
     return -g_s / (g_c - g_s)
 
 
-def rho_star(alpha: float, n: int, K: int, temperature: float, reference_quirks: bool = False, tol: float = 1e-10) -> float:
+def rho_star(alpha: float, n: int, K: int, temperature: float, reference_quirks: bool = False, tol: float = 1e-10, *,
+             form: str | None = None) -> float:
     """The minimiser ``rho*(alpha)`` of the symmetric-model loss over ``[-1/(n-1), 1]``.
 
     ``L(rho)`` is convex (see the module docstring), so a golden-section search
@@ -288,10 +373,11 @@ def rho_star(alpha: float, n: int, K: int, temperature: float, reference_quirks:
         -0.0667
     """
     _check_alpha(alpha)
+    form = _resolve_form(reference_quirks, form)
     lo, hi = rho_bounds(n, K)
 
     def f(r: float) -> float:
-        return float(symmetric_loss(r, alpha, n, K, temperature, reference_quirks))
+        return float(symmetric_loss(r, alpha, n, K, temperature, form=form))
 
     g = (math.sqrt(5) - 1) / 2
     a, b = lo, hi
@@ -308,7 +394,8 @@ def rho_star(alpha: float, n: int, K: int, temperature: float, reference_quirks:
             fd = f(d)
     best = (a + b) / 2
     # the minimum may sit exactly on an end of the interval or on the kink
-    cands = [lo, hi, best] + ([temperature] if reference_quirks and lo < temperature < hi else [])
+    kinked = form == "one_positive_clamped" and lo < temperature < hi
+    cands = [lo, hi, best] + ([temperature] if kinked else [])
     return min(cands, key=lambda r: (f(r), abs(r - best)))
 
 
@@ -334,7 +421,7 @@ class Thresholds:
     plateau: tuple[float, float] | None = None
 
 
-def thresholds(n: int, K: int, temperature: float, reference_quirks: bool = False) -> Thresholds:
+def thresholds(n: int, K: int, temperature: float, reference_quirks: bool = False, *, form: str | None = None) -> Thresholds:
     """The regime boundaries of ``rho*(alpha)``, each ``alpha_of_rho`` at a special ``rho``.
 
     ``collapse = alpha_of_rho(1)``, ``overlap = alpha_of_rho(-1/(N-1))``,
@@ -347,11 +434,12 @@ def thresholds(n: int, K: int, temperature: float, reference_quirks: bool = Fals
         True
     """
     _check_model(n, K, temperature)
+    form = _resolve_form(reference_quirks, form)
     lo, over = -1.0 / (n - 1), -1.0 / (n * K - 1)
-    a = lambda r, side=-1: float(alpha_of_rho(r, n, K, temperature, reference_quirks, side))  # noqa: E731
+    a = lambda r, side=-1: float(alpha_of_rho(r, n, K, temperature, side=side, form=form))  # noqa: E731
     collapse = a(1.0)
     plateau = None
-    if reference_quirks and lo < temperature < 1:
+    if form == "one_positive_clamped" and lo < temperature < 1:
         p_lo, p_hi = a(temperature, +1), a(temperature, -1)
         plateau = (max(p_lo, 0.0), p_hi) if p_lo <= p_hi and p_hi >= 0 else None
     return Thresholds(
@@ -360,6 +448,330 @@ def thresholds(n: int, K: int, temperature: float, reference_quirks: bool = Fals
         uniform=a(lo),
         plateau=plateau,
     )
+
+
+def symmetric_loss_hess(rho, alpha: float, n: int, K: int, temperature: float, *, form: str = "l_out"):
+    """Closed-form second derivative ``d^2 L_alpha / d rho^2`` along ``sigma = sigma(rho)``, away from the kink.
+
+    Every log-sum-exp in the model is ``log sum_j w_j exp(a_j + b_j rho)``
+    with constant ``w_j > 0`` and slopes ``b_j``; its second derivative is the
+    variance of the slopes under the softmax weights ``p_j``:
+    ``sum_j p_j b_j^2 - (sum_j p_j b_j)^2``. The other terms are linear (or
+    piecewise linear: the clamp), so they add nothing. The slopes are ``0``
+    (the anchor's own other view), ``t`` (classmates) and
+    ``t sigma' = -t (n-1) / (n (K-1))`` (other classes): at least two distinct
+    slopes with positive weight in every log-sum-exp, hence a positive
+    variance, hence ``L_alpha`` is **strictly** convex for every alpha.
+
+    Example:
+        >>> bool(symmetric_loss_hess(0.3, 0.5, 16, 2, 0.5) > 0)
+        True
+    """
+    _check_alpha(alpha)
+    _check_model(n, K, temperature)
+    form = _resolve_form(False, form)
+    t = 1.0 / temperature
+    m = n * (K - 1)
+    rho = np.asarray(rho, dtype=np.float64)
+    sigma = -(1.0 + (n - 1) * rho) / m
+    b_sig = -t * (n - 1) / m
+
+    def var(weights_logits):
+        # weights_logits: list of (log weight + logit array, slope)
+        logits = np.stack([np.broadcast_to(a, rho.shape) for a, _ in weights_logits])
+        slopes = np.array([b for _, b in weights_logits]).reshape((-1,) + (1,) * rho.ndim)
+        p = np.exp(logits - logits.max(0))
+        p = p / p.sum(0)
+        return (p * slopes**2).sum(0) - ((p * slopes).sum(0)) ** 2
+
+    if form == "l_out":
+        h_s = var([(t, 0.0), (math.log(2 * (n - 1)) + t * rho, t), (math.log(2 * m) + t * sigma, b_sig)])
+        h_c = var([(t, 0.0), (math.log(2 * (n - 1)) + t * rho, t)])
+    else:
+        h_s = var([(t, 0.0), (math.log(m) + t * sigma, b_sig)]) / n + (n - 1) / n * var(
+            [(t * rho, t), (math.log(m) + t * sigma, b_sig)])
+        h_c = var([(t, 0.0), (math.log(n - 1) + t * rho, t)])
+    return (1 - alpha) * h_s + alpha * h_c
+
+
+def gram_eigenvalues(rho: float, sigma: float, n: int, K: int) -> list[tuple[float, int]]:
+    """Lemma 1: the eigenvalues of the symmetric Gram matrix, with their multiplicities.
+
+    ``G = (1-rho) I + (rho-sigma) blockdiag(J_n) + sigma J_N`` (``J``: all ones).
+    ``I``, ``blockdiag(J_n)`` and ``J_N`` commute and share three eigenspaces:
+
+    * vectors summing to zero inside every class (dimension ``K(n-1)``):
+      ``blockdiag(J_n) v = 0``, ``J_N v = 0``, eigenvalue ``1 - rho``;
+    * class-constant vectors summing to zero (dimension ``K-1``):
+      ``blockdiag(J_n) v = n v``, ``J_N v = 0``, eigenvalue ``1 + (n-1) rho - n sigma``;
+    * the all-ones vector: ``blockdiag(J_n) v = n v``, ``J_N v = N v``,
+      eigenvalue ``1 + (n-1) rho + n(K-1) sigma``.
+
+    The dimensions add to ``N = nK``, so these are all the eigenvalues.
+
+    Example:
+        >>> gram_eigenvalues(0.5, -0.25, 4, 2)
+        [(0.5, 6), (3.5, 1), (1.5, 1)]
+    """
+    _check_model(n, K, 1.0)
+    return [(1.0 - rho, K * (n - 1)), (1.0 + (n - 1) * rho - n * sigma, K - 1),
+            (1.0 + (n - 1) * rho + n * (K - 1) * sigma, 1)]
+
+
+# --------------------------------------------------------------------------- free views
+
+@dataclass(frozen=True)
+class ViewCosines:
+    """The cosines of the two-view symmetric model (two views per sample, not necessarily equal).
+
+    Attributes:
+        view: ``c``, between the two views of one sample.
+        within_same: ``rho_w``, two classmates in the same view.
+        within_cross: ``rho_x``, two classmates in different views.
+        between_same: ``sigma_w``, two samples of different classes, same view.
+        between_cross: ``sigma_x``, different classes, different views.
+
+    Identical views are ``c = 1``, ``rho_w = rho_x = rho``, ``sigma_w = sigma_x = sigma``.
+    """
+
+    view: float
+    within_same: float
+    within_cross: float
+    between_same: float
+    between_cross: float
+
+
+def two_view_eigenvalues(v: ViewCosines, n: int, K: int) -> list[tuple[float, int]]:
+    """Eigenvalues of the ``2N x 2N`` Gram matrix of the two-view model, with multiplicities.
+
+    The Gram matrix is ``[[W, X], [X, W]]`` with ``W`` (diagonal 1, values
+    ``rho_w, sigma_w``) and ``X`` (diagonal ``c``, values ``rho_x, sigma_x``)
+    both of Lemma 1's form. On vectors ``(a, a)`` it acts as ``W + X``, on
+    ``(a, -a)`` as ``W - X``; each is Lemma 1's matrix with diagonal ``1 +- c``,
+    so the six eigenvalues are Lemma 1's with ``(1 +- c, rho_w +- rho_x,
+    sigma_w +- sigma_x)``. Unit vectors with these cosines exist iff all six
+    are ``>= 0``.
+
+    Example:
+        >>> ev = two_view_eigenvalues(ViewCosines(1.0, 0.5, 0.5, -0.75, -0.75), 2, 2)
+        >>> [round(e, 6) for e, _ in ev]
+        [1.0, 6.0, 0.0, 0.0, 0.0, 0.0]
+    """
+    _check_model(n, K, 1.0)
+    out = []
+    for sgn in (1.0, -1.0):
+        d = 1.0 + sgn * v.view
+        r = v.within_same + sgn * v.within_cross
+        s = v.between_same + sgn * v.between_cross
+        out += [(d - r, K * (n - 1)), (d + (n - 1) * r - n * s, K - 1), (d + (n - 1) * r + n * (K - 1) * s, 1)]
+    return out
+
+
+def two_view_gram(v: ViewCosines, n: int, K: int) -> torch.Tensor:
+    """The ``(2N, 2N)`` float64 Gram matrix of the two-view model: view 0 of all samples, then view 1.
+
+    Example:
+        >>> two_view_gram(ViewCosines(0.5, 1.0, 0.5, -0.5, -1.0), 16, 2).shape
+        torch.Size([64, 64])
+    """
+    _check_model(n, K, 1.0)
+    labels = torch.arange(K).repeat_interleave(n)
+    same = labels[:, None] == labels[None, :]
+    eye = torch.eye(n * K, dtype=torch.bool)
+
+    def block(diag: float, r: float, s: float) -> torch.Tensor:
+        g = torch.where(same, torch.tensor(float(r), dtype=torch.float64), torch.tensor(float(s), dtype=torch.float64))
+        return torch.where(eye, torch.tensor(float(diag), dtype=torch.float64), g)
+
+    w = block(1.0, v.within_same, v.between_same)
+    x = block(v.view, v.within_cross, v.between_cross)
+    return torch.cat([torch.cat([w, x], 1), torch.cat([x, w], 1)], 0)
+
+
+def two_view_embedding(v: ViewCosines, n: int, K: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Unit vectors ``(N, 2, 2N)`` float64 realising the two-view model, and the labels ``(N,)``.
+
+    Raises ``ValueError`` if the cosines are infeasible (a negative eigenvalue).
+    """
+    if min(e for e, _ in two_view_eigenvalues(v, n, K)) < -1e-9:
+        raise ValueError(f"infeasible two-view cosines {v} for n={n}, K={K}")
+    g = two_view_gram(v, n, K)
+    evals, evecs = torch.linalg.eigh(g)
+    u = evecs * evals.clamp(min=0).sqrt()
+    u = u / u.norm(dim=1, keepdim=True)
+    N = n * K
+    return torch.stack([u[:N], u[N:]], dim=1), torch.arange(K).repeat_interleave(n)
+
+
+def cross_view_sigma_min(view: float, within_cross: float, n: int, K: int) -> tuple[float, float]:
+    """The smallest feasible ``sigma_x`` given ``c`` and ``rho_x``, and the ``rho_w`` that attains it.
+
+    The one-positive forms see only cross-view cosines (view 1 against view 0),
+    and they grow with ``sigma_x``. The within-view cosines are free, so the
+    bound is a linear programme in ``(rho_w, sigma_w)`` over the six
+    eigenvalue conditions of ``two_view_eigenvalues``. Its solution: a larger
+    ``rho_w`` only loosens the class-mean conditions, so ``rho_w = 1 - |c -
+    rho_x|`` (the largest the ``1 +- c - (rho_w +- rho_x) >= 0`` conditions
+    allow), and with ``A_pm = 1 +- c + (n-1)(rho_w +- rho_x)``
+
+        sigma_x_min = -(A_+ / (K-1) + A_-) / (2n),
+
+    attained at ``sigma_w = (A_- - A_+ / (K-1)) / (2n)``; feasible iff
+    ``A_+, A_- >= 0``. With ``c = 1`` this is Lemma 1's ``-(1 + (n-1) rho) / (n(K-1))``.
+
+    Example:
+        >>> cross_view_sigma_min(0.5, 0.5, 16, 2)   # two views at cosine 0.5 allow sigma_x = -1
+        (-1.0, 1.0)
+    """
+    _check_model(n, K, 1.0)
+    if not (-1 <= view <= 1 and -1 <= within_cross <= 1):
+        raise ValueError(f"view and within_cross must be in [-1, 1], got {view!r}, {within_cross!r}")
+    rho_w = 1.0 - abs(view - within_cross)
+    a_plus = 1 + view + (n - 1) * (rho_w + within_cross)
+    a_minus = 1 - view + (n - 1) * (rho_w - within_cross)
+    if a_plus < -1e-12 or a_minus < -1e-12:
+        raise ValueError(f"no feasible sigma_x for c={view!r}, rho_x={within_cross!r} (n={n}, K={K})")
+    return -(a_plus / (K - 1) + a_minus) / (2 * n), rho_w
+
+
+def two_view_loss(v: ViewCosines, alpha: float, n: int, K: int, temperature: float, *, form: str = "l_out") -> float:
+    """Exact ``L_spread`` of the two-view model, for each SupCon form.
+
+    With ``t = 1/temperature`` and ``m = n(K-1)``:
+
+    * ``"l_out"`` (every anchor, both views): an anchor sees its other view
+      (logit ``t c``), ``n-1`` classmates in each view (``t rho_w``,
+      ``t rho_x``) and ``m`` others in each view (``t sigma_w``, ``t sigma_x``)::
+
+          SupCon = -t (c + (n-1)(rho_w + rho_x)) / (2n-1)
+                   + log(e^{tc} + (n-1)(e^{t rho_w} + e^{t rho_x}) + m (e^{t sigma_w} + e^{t sigma_x}))
+          cNCE   = -t c + log(e^{tc} + (n-1)(e^{t rho_w} + e^{t rho_x}))
+
+    * the one-positive forms (view 1 against view 0 only), with ``h(x) =
+      min(x, 1)`` (clamped) or ``h(x) = x``::
+
+          SupCon = (1/n) [-h(tc) + log(e^{tc} + m e^{t sigma_x})]
+                   + ((n-1)/n) [-h(t rho_x) + log(e^{t rho_x} + m e^{t sigma_x})]
+          cNCE   = -t c + log(e^{tc} + (n-1) e^{t rho_x})
+
+    With identical views these are ``symmetric_loss``.
+
+    Example:
+        >>> v = ViewCosines(0.5, 1.0, 0.5, -0.5, -1.0)
+        >>> round(two_view_loss(v, 0.0, 16, 2, 0.5, form="one_positive_clamped"), 4)
+        0.5859
+    """
+    _check_alpha(alpha)
+    _check_model(n, K, temperature)
+    form = _resolve_form(False, form)
+    t, m = 1.0 / temperature, n * (K - 1)
+    c, pw, px, qw, qx = v.view, v.within_same, v.within_cross, v.between_same, v.between_cross
+    lse = lambda terms: float(np.logaddexp.reduce([math.log(w) + a for w, a in terms if w > 0]))  # noqa: E731
+    if form == "l_out":
+        sup = -t * (c + (n - 1) * (pw + px)) / (2 * n - 1) + lse(
+            [(1, t * c), (n - 1, t * pw), (n - 1, t * px), (m, t * qw), (m, t * qx)])
+        cn = -t * c + lse([(1, t * c), (n - 1, t * pw), (n - 1, t * px)])
+    else:
+        h = (lambda x: min(x, 1.0)) if form == "one_positive_clamped" else (lambda x: x)
+        sup = (-h(t * c) + lse([(1, t * c), (m, t * qx)])) / n + (n - 1) / n * (
+            -h(t * px) + lse([(1, t * px), (m, t * qx)]))
+        cn = -t * c + lse([(1, t * c), (n - 1, t * px)])
+    return (1 - alpha) * sup + alpha * cn
+
+
+@dataclass(frozen=True)
+class FreeViewMinimum:
+    """The minimum of ``L_spread`` over the two-view model, against the identical-views model.
+
+    Attributes:
+        loss: the minimum with free views.
+        cosines: the minimising ``ViewCosines``.
+        identical_loss: the minimum with identical views (``symmetric_loss`` at ``rho_star``).
+        identical_rho: ``rho_star`` of the identical-views model.
+    """
+
+    loss: float
+    cosines: ViewCosines
+    identical_loss: float
+    identical_rho: float
+
+
+def free_view_minimum(alpha: float, n: int, K: int, temperature: float, *, form: str = "l_out",
+                      grid: int = 81, seed: int = 0) -> FreeViewMinimum:
+    """Minimise ``two_view_loss`` over every feasible two-view configuration.
+
+    The loss is convex in the Gram matrix and invariant under permutations
+    within a class, relabelling classes and (for ``"l_out"``) swapping the
+    views, and the feasible Gram matrices form a convex set, so the minimum
+    over all embeddings in ``D >= 2N`` dimensions is attained in the two-view
+    model (the averaging argument of chapter 2).
+
+    * One-positive forms: the loss depends on ``(c, rho_x, sigma_x)`` and grows
+      with ``sigma_x``, so ``sigma_x = cross_view_sigma_min(c, rho_x)``; a
+      ``grid x grid`` search over ``(c, rho_x)`` is refined by Nelder-Mead.
+    * ``"l_out"``: all five cosines, by SLSQP under the six eigenvalue
+      conditions, started from the identical-views optimum and from random
+      feasible points (``seed``).
+
+    Example:
+        >>> r = free_view_minimum(0.0, 16, 2, 0.5, form="one_positive_clamped")
+        >>> round(r.loss, 4), round(r.identical_loss, 4), round(r.cosines.view, 2)
+        (0.5859, 1.0825, 0.5)
+    """
+    from scipy.optimize import minimize
+
+    _check_alpha(alpha)
+    _check_model(n, K, temperature)
+    form = _resolve_form(False, form)
+    r_id = rho_star(alpha, n, K, temperature, form=form)
+    l_id = float(symmetric_loss(r_id, alpha, n, K, temperature, form=form))
+    if form != "l_out":
+        def cos_of(c: float, x: float) -> ViewCosines | None:
+            if not (-1 <= c <= 1 and -1 <= x <= 1):
+                return None
+            try:
+                sx, rw = cross_view_sigma_min(c, x, n, K)
+            except ValueError:
+                return None
+            a_plus = 1 + c + (n - 1) * (rw + x)
+            a_minus = 1 - c + (n - 1) * (rw - x)
+            return ViewCosines(c, rw, x, (a_minus - a_plus / (K - 1)) / (2 * n), sx)
+
+        def f(p) -> float:
+            v = cos_of(float(p[0]), float(p[1]))
+            return math.inf if v is None else two_view_loss(v, alpha, n, K, temperature, form=form)
+
+        pts = np.linspace(-1, 1, grid)
+        best = min(((f((c, x)), c, x) for c in pts for x in pts), key=lambda r: r[0])
+        res = minimize(f, x0=np.array(best[1:]), method="Nelder-Mead",
+                       options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 4000})
+        p = res.x if res.fun <= best[0] else np.array(best[1:])
+        v = cos_of(float(p[0]), float(p[1]))
+        cands = [(two_view_loss(v, alpha, n, K, temperature, form=form), v)]
+    else:
+        def unpack(p) -> ViewCosines:
+            return ViewCosines(*(float(x) for x in p))
+
+        cons = [{"type": "ineq", "fun": lambda p: np.array([e for e, _ in two_view_eigenvalues(unpack(p), n, K)])}]
+        s_id = between_class_cosine(r_id, n, K)
+        starts = [np.array([1.0, r_id, r_id, s_id, s_id])]
+        g = np.random.default_rng(seed)
+        while len(starts) < 4:
+            x0 = np.concatenate([[g.uniform(0, 1)], g.uniform(-0.05, 0.5, 2), g.uniform(-0.3, 0, 2)])
+            if min(e for e, _ in two_view_eigenvalues(unpack(x0), n, K)) >= 0:
+                starts.append(x0)
+        cands = []
+        for x0 in starts:
+            res = minimize(lambda p: two_view_loss(unpack(p), alpha, n, K, temperature, form=form), x0,
+                           method="SLSQP", bounds=[(-1, 1)] * 5, constraints=cons,
+                           options={"ftol": 1e-13, "maxiter": 500})
+            v = unpack(res.x)
+            if min(e for e, _ in two_view_eigenvalues(v, n, K)) >= -1e-7:
+                cands.append((two_view_loss(v, alpha, n, K, temperature, form=form), v))
+    ident = ViewCosines(1.0, r_id, r_id, between_class_cosine(r_id, n, K), between_class_cosine(r_id, n, K))
+    cands.append((two_view_loss(ident, alpha, n, K, temperature, form=form), ident))  # the identical views are feasible
+    loss, v = min(cands, key=lambda r: r[0])
+    return FreeViewMinimum(loss=loss, cosines=v, identical_loss=l_id, identical_rho=r_id)
 
 
 def optimise_free_embeddings(

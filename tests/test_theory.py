@@ -235,3 +235,180 @@ def test_train_synthetic_on_eval_follows_the_run_without_changing_it():
     assert not torch.allclose(seen[0], final)  # the callback saw training move the embedding
     with pytest.raises(ValueError, match="eval_every"):
         T.train_synthetic(d, "baseline", steps=1, eval_every=-1)
+
+
+# --------------------------------------------------------------------------- three forms, free views, Lemma 1
+
+
+@pytest.mark.parametrize("form", T.FORMS)
+@pytest.mark.parametrize("rho,n,K,tau,alpha", CASES)
+def test_every_form_closed_form_equals_real_loss(form, rho, n, K, tau, alpha):
+    """Each form's L(rho) is exactly its SpreadLoss on identical views (float64, 1e-10)."""
+    u, y = T.symmetric_embedding(rho, n, K)
+    z = u.unsqueeze(1).expand(-1, 2, -1)
+    real = float(T.spread_loss_for_form(alpha, tau, form)(z, y))
+    assert real == pytest.approx(float(T.symmetric_loss(rho, alpha, n, K, tau, form=form)), abs=1e-10)
+
+
+def test_forms_keep_the_reference_quirks_names():
+    """reference_quirks=False/True are the forms l_out / one_positive_clamped; a contradiction is an error."""
+    for r in (-0.05, 0.3, 0.9):
+        assert T.symmetric_loss(r, 0.3, 8, 3, 0.4, False) == T.symmetric_loss(r, 0.3, 8, 3, 0.4, form="l_out")
+        assert T.symmetric_loss(r, 0.3, 8, 3, 0.4, True) == T.symmetric_loss(r, 0.3, 8, 3, 0.4, form="one_positive_clamped")
+    with pytest.raises(ValueError, match="form"):
+        T.symmetric_loss(0.3, 0.3, 8, 3, 0.4, True, form="l_out")
+    with pytest.raises(ValueError, match="form"):
+        T.thresholds(8, 3, 0.4, form="paper")
+
+
+@pytest.mark.parametrize("form", ["one_positive"])
+def test_unclamped_gradient_matches_finite_differences(form):
+    n, K, tau, h = 7, 3, 0.4, 1e-6
+    for rho in (-0.1, 0.1, 0.3, 0.6, 0.9):
+        g_s, g_c = T.symmetric_loss_grad(rho, n, K, tau, form=form)
+        s_hi, c_hi = T.symmetric_terms(rho + h, n, K, tau, form=form)
+        s_lo, c_lo = T.symmetric_terms(rho - h, n, K, tau, form=form)
+        assert float(g_s) == pytest.approx(float(s_hi - s_lo) / (2 * h), abs=1e-6)
+        assert float(g_c) == pytest.approx(float(c_hi - c_lo) / (2 * h), abs=1e-6)
+
+
+@pytest.mark.parametrize("form", T.FORMS)
+def test_thresholds_of_every_form_against_free_embeddings(form):
+    """Each regime of rho*(alpha) (collapsed, spread, uniform) is where Adam on free embeddings lands.
+
+    n = 8, K = 2, tau = 0.5: free unit embeddings in 20 dimensions with identical views, 300 Adam steps;
+    the optimised within-class cosine is within 0.02 of the analytic one in each regime.
+    """
+    n, K, tau = 8, 2, 0.5
+    th = T.thresholds(n, K, tau, form=form)
+    assert th.overlap < th.uniform < 1
+    if th.collapse is not None:
+        assert 0 < th.collapse < th.overlap
+    start = 0.0 if th.collapse is None else th.collapse
+    probes = [(start + th.overlap) / 2, min(th.uniform + 0.1, 1.0)]
+    if th.collapse is not None:
+        probes.append(th.collapse / 2)
+    y = torch.arange(K).repeat_interleave(n)
+    for alpha in probes:
+        u, _ = T.optimise_free_embeddings(T.spread_loss_for_form(alpha, tau, form), y, dim=20, steps=300, lr=0.05, seed=2)
+        rho, _ = T.class_cosines(u, y)
+        assert rho == pytest.approx(T.rho_star(alpha, n, K, tau, form=form), abs=0.02), (form, alpha)
+    # and the regime edges by the closed forms
+    assert T.rho_star(min(th.uniform + 0.1, 1.0), n, K, tau, form=form) == pytest.approx(-1 / (n - 1), abs=1e-9)
+    if th.collapse is not None:
+        assert T.rho_star(th.collapse / 2, n, K, tau, form=form) == 1.0
+
+
+def test_threshold_ordering_moves_between_forms():
+    """K=2, n=16, tau=0.5: L_out collapses only below 0.036; without the clamp collapse lasts to 0.31; with it, never."""
+    lo = T.thresholds(16, 2, 0.5, form="l_out")
+    up = T.thresholds(16, 2, 0.5, form="one_positive")
+    cl = T.thresholds(16, 2, 0.5, form="one_positive_clamped")
+    assert lo.collapse == pytest.approx(0.03524, abs=1e-4) and up.collapse == pytest.approx(0.3119, abs=1e-3)
+    assert cl.collapse is None
+    # the two one-positive forms share the cNCE term and agree below the kink, so their alpha_o and alpha_u coincide
+    assert up.overlap == pytest.approx(cl.overlap, abs=1e-12) and up.uniform == pytest.approx(cl.uniform, abs=1e-12)
+    assert lo.uniform < up.overlap
+
+
+def test_gram_eigenvalues_are_lemma_1():
+    """The three eigenvalues with multiplicities equal numpy.linalg.eigvalsh of the Gram matrix."""
+    for rho, sigma, n, K in [(0.3, -0.1, 4, 3), (0.8, 0.2, 5, 2), (-0.2, -0.05, 6, 4), (1.0, -0.5, 3, 3)]:
+        got = sorted(e for e, mult in T.gram_eigenvalues(rho, sigma, n, K) for _ in range(mult))
+        want = np.linalg.eigvalsh(T.symmetric_gram(rho, n, K, sigma=sigma).numpy())
+        np.testing.assert_allclose(got, want, atol=1e-10)
+
+
+def test_two_view_eigenvalues_match_eigvalsh():
+    g = np.random.default_rng(0)
+    for _ in range(5):
+        v = T.ViewCosines(*g.uniform(-0.5, 1, 5))
+        got = sorted(e for e, mult in T.two_view_eigenvalues(v, 4, 3) for _ in range(mult))
+        np.testing.assert_allclose(got, np.linalg.eigvalsh(T.two_view_gram(v, 4, 3).numpy()), atol=1e-10)
+
+
+@pytest.mark.parametrize("form", T.FORMS)
+def test_two_view_loss_equals_real_loss(form):
+    """The two-view model's closed form is SpreadLoss on vectors that realise it (feasible random cosines)."""
+    g = np.random.default_rng(1)
+    n, K, tau, alpha = 4, 3, 0.5, 0.3
+    done = 0
+    while done < 4:
+        c, x = g.uniform(0, 1, 2)
+        try:
+            sx, rw = T.cross_view_sigma_min(float(c), float(x), n, K)
+        except ValueError:  # (c, rho_x) itself infeasible
+            continue
+        v = T.ViewCosines(float(c), rw * 0.9, float(x), -0.1, sx * 0.9)
+        if min(e for e, _ in T.two_view_eigenvalues(v, n, K)) < 0:
+            continue
+        z, y = T.two_view_embedding(v, n, K)
+        real = float(T.spread_loss_for_form(alpha, tau, form)(z, y))
+        assert real == pytest.approx(T.two_view_loss(v, alpha, n, K, tau, form=form), abs=1e-9)
+        done += 1
+
+
+def test_cross_view_sigma_min_is_the_linear_programme():
+    """scipy's linprog over (rho_w, sigma_w, sigma_x) under the six eigenvalue conditions gives the same bound."""
+    from scipy.optimize import linprog
+
+    for c, x, n, K in [(0.5, 0.5, 16, 2), (1.0, 0.3, 5, 3), (0.2, 0.6, 4, 2), (0.7, -0.1, 6, 4)]:
+        s_min, _ = T.cross_view_sigma_min(c, x, n, K)
+        A, b = [], []
+        for sgn in (1, -1):  # eigenvalue >= 0 written as A @ (rho_w, sigma_w, sigma_x) <= b
+            d, rx = 1 + sgn * c, sgn * x
+            A.append([1, 0, 0]); b.append(d - rx)
+            A.append([-(n - 1), n, sgn * n]); b.append(d + (n - 1) * rx)
+            A.append([-(n - 1), -n * (K - 1), -sgn * n * (K - 1)]); b.append(d + (n - 1) * rx)
+        res = linprog([0, 0, 1], A_ub=A, b_ub=b, bounds=[(-1, 1)] * 3)
+        assert res.status == 0 and res.fun == pytest.approx(s_min, abs=1e-9)
+    assert T.cross_view_sigma_min(1.0, 0.4, 7, 3)[0] == pytest.approx(T.between_class_cosine(0.4, 7, 3), abs=1e-12)
+
+
+def test_free_views_clamp_form_goes_below_the_identical_views_minimum():
+    """K=2, n=16, tau=0.5, alpha=0: with free views the clamped form reaches 0.5859 (< 1.0825 with identical views).
+
+    The minimiser: each class collapsed within a view (rho_w = 1), the two views at cosine 0.5 (logit 1, the
+    clamp), other classes at cross-view cosine -1. Adam on free two-view embeddings gets there too.
+    """
+    r = T.free_view_minimum(0.0, 16, 2, 0.5, form="one_positive_clamped")
+    assert r.identical_loss == pytest.approx(1.0825, abs=1e-4) and r.loss == pytest.approx(0.5859, abs=1e-4)
+    assert r.cosines.view == pytest.approx(0.5, abs=1e-3) and r.cosines.within_same == pytest.approx(1.0, abs=1e-3)
+    assert r.cosines.between_cross == pytest.approx(-1.0, abs=1e-3)
+    # independent: Adam on free, separate views (n = 6 to keep the test fast)
+    n = 6
+    y = torch.arange(2).repeat_interleave(n)
+    model = T.free_view_minimum(0.0, n, 2, 0.5, form="one_positive_clamped")
+    _, hist = T.optimise_free_embeddings(SpreadLoss(0.0, 0.5, True), y, dim=2 * 2 * n, steps=600, lr=0.02,
+                                         identical_views=False, seed=0)
+    assert model.loss < model.identical_loss - 0.1
+    assert hist[-1] == pytest.approx(model.loss, abs=0.01) and hist[-1] < model.identical_loss - 0.1
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5])
+def test_free_views_stay_identical_for_l_out(alpha):
+    """For Khosla's L_out the minimum over free views is the identical-views minimum (view cosine 1)."""
+    r = T.free_view_minimum(alpha, 8, 2, 0.5, form="l_out")
+    assert r.loss == pytest.approx(r.identical_loss, abs=1e-7) and r.cosines.view == pytest.approx(1.0, abs=1e-4)
+    y = torch.arange(2).repeat_interleave(8)
+    u, _ = T.optimise_free_embeddings(SpreadLoss(alpha, 0.5), y, dim=32, steps=300, lr=0.05, identical_views=False, seed=0)
+    assert float((u[:, 0] * u[:, 1]).sum(-1).min()) > 0.99
+
+
+@pytest.mark.parametrize("form", T.FORMS)
+def test_strict_convexity_and_monotone_alpha_of_rho(form):
+    """L_alpha'' > 0 (closed form = finite differences away from the kink) and alpha(rho) strictly decreasing."""
+    n, K, tau, h = 10, 3, 0.4, 1e-4
+    rhos = np.linspace(-1 / (n - 1) + 1e-3, 1 - 1e-3, 300)
+    rhos = rhos[np.abs(rhos - tau) > 5 * h]
+    for alpha in (0.0, 0.4, 1.0):
+        hess = T.symmetric_loss_hess(rhos, alpha, n, K, tau, form=form)
+        assert (hess > 0).all()
+        fd = (T.symmetric_loss(rhos + h, alpha, n, K, tau, form=form) - 2 * T.symmetric_loss(rhos, alpha, n, K, tau, form=form)
+              + T.symmetric_loss(rhos - h, alpha, n, K, tau, form=form)) / h**2
+        np.testing.assert_allclose(hess, fd, rtol=1e-3, atol=1e-4)
+    a = np.asarray(T.alpha_of_rho(rhos, n, K, tau, form=form))
+    g_s, g_c = T.symmetric_loss_grad(rhos, n, K, tau, form=form)
+    for side in (rhos < tau, rhos > tau) if form == "one_positive_clamped" else (np.ones_like(rhos, bool),):
+        ok = side & (g_c > g_s)
+        assert (np.diff(a[ok]) < 0).all()
