@@ -43,7 +43,7 @@ def mnist_subset(cfg, data_root: str | None = None):
     from spreadcon.data import load
     from spreadcon.run import subset_dataset
 
-    return subset_dataset(load("mnist", root=data_root), cfg)
+    return subset_dataset(load("mnist", root=data_root, download=True), cfg)  # Colab: fetched on first use
 
 
 def embedding_metrics(ztr: torch.Tensor, train_split: Any, zte: torch.Tensor, test_split: Any) -> dict[str, float]:
