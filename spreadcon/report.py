@@ -40,7 +40,7 @@ __all__ = [
     "PAPER_CIFAR10_FINE_ACC", "PAPER_TRANSFER_LIFT", "PAPER_TRANSFER_DATASETS",
     "PAPER_WORST_GROUP_LIFT", "PAPER_ROBUSTNESS_DATASETS", "PAPER_CELEBA_SOTA_MARGIN",
     "REPRODUCED", "PARTIAL", "INCONCLUSIVE", "CONTRADICTED", "NOT_REPRODUCED", "NOT_RUN", "VERDICT_RULE",
-    "average_lift_both_ways",
+    "average_lift_both_ways", "summarize_by_epoch", "lift_by_epoch",
     "Summary", "Verdict", "summarize", "verdict", "average_lift", "markdown_table",
     "provenance", "provenance_line", "reproduce_command", "plot_bars", "fmt",
     "claims_markdown", "default_results_dir", "run_live", "separation",
@@ -163,6 +163,64 @@ def summarize(records: Iterable[Mapping[str, Any]], metric: str,
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
         out[key] = Summary(statistics.fmean(vals), std, len(vals), vals,
                            tuple(int(r["seed"]) for r in recs), tuple(recs))
+    return out
+
+
+def _summary(vals: Sequence[float], seeds: Sequence[int], recs: Sequence[Mapping[str, Any]] = ()) -> Summary:
+    vals = tuple(vals)
+    return Summary(statistics.fmean(vals), statistics.stdev(vals) if len(vals) > 1 else 0.0, len(vals), vals,
+                   tuple(seeds), tuple(recs))
+
+
+def summarize_by_epoch(records: Iterable[Mapping[str, Any]], metric: str, *, percent: bool = True
+                       ) -> dict[tuple, dict[int, Summary]]:
+    """``{(dataset, method): {epoch: Summary}}`` of ``metric`` from the records' ``metrics_by_epoch``.
+
+    Records without ``metrics_by_epoch`` are skipped; each epoch's cell holds
+    the seeds that evaluated that epoch.
+
+    Example:
+        >>> recs = [{"dataset": "d", "method": "m", "seed": s, "metrics_by_epoch": {"1": {"a": v}, "5": {"a": v + .1}}}
+        ...         for s, v in ((0, 0.5), (1, 0.7))]
+        >>> {e: round(c.mean, 1) for e, c in summarize_by_epoch(recs, "a")["d", "m"].items()}
+        {1: 60.0, 5: 70.0}
+    """
+    scale = 100.0 if percent else 1.0
+    cells: dict[tuple, dict[int, list]] = {}
+    for rec in records:
+        for epoch, metrics in (rec.get("metrics_by_epoch") or {}).items():
+            if metric in metrics:
+                cells.setdefault((rec["dataset"], rec["method"]), {}).setdefault(int(epoch), []).append(
+                    (int(rec["seed"]), float(metrics[metric]) * scale, rec))
+    return {key: {e: _summary([v for _, v, _ in sorted(rows, key=lambda t: t[0])],
+                              sorted(s for s, _, _ in rows), [r for _, _, r in rows])
+                  for e, rows in sorted(by_e.items())}
+            for key, by_e in cells.items()}
+
+
+def lift_by_epoch(records: Iterable[Mapping[str, Any]], dataset: str, method: str, baseline: str,
+                  metric: str = "fine_test_acc") -> dict[int, Summary]:
+    """``method`` minus ``baseline`` at each evaluated epoch, paired by seed (points), over the seeds
+    that have both.
+
+    Example:
+        >>> recs = [{"dataset": "d", "method": m, "seed": 0, "metrics_by_epoch": {"2": {"acc": v}}}
+        ...         for m, v in (("a", 0.8), ("b", 0.75))]
+        >>> round(lift_by_epoch(recs, "d", "a", "b", "acc")[2].mean, 6)
+        5.0
+    """
+    per: dict[tuple[str, int], dict[int, float]] = {}
+    for rec in records:
+        if rec["dataset"] == dataset and rec["method"] in (method, baseline):
+            for epoch, metrics in (rec.get("metrics_by_epoch") or {}).items():
+                if metric in metrics:
+                    per.setdefault((rec["method"], int(rec["seed"])), {})[int(epoch)] = 100.0 * float(metrics[metric])
+    seeds = sorted({s for m, s in per if m == method} & {s for m, s in per if m == baseline})
+    epochs = sorted({e for s in seeds for e in per[method, s]} & {e for s in seeds for e in per[baseline, s]})
+    out = {}
+    for e in epochs:
+        both = [s for s in seeds if e in per[method, s] and e in per[baseline, s]]
+        out[e] = _summary([per[method, s][e] - per[baseline, s][e] for s in both], both)
     return out
 
 

@@ -104,3 +104,34 @@ def test_separation_compares_the_method_gap_with_seed_noise():
     assert b["separated"] is False and b["gap"] == pytest.approx(2.0) and b["noise"] == pytest.approx(5.0)
     assert report.separation(table, "c", ["x", "y"])["separated"] is None  # one seed: noise unknown
     assert report.separation(table, "a", ["x"])["separated"] is None
+
+
+def _by_epoch_rec(method, seed, values):
+    return {"dataset": "d", "method": method, "seed": seed, "task": "transfer", "preset": "p", "metrics": {},
+            "metrics_by_epoch": {str(e): {"fine_test_acc": v} for e, v in values.items()}}
+
+
+def test_lift_by_epoch_pairs_seeds_and_skips_unpaired_ones():
+    recs = [_by_epoch_rec("thanos", 0, {1: 0.60, 10: 0.80}), _by_epoch_rec("supcon", 0, {1: 0.58, 10: 0.70}),
+            _by_epoch_rec("thanos", 1, {1: 0.62, 10: 0.84}), _by_epoch_rec("supcon", 1, {1: 0.60, 10: 0.70}),
+            _by_epoch_rec("thanos", 2, {1: 0.99})]  # seed 2 has no baseline: left out
+    lift = report.lift_by_epoch(recs, "d", "thanos", "supcon")
+    assert sorted(lift) == [1, 10]
+    assert lift[1].mean == pytest.approx(2.0) and lift[1].std == pytest.approx(0.0) and lift[1].seeds == (0, 1)
+    assert lift[10].mean == pytest.approx(12.0) and lift[10].std == pytest.approx(2 ** 0.5 * 2)
+    by = report.summarize_by_epoch(recs, "fine_test_acc")
+    assert by["d", "thanos"][1].n == 3 and by["d", "thanos"][10].n == 2
+    assert by["d", "supcon"][10].mean == pytest.approx(70.0)
+
+
+def test_average_lift_both_ways_drops_the_uninformative_dataset():
+    def cell(vals):
+        return report.Summary(sum(vals) / len(vals), __import__("statistics").stdev(vals), len(vals), tuple(vals),
+                              tuple(range(len(vals))))
+
+    table = {("a", "thanos"): cell([80, 81]), ("a", "supcon"): cell([70, 71]),
+             ("b", "thanos"): cell([50, 60]), ("b", "supcon"): cell([52, 58])}  # b: within noise
+    both = report.average_lift_both_ways(table, "thanos", "supcon", ["a", "b"], 11.1, ["thanos", "supcon"])
+    assert both["uninformative"][0] == ["b"]
+    assert both["informative"][1] == ["a"] and both["informative"][0].delta == pytest.approx(10.0)
+    assert both["all"][1] == ["a", "b"] and both["all"][0].delta == pytest.approx(5.0)
