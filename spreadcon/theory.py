@@ -1021,8 +1021,9 @@ def train_synthetic(
       in the objective ties a sample to its place inside its class.
     * ``linear``: the constrained encoder ``spreadcon.models.LinearEncoder``
       (one linear map), identical views.
-    * ``autoencoder``: MLP encoder plus an MLP decoder; the objective adds
-      ``recon_weight * reconstruction_loss(decoder(z), x)``.
+    * ``autoencoder``: MLP encoder plus an MLP decoder that sees ``z`` only (not
+      the class); the objective adds ``recon_weight * reconstruction_loss(decoder(z), x)``.
+      ``spreadcon.symmetry`` has the class-conditional one.
     * ``augment``: MLP encoder; the views are fresh samples of the sample's own
       subclass (``SubclassData.subclass_views``), an augmentation that stays
       within the subclass.
@@ -1051,49 +1052,15 @@ def train_synthetic(
         >>> enc(d.x).shape
         torch.Size([80, 32])
     """
-    from spreadcon.losses import SpreadLoss, reconstruction_loss
-    from spreadcon.models import build_encoder
+    from spreadcon.symmetry import train_setting
 
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
-    if eval_every < 0:
-        raise ValueError(f"eval_every must be >= 0, got {eval_every!r}")
-    torch.manual_seed(seed)
-    g = torch.Generator().manual_seed(seed)
-    dim = data.x.shape[1]
-    if mechanism == "linear":
-        lin = build_encoder("linear", image_shape=(1, 1, dim), out_dim=out_dim)
-        encoder: torch.nn.Module = torch.nn.Sequential(torch.nn.Unflatten(1, (1, 1, dim)), lin)
-    else:
-        encoder = mlp(dim, out_dim)
-    decoder = mlp(out_dim, dim) if mechanism == "autoencoder" else None
-    params = list(encoder.parameters()) + (list(decoder.parameters()) if decoder is not None else [])
-    opt = torch.optim.Adam(params, lr=lr)
-    loss_fn = SpreadLoss(alpha=alpha, temperature=temperature)
-    n = len(data.coarse)
-
-    def report(step: int) -> None:
-        if on_eval is not None:
-            on_eval(step, encoder.eval())
-            encoder.train()
-
-    report(0)
-    for step in range(1, steps + 1):
-        idx = torch.randperm(n, generator=g)[: min(batch_size, n)]
-        if mechanism == "augment":
-            views = _subclass_views_at(data, idx, g)
-        else:
-            views = data.x[idx].unsqueeze(1).expand(-1, 2, -1)
-        z = encoder(views.flatten(0, 1)).view(len(idx), 2, -1)
-        loss = loss_fn(z, data.coarse[idx])
-        if decoder is not None:
-            loss = loss + recon_weight * reconstruction_loss(decoder(z[:, 0]), data.x[idx])
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-        if step == steps or (eval_every and step % eval_every == 0):
-            report(step)
-    return encoder.eval()
+    # the chapter-3 settings of spreadcon.symmetry: this first edition's autoencoder decodes z and not the class
+    setting = {"augment": "oracle", "autoencoder": "autoencoder-z"}.get(mechanism, mechanism)
+    return train_setting(data, setting, alpha=alpha, temperature=temperature, out_dim=out_dim, steps=steps,
+                         batch_size=batch_size, lr=lr, recon_weight=recon_weight, seed=seed, eval_every=eval_every,
+                         on_eval=on_eval, decoder_input="z" if mechanism == "autoencoder" else "u")
 
 
 def _subclass_views_at(data: SubclassData, idx: torch.Tensor, generator: torch.Generator | None,

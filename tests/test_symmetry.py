@@ -1,0 +1,125 @@
+"""Chapter 3's experiment: the decoder sees the class, the augmentations never read the fine label,
+scores are computed on normalised embeddings, and the raw-input reference is k-means + AMI as sklearn has it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from spreadcon import symmetry as S
+from spreadcon.theory import SubclassData, make_subclass_data
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _data(seed=0, **kw):
+    args = dict(K=2, m=3, n_per_subclass=20, dim=8, subclass_separation=3.0, seed=seed)
+    args.update(kw)
+    return make_subclass_data(**args)
+
+
+def test_conditional_decoder_output_depends_on_the_class():
+    torch.manual_seed(0)
+    dec = S.ClassConditionalDecoder(4, 3, 6)
+    u = torch.randn(5, 4)
+    outs = [dec(u, torch.full((5,), k, dtype=torch.long)) for k in range(3)]
+    for a in range(3):
+        for b in range(a + 1, 3):
+            assert (outs[a] - outs[b]).abs().min() > 0  # every row changes with the class
+    # the class enters as one-hot next to u: the first layer's input width is emb_dim + K
+    assert dec.net[0].in_features == 4 + 3
+
+
+def test_unconditional_decoder_ignores_the_class():
+    torch.manual_seed(0)
+    dec = S.ClassConditionalDecoder(4, 3, 6, conditional=False)
+    u = torch.randn(5, 4)
+    y0, y1 = torch.zeros(5, dtype=torch.long), torch.full((5,), 2, dtype=torch.long)
+    assert torch.equal(dec(u, y0), dec(u, y1)) and dec.net[0].in_features == 4
+
+
+def test_raw_input_ami_equals_sklearn():
+    """Per-class KMeans(k = subclasses, n_init=3, random_state=seed) on raw x, AMI averaged over classes."""
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    d = _data(seed=4, subclass_separation=2.0)
+    want = []
+    for c in range(2):
+        m = (d.coarse == c).numpy()
+        pred = KMeans(n_clusters=3, n_init=3, random_state=7).fit_predict(d.x.numpy()[m].astype(np.float64))
+        want.append(adjusted_mutual_info_score(d.fine.numpy()[m], pred))
+    assert S.raw_input_ami(d, seed=7) == pytest.approx(float(np.mean(want)), abs=1e-12)
+    # and it measures something: well separated subclasses are found, unseparated ones are not
+    assert S.raw_input_ami(_data(subclass_separation=10.0)) > 0.95
+    assert S.raw_input_ami(_data(subclass_separation=0.0, n_per_subclass=60)) < 0.1
+
+
+@pytest.mark.parametrize("setting", ["baseline", "noise", "mask", "autoencoder", "linear"])
+def test_realistic_settings_never_read_the_fine_label(setting):
+    """Shuffling the fine labels leaves the training run bit-identical; the oracle's run changes."""
+    d = _data()
+    shuffled = SubclassData(d.x, d.coarse, d.fine[torch.randperm(len(d.fine), generator=torch.Generator().manual_seed(1))],
+                            d.centres, d.noise, d.class_centres)
+    a = S.train_setting(d, setting, steps=5, batch_size=16, out_dim=4, seed=3)
+    b = S.train_setting(shuffled, setting, steps=5, batch_size=16, out_dim=4, seed=3)
+    with torch.no_grad():
+        assert torch.equal(a(d.x), b(d.x))
+
+
+def test_oracle_reads_the_fine_label():
+    d = _data()
+    shuffled = SubclassData(d.x, d.coarse, d.fine.flip(0), d.centres, d.noise, d.class_centres)
+    a = S.train_setting(d, "oracle", steps=5, batch_size=16, out_dim=4, seed=3)
+    b = S.train_setting(shuffled, "oracle", steps=5, batch_size=16, out_dim=4, seed=3)
+    with torch.no_grad():
+        assert not torch.allclose(a(d.x), b(d.x))
+    assert S.UPPER_BOUNDS == ("oracle",)
+
+
+def test_noise_and_mask_views_have_the_stated_law():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(400, 50, generator=g)
+    v = S.noise_views(x, 0.7, views=3, generator=g)
+    assert v.shape == (400, 3, 50)
+    assert float((v - x[:, None]).std()) == pytest.approx(0.7, rel=0.02)
+    assert float((v[:, 0] - v[:, 1]).mean()) == pytest.approx(0.0, abs=0.01)  # the views differ independently
+    m = S.mask_views(torch.ones(400, 50), 0.3, generator=g)
+    assert float((m == 0).float().mean()) == pytest.approx(0.3, abs=0.01)
+    assert float(m.mean()) == pytest.approx(1.0, abs=0.02)  # rescaled: the mean input is kept
+    with pytest.raises(ValueError, match="drop"):
+        S.mask_views(x, 1.0)
+    with pytest.raises(ValueError, match="std"):
+        S.noise_views(x, -1.0)
+
+
+def test_scores_are_on_the_normalised_embeddings():
+    """Rescaling each embedding by a positive factor changes nothing; the AMI of clustered embeddings is 1."""
+    d = _data(subclass_separation=6.0, noise=0.2)
+    tr, te = d.split(0.5, torch.Generator().manual_seed(0))
+    ztr, zte = tr.x + 0.0, te.x + 0.0
+    scale = lambda z: z * torch.rand(len(z), 1, generator=torch.Generator().manual_seed(2)).add(0.1) * 10  # noqa: E731
+    a = S.embedding_scores(ztr, tr, zte, te)
+    b = S.embedding_scores(scale(ztr), tr, scale(zte), te)
+    assert a == pytest.approx(b, abs=1e-6)
+    assert a["ami"] > 0.95 and a["coarse_acc"] == 1.0 and a["within_cosine"] > a["between_cosine"]
+
+
+def test_run_study_records_curves_per_seed():
+    cfg = S.StudyConfig(settings=("baseline", "noise"), seeds=(0, 1), n_per_subclass=10, dim=8, steps=6, eval_every=4)
+    st = S.run_study(cfg)
+    assert st.steps.tolist() == [0, 4, 6]
+    assert st.curves["noise"]["ami"].shape == (2, 3) and st.raw_ami.shape == (2,)
+    mean, sd = st.final("baseline", "coarse_acc")
+    assert 0 <= mean <= 1 and sd >= 0
+    with pytest.raises(ValueError, match="settings"):
+        S.run_study(S.StudyConfig(settings=("dropout",)))
+    with pytest.raises(ValueError, match="setting"):
+        S.train_setting(_data(), "dropout", steps=1)
