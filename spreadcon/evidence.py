@@ -94,3 +94,49 @@ def tidy_bars(ax, *, legend: bool = True) -> None:
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles, [NAMES.get(label, label) for label in labels], loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+#: Fine classes per dataset, for "images per class" in the scale tables.
+N_FINE = {"mnist": 10, "cifar10": 10, "cifar100": 100, "cifar100u": 100, "tinyimagenet": 200,
+          "waterbirds": 4, "celeba": 4, "isic": 4, "mnist-cifar": 4}
+
+
+def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> str:
+    """A Markdown table: per dataset, what a run of ``preset`` trains on beside ``reference``.
+
+    Columns: training images, images per fine class (per group on the
+    robustness datasets), epochs, encoder and its parameter count, probe,
+    and images seen in training (images x epochs), with the ratio to the
+    reference's. Sizes of a full split come from :data:`spreadcon.cost.DATASET_SIZES`.
+
+    Example:
+        >>> print(scale_rows("cpu", ["mnist"]).splitlines()[2])  # doctest: +ELLIPSIS
+        | mnist | cpu | 4,000 | 400 | 5 | cnn (0.26M) | L-BFGS on fixed embeddings | 20,000 | ...
+    """
+    from spreadcon.cost import DATASET_SIZES
+    from spreadcon.models import build_encoder
+    from spreadcon.presets import resolve
+
+    def params(cfg, dataset):
+        c, h, w = DATASET_SIZES[dataset].image_shape
+        side = cfg.image_size or h
+        enc = build_encoder(cfg.encoder, (c, side, side))
+        return sum(p.numel() for p in enc.parameters()) / 1e6
+
+    def probe(cfg):
+        return ("L-BFGS on fixed embeddings" if cfg.probe == "lbfgs" else
+                f"AdamW, {cfg.probe_epochs} epochs on augmented images")
+
+    rows = ["| dataset | preset | training images | per class | epochs | encoder | probe | images seen | "
+            "fewer than the reference |", "|---|---|---|---|---|---|---|---|---|"]
+    for d in datasets:
+        cells = {}
+        for p in (preset, reference):
+            cfg = resolve(p, d)
+            n = min(cfg.train_size, DATASET_SIZES[d].train) if cfg.train_size else DATASET_SIZES[d].train
+            cells[p] = (n, cfg, n * cfg.epochs)
+        for p, (n, cfg, seen) in cells.items():
+            ratio = "–" if p == reference else f"{cells[reference][2] / seen:,.0f}x"
+            rows.append(f"| {d} | {p} | {n:,} | {n // N_FINE.get(d, 1):,} | {cfg.epochs} | {cfg.encoder} "
+                        f"({params(cfg, d):.2f}M) | {probe(cfg)} | {seen:,} | {ratio} |")
+    return "\n".join(rows)
