@@ -322,11 +322,21 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
                                    progress_bar=False, log_output=False)
     except Exception as exc:  # papermill raises its own error types and kernel errors alike
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
-        raise RuntimeError(f"{lines[-1] if lines else type(exc).__name__} (see {out})") from exc
+        message = f"{lines[-1] if lines else type(exc).__name__} (see {out})"
+        if getattr(exc, "ename", None) in _DATA_ERRORS:  # the kernel's data error: keep its kind (exit code)
+            from spreadcon.data import errors
+
+            raise getattr(errors, _DATA_ERRORS[exc.ename])(message) from exc
+        raise RuntimeError(message) from exc
     path = find_record(results_dir, run.dataset, run.method, run.preset, run.seed, run.alpha)
     if path is None:
         raise RuntimeError(f"the notebook finished but wrote no record under {results_dir} (see {out})")
     return path
+
+
+# a data error raised inside a run's kernel, by name -> the class that carries its exit code
+_DATA_ERRORS = {"DatasetNotFound": "DatasetNotFound", "CorruptDataset": "CorruptDataset",
+                "CorruptDownload": "CorruptDataset", "UnreadableDataset": "UnreadableDataset"}
 
 
 def _limit_threads(threads: int) -> None:
@@ -380,6 +390,7 @@ def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_
             result["done"].append(path)
         else:
             result["failed"].append((run, str(exc)))
+            result.setdefault("errors", []).append(exc)
             bar.write(f"FAILED {run.label()}: {exc}")
         bar.update(1)
 
@@ -500,7 +511,8 @@ def _print_costs(plan: Sequence[GridRun], overrides: dict[str, Any], args: argpa
 
 
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point: 0 all done, 1 some runs failed, 2 bad arguments.
+    """CLI entry point: 0 all done, 1 some runs failed, 2 bad arguments, 3 or 4 when every failure was a
+    missing (3) or damaged (4) dataset, as from `run` and `data`.
 
     The seeds and the grid's cells are checked before anything heavy is
     imported; the names then, before any run starts.
@@ -537,6 +549,11 @@ def main(argv: list[str] | None = None) -> int:
         print("failed runs:")
         for run, msg in out["failed"]:
             print(f"  {run.label()}: {msg}")
+        from spreadcon.data.errors import DataError, exit_code
+
+        data = [e for e in out.get("errors", []) if isinstance(e, DataError)]
+        if data and len(data) == len(out["failed"]):  # every failure a missing or damaged dataset: its code
+            return max(exit_code(e) for e in data)
         return 1
     return 0
 

@@ -301,3 +301,19 @@ def test_a_killed_grid_resumes_its_run_and_ends_with_the_same_record(data_root, 
     assert {k: got["metrics"][k] for k in keep} == keep
     # once run_experiment records it (CONTRACT section 3), the record says where it resumed from
     assert got["provenance"].get("resumed_from_epoch", epoch) == epoch
+
+
+def test_a_missing_dataset_exits_3_as_from_run_and_data(tmp_path):
+    """Every failure of the grid was a missing dataset: the grid exits with the data code (3), not 1."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "SPREADCON_MIRROR": "http://127.0.0.1:9/", "SPREADCON_DOWNLOAD_TIMEOUT": "5"}
+    out = subprocess.run([sys.executable, "-m", "spreadcon", "reproduce", "--preset", "smoke", "--datasets", "mnist",
+                          "--methods", "ce", "--seeds", "0", "--data-root", str(tmp_path / "empty"),
+                          "--results", str(tmp_path / "r"), "--runs", str(tmp_path / "runs"),
+                          "--checkpoints", str(tmp_path / "ck"), "--no-progress"],
+                         capture_output=True, text=True, timeout=300, env=env)
+    assert out.returncode == 3, out.stdout + out.stderr
+    assert "DatasetNotFound" in out.stdout
