@@ -21,8 +21,9 @@ simplex::
     sigma(rho) = -(1 + (n-1) rho) / (n (K-1)) = -rho_bar / (K-1),
     rho_bar = ||class mean||^2 = (1 + (n-1) rho) / n.
 
-With ``t = 1/temperature`` the loss of CONTRACT section 1 (the equations,
-``reference_quirks=False``) is exactly, for every anchor alike,
+With ``t = 1/temperature`` the loss of ``SpreadLoss()`` (Khosla et al.'s L_out,
+``reference_quirks=False``; the paper's own denominator is not known) is exactly,
+for every anchor alike,
 
     SupCon(rho) = -t (1 + 2(n-1) rho) / (2n-1)
                   + log(e^t + 2(n-1) e^{t rho} + 2n(K-1) e^{t sigma})
@@ -38,7 +39,7 @@ positive logits clamped at 1 in the SupCon numerator)
 Both are convex functions of the Gram matrix (log-sum-exp of linear maps, plus
 linear terms, plus ``max(-x, -1)``), so ``L(rho)`` is convex on the feasible
 interval and its minimiser ``rho*(alpha)`` is found by a bracketed search.
-For the equations ``dL/drho`` has the closed form below, which gives the
+For L_out ``dL/drho`` has the closed form below, which gives the
 collapse threshold ``alpha*`` and the inverse map ``alpha(rho)``.
 
 Three forms of SupCon
@@ -294,7 +295,7 @@ def symmetric_loss_grad(rho, n: int, K: int, temperature: float, reference_quirk
     """Closed-form ``(dSupCon/drho, dcNCE/drho)`` of the symmetric model.
 
     With ``t = 1/temperature``, ``m = n(K-1)``, ``dsigma/drho = -(n-1)/m`` and, for
-    the equations, ``D = e^t + 2(n-1) e^{t rho} + 2m e^{t sigma}``:
+    L_out, ``D = e^t + 2(n-1) e^{t rho} + 2m e^{t sigma}``:
 
         dSupCon/drho = 2(n-1) t [ -1/(2n-1) + (e^{t rho} - e^{t sigma}) / D ]   (< 0)
         dcNCE/drho   = 2(n-1) t e^{t rho} / (e^t + 2(n-1) e^{t rho})            (> 0)
@@ -412,7 +413,7 @@ class Thresholds:
         uniform: from here on ``rho* = -1/(n-1)``: class means vanish and the
             classes are not linearly separable.
         plateau: clamped form only: ``rho* = temperature`` for every alpha in
-            this interval (the kink of the clamp); ``None`` for the equations.
+            this interval (the kink of the clamp); ``None`` for the other forms.
     """
 
     collapse: float | None
@@ -1031,7 +1032,7 @@ def train_synthetic(
     Args:
         data: training data (coarse labels are used, fine labels never).
         mechanism: one of ``MECHANISMS``.
-        alpha, temperature: of ``spreadcon.losses.SpreadLoss`` (the equations).
+        alpha, temperature: of ``spreadcon.losses.SpreadLoss`` (L_out, the default).
         out_dim: embedding size.
         steps, batch_size, lr: Adam on random mini-batches.
         recon_weight: weight of the reconstruction term (``autoencoder``).
