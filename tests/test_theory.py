@@ -412,3 +412,17 @@ def test_strict_convexity_and_monotone_alpha_of_rho(form):
     for side in (rhos < tau, rhos > tau) if form == "one_positive_clamped" else (np.ones_like(rhos, bool),):
         ok = side & (g_c > g_s)
         assert (np.diff(a[ok]) < 0).all()
+
+
+def test_same_spread_pair_has_equal_spread_and_different_transfer():
+    """Same points per class (equal cosines and loss), but only the structured one lets a probe read the subclass."""
+    from spreadcon.evaluate import linear_probe
+
+    a, b, y, f = T.same_spread_pair(K=2, m=3, n_per_subclass=40, seed=1)
+    assert T.class_cosines(a, y) == pytest.approx(T.class_cosines(b, y), abs=1e-12)
+    loss = SpreadLoss(0.5, 0.5)
+    assert float(loss(a.unsqueeze(1).expand(-1, 2, -1), y)) == pytest.approx(float(loss(b.unsqueeze(1).expand(-1, 2, -1), y)), abs=1e-9)
+    idx = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    tr, te = idx[: len(y) // 2], idx[len(y) // 2:]
+    acc = lambda u: linear_probe(u[tr].float(), f[tr], u[te].float(), f[te], l2=1e-4).accuracy  # noqa: E731
+    assert acc(a) > 0.9 and acc(b) < 0.5  # chance within a class is 1/3
