@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from spreadcon import symmetry as S
 from spreadcon import theory as T
 from spreadcon.losses import SpreadLoss
 
@@ -185,7 +186,7 @@ def test_bad_input_names_the_argument(call, name):
 def test_train_synthetic_rejects_unknown_mechanism():
     d = T.make_subclass_data(K=2, m=2, n_per_subclass=5, dim=8)
     with pytest.raises(ValueError, match="mechanism"):
-        T.train_synthetic(d, "dropout", steps=1)
+        S.train_synthetic(d, "dropout", steps=1)
 
 
 def test_subclass_views_stay_in_the_subclass():
@@ -201,7 +202,7 @@ def test_mechanisms_train_and_are_scored():
     d = T.make_subclass_data(K=2, m=2, n_per_subclass=20, dim=8, subclass_separation=4.0, seed=0)
     tr, te = d.split(0.5, torch.Generator().manual_seed(0))
     for mech in T.MECHANISMS:
-        enc = T.train_synthetic(tr, mech, steps=3, batch_size=32, out_dim=8)
+        enc = S.train_synthetic(tr, mech, steps=3, batch_size=32, out_dim=8)
         rec = T.subclass_recovery(enc, tr, te)
         assert 0 <= rec["fine_acc"] <= 1 and 0 <= rec["coarse_acc"] <= 1 and -1 <= rec["ami"] <= 1
 
@@ -218,7 +219,7 @@ def test_clamped_supcon_collapses_iff_tau_above_the_bound(n, K, tau):
 def test_train_synthetic_on_eval_follows_the_run_without_changing_it():
     """on_eval sees step 0, every eval_every steps and the last step; the run equals one without it."""
     d = T.make_subclass_data(K=2, m=2, n_per_subclass=20, dim=8, seed=0)
-    plain = T.train_synthetic(d, "baseline", steps=7, batch_size=16, out_dim=4, seed=3)
+    plain = S.train_synthetic(d, "baseline", steps=7, batch_size=16, out_dim=4, seed=3)
     seen = {}
 
     def on_eval(step, enc):
@@ -227,14 +228,14 @@ def test_train_synthetic_on_eval_follows_the_run_without_changing_it():
         with torch.no_grad():
             seen[step] = enc(d.x).clone()
 
-    hooked = T.train_synthetic(d, "baseline", steps=7, batch_size=16, out_dim=4, seed=3, on_eval=on_eval, eval_every=3)
+    hooked = S.train_synthetic(d, "baseline", steps=7, batch_size=16, out_dim=4, seed=3, on_eval=on_eval, eval_every=3)
     assert sorted(seen) == [0, 3, 6, 7]
     with torch.no_grad():
         final = plain(d.x)
         assert torch.equal(hooked(d.x), final) and torch.equal(seen[7], final)
     assert not torch.allclose(seen[0], final)  # the callback saw training move the embedding
     with pytest.raises(ValueError, match="eval_every"):
-        T.train_synthetic(d, "baseline", steps=1, eval_every=-1)
+        S.train_synthetic(d, "baseline", steps=1, eval_every=-1)
 
 
 # --------------------------------------------------------------------------- three forms, free views, Lemma 1
@@ -426,3 +427,30 @@ def test_same_spread_pair_has_equal_spread_and_different_transfer():
     tr, te = idx[: len(y) // 2], idx[len(y) // 2:]
     acc = lambda u: linear_probe(u[tr].float(), f[tr], u[te].float(), f[te], l2=1e-4).accuracy  # noqa: E731
     assert acc(a) > 0.9 and acc(b) < 0.5  # chance within a class is 1/3
+
+
+def test_the_chapters_regime_claims():
+    """The numbers chapters 2 and 3 state in words.
+
+    Coarse-label CIFAR-10 batch of 128 (K=2, n between 51 and 77, tau=0.5): L_out puts alpha=0.5 inside
+    (alpha*, alpha_o); without the clamp collapse lasts to about 0.49 (n=51) and 0.54 (n=77). Chapter 3's batch
+    (n=48): alpha=0.5 just below L_out's overlap edge, on the clamp's plateau, almost collapsed without it.
+    """
+    for n in (51, 77):
+        th = T.thresholds(n, 2, 0.5)
+        assert th.collapse < 0.5 < th.overlap < 0.52
+    assert T.thresholds(51, 2, 0.5, form="one_positive").collapse == pytest.approx(0.491, abs=2e-3)
+    assert T.thresholds(77, 2, 0.5, form="one_positive").collapse == pytest.approx(0.539, abs=2e-3)
+    th48 = T.thresholds(48, 2, 0.5)
+    assert 0.5 < th48.overlap < 0.52 and 0 < T.rho_star(0.5, 48, 2, 0.5) < 0.05
+    assert T.rho_star(0.5, 48, 2, 0.5, form="one_positive_clamped") == pytest.approx(0.5, abs=1e-8)
+    assert T.rho_star(0.5, 48, 2, 0.5, form="one_positive") > 0.95
+
+
+def test_clamped_free_views_split_only_for_small_weights():
+    """Chapter 2, Figure 2.4: with free views the clamped form splits the views (c = 0.5) at alpha = 0.3 and has
+    identical views at alpha = 0.6 (K=2, n=16, tau=0.5)."""
+    low = T.free_view_minimum(0.3, 16, 2, 0.5, form="one_positive_clamped")
+    high = T.free_view_minimum(0.6, 16, 2, 0.5, form="one_positive_clamped")
+    assert low.cosines.view == pytest.approx(0.5, abs=1e-3) and low.loss < low.identical_loss - 0.1
+    assert high.cosines.view == pytest.approx(1.0, abs=1e-6) and high.loss == pytest.approx(high.identical_loss, abs=1e-9)
