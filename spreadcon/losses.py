@@ -7,7 +7,9 @@ integer ``labels`` of shape ``(B,)``. It normalises ``z`` itself and returns a
 ``cnce_loss``, ``spread_loss``, ``simclr_loss``, ``reconstruction_loss``); the
 ``nn.Module`` classes only hold configuration.
 
-Notation (the paper's equations; ``book/losses.md`` has the full page).
+Notation (Khosla et al.'s L_out with the class-conditional InfoNCE: the equations this package
+uses; the paper's own SupCon denominator could not be retrieved, so this is a choice.
+``book/losses.md`` has the full page).
 Write ``u = z / ||z||``, an anchor ``a = (i, v)``, candidates ``c = (j, w) != a``
 and ``s(a, c) = <u_a, u_c> / tau``. ``P(a)`` are the same-class candidates
 (including ``a``'s other views) and ``Q(a) = {(i, w): w != v}`` the anchor's
@@ -24,7 +26,7 @@ The official thanos-code computes something slightly different. Each
 difference is a named switch; ``reference_quirks=True`` turns all four on:
 
 =================  ==========================  ===============================
-switch             paper's equations           thanos-code (``reference_quirks``)
+switch             L_out (the equations)       thanos-code (``reference_quirks``)
 =================  ==========================  ===============================
 ``anchors``        ``"all"``: every (i, v)     ``"cross_view"``: view v against
                    against all (j, w) != a     view w only, pairs w < v, mean
@@ -80,6 +82,7 @@ __all__ = [
     "SpreadLoss",
     "SimCLRLoss",
     "ReconstructionLoss",
+    "L_OUT",
     "PAPER",
     "REFERENCE_QUIRKS",
 ]
@@ -88,8 +91,11 @@ Anchors = Literal["all", "cross_view"]
 Denominator = Literal["all", "one_positive"]
 Norm = Literal["row", "broadcast"]
 
-#: The switches that give the paper's equations.
-PAPER = {"anchors": "all", "denominator": "all", "clamp": None, "norm": "row"}
+#: The switches of Khosla et al.'s L_out with the class-conditional InfoNCE, written from their
+#: equations (``reference_quirks=False``). A choice: the paper's own denominator could not be retrieved.
+L_OUT = {"anchors": "all", "denominator": "all", "clamp": None, "norm": "row"}
+#: The earlier name of :data:`L_OUT`, kept so that code using it keeps working.
+PAPER = L_OUT
 #: The switches that reproduce the official thanos-code loss exactly.
 REFERENCE_QUIRKS = {"anchors": "cross_view", "denominator": "one_positive", "clamp": 1.0, "norm": "broadcast"}
 
@@ -625,7 +631,7 @@ def cnce_loss(
 
 
 def _resolve(reference_quirks: bool, **given) -> dict:
-    base = REFERENCE_QUIRKS if reference_quirks else PAPER
+    base = REFERENCE_QUIRKS if reference_quirks else L_OUT
     return {k: (base[k] if v == "auto" else v) for k, v in given.items()}
 
 
@@ -652,7 +658,7 @@ def spread_loss(
         labels: ``(B,)`` integer class ids.
         alpha: cNCE weight in ``[0, 1]``; 0 is SupCon alone, 1 is cNCE alone.
         temperature: ``tau > 0``.
-        reference_quirks: ``False`` gives the paper's equations; ``True`` the
+        reference_quirks: ``False`` gives Khosla's L_out (the equations); ``True`` the
             official thanos-code computation (the module table).
         clamp, anchors, denominator, norm: ``"auto"`` takes the value from
             ``reference_quirks``; anything else overrides that one switch. The

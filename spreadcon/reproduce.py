@@ -44,7 +44,7 @@ overrides are not part of the folder names: give an overridden grid its own
 
 **The paper's grid.** ``--paper`` fills in the preset ``official`` (the
 official code's form, against which the official README's table is
-compared; ``--preset paper`` gives the paper's equations instead), every
+compared; ``--preset paper`` gives the equations (Khosla's L_out) instead), every
 dataset of the paper (:data:`PAPER_DATASETS`: transfer and robustness), the
 methods ``supcon spread autoencoder thanos`` and seeds 0 1 2. Any of
 ``--preset``, ``--datasets``, ``--methods`` and ``--seeds`` given with it
