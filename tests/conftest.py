@@ -34,3 +34,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def no_real_downloads(monkeypatch):
+    """A run on a root without its dataset downloads it (``load(download=True)``). In tests that must never
+    reach the internet, even where CI has it: every source resolves to a closed port on 127.0.0.1 (a refused
+    connection, at once), unless a test points ``SPREADCON_MIRROR`` at its own local server."""
+    monkeypatch.setenv("SPREADCON_MIRROR", "http://127.0.0.1:9/")
+    monkeypatch.setenv("SPREADCON_DOWNLOAD_TIMEOUT", "5")

@@ -43,7 +43,8 @@ def test_plan_expands_grid_in_order(tmp_path):
 
 @pytest.mark.slow
 def test_grid_writes_records_skips_them_and_reports_failures(data_root, tmp_path, capsys):
-    """cifar10 fails (its data is absent from this root) before mnist runs; mnist must still run."""
+    """cifar10 fails (its data is absent from this root) before mnist runs; mnist must still run. Every
+    failure is a missing dataset, so the grid exits 3, as run and data do for a missing dataset."""
     root = tmp_path / "data"
     root.mkdir()
     os.symlink(data_root / "MNIST", root / "MNIST")
@@ -51,7 +52,7 @@ def test_grid_writes_records_skips_them_and_reports_failures(data_root, tmp_path
     argv = ["--preset", "smoke", "--datasets", "cifar10", "mnist", "--methods", "ce", "--seeds", "0",
             "--data-root", str(root), "--results", str(results), "--runs", str(runs), "--no-progress", *TINY]
 
-    assert reproduce.main(argv) == 1
+    assert reproduce.main(argv) == 3
     out = capsys.readouterr().out
     assert "finished 1, skipped 0, failed 1" in out
     assert "cifar10/smoke/ce_seed0" in out.split("failed runs:")[1]
@@ -66,7 +67,7 @@ def test_grid_writes_records_skips_them_and_reports_failures(data_root, tmp_path
     before = (path.stat().st_mtime_ns, path.read_text())
 
     # Second call: mnist is skipped (record untouched), cifar10 is retried and fails again.
-    assert reproduce.main(argv) == 1
+    assert reproduce.main(argv) == 3
     out = capsys.readouterr().out
     assert "finished 0, skipped 1, failed 1" in out
     assert (path.stat().st_mtime_ns, path.read_text()) == before
