@@ -105,13 +105,14 @@ def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> st
     """A Markdown table: per dataset, what a run of ``preset`` trains on beside ``reference``.
 
     Columns: training images, images per fine class (per group on the
-    robustness datasets), epochs, encoder and its parameter count, probe,
-    and images seen in training (images x epochs), with the ratio to the
-    reference's. Sizes of a full split come from :data:`spreadcon.cost.DATASET_SIZES`.
+    robustness datasets), epochs, encoder and its parameter count, probe
+    ("fixed": on fixed embeddings; "augmented": trained on augmented images),
+    images seen in training (images x epochs), and how many times fewer that
+    is than the reference's. Sizes of a full split come from :data:`spreadcon.cost.DATASET_SIZES`.
 
     Example:
         >>> print(scale_rows("cpu", ["mnist"]).splitlines()[2])  # doctest: +ELLIPSIS
-        | mnist | cpu | 4,000 | 400 | 5 | cnn (0.26M) | L-BFGS on fixed embeddings | 20,000 | ...
+        | mnist | cpu | 4,000 | 400 | 5 | cnn 0.26M | L-BFGS, fixed | 20,000 | 1,620x |
     """
     from spreadcon.cost import DATASET_SIZES
     from spreadcon.models import build_encoder
@@ -124,11 +125,10 @@ def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> st
         return sum(p.numel() for p in enc.parameters()) / 1e6
 
     def probe(cfg):
-        return ("L-BFGS on fixed embeddings" if cfg.probe == "lbfgs" else
-                f"AdamW, {cfg.probe_epochs} epochs on augmented images")
+        return "L-BFGS, fixed" if cfg.probe == "lbfgs" else f"AdamW {cfg.probe_epochs} ep., augmented"
 
-    rows = ["| dataset | preset | training images | per class | epochs | encoder | probe | images seen | "
-            "fewer than the reference |", "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| dataset | preset | images | per class | epochs | encoder | probe | seen | fewer |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for d in datasets:
         cells = {}
         for p in (preset, reference):
@@ -138,5 +138,5 @@ def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> st
         for p, (n, cfg, seen) in cells.items():
             ratio = "–" if p == reference else f"{cells[reference][2] / seen:,.0f}x"
             rows.append(f"| {d} | {p} | {n:,} | {n // N_FINE.get(d, 1):,} | {cfg.epochs} | {cfg.encoder} "
-                        f"({params(cfg, d):.2f}M) | {probe(cfg)} | {seen:,} | {ratio} |")
+                        f"{params(cfg, d):.2f}M | {probe(cfg)} | {seen:,} | {ratio} |")
     return "\n".join(rows)

@@ -40,7 +40,7 @@ __all__ = [
     "PAPER_CIFAR10_FINE_ACC", "PAPER_TRANSFER_LIFT", "PAPER_TRANSFER_DATASETS",
     "PAPER_WORST_GROUP_LIFT", "PAPER_ROBUSTNESS_DATASETS", "PAPER_CELEBA_SOTA_MARGIN",
     "REPRODUCED", "PARTIAL", "INCONCLUSIVE", "CONTRADICTED", "NOT_REPRODUCED", "NOT_RUN", "VERDICT_RULE",
-    "average_lift_both_ways", "summarize_by_epoch", "lift_by_epoch",
+    "average_lift_both_ways", "summarize_by_epoch", "lift_by_epoch", "summary_of", "classify",
     "Summary", "Verdict", "summarize", "verdict", "average_lift", "markdown_table",
     "provenance", "provenance_line", "reproduce_command", "plot_bars", "fmt",
     "claims_markdown", "default_results_dir", "run_live", "separation",
@@ -172,6 +172,16 @@ def _summary(vals: Sequence[float], seeds: Sequence[int], recs: Sequence[Mapping
                    tuple(seeds), tuple(recs))
 
 
+def summary_of(values: Sequence[float], seeds: Sequence[int]) -> Summary:
+    """A :class:`Summary` of per-seed values that are already numbers (for example paired differences).
+
+    Example:
+        >>> s = summary_of([1.0, 3.0], [0, 1]); (s.mean, s.n, round(s.sem, 3))
+        (2.0, 2, 1.0)
+    """
+    return _summary(values, seeds)
+
+
 def summarize_by_epoch(records: Iterable[Mapping[str, Any]], metric: str, *, percent: bool = True
                        ) -> dict[tuple, dict[int, Summary]]:
     """``{(dataset, method): {epoch: Summary}}`` of ``metric`` from the records' ``metrics_by_epoch``.
@@ -269,6 +279,12 @@ def _classify(delta: float, se: float, paper_delta: float) -> str:
     if delta + 2 * se < 0:
         return CONTRADICTED
     return INCONCLUSIVE
+
+
+def classify(delta: float, se: float, paper_delta: float) -> str:
+    """:data:`VERDICT_RULE` applied to a measured change ``delta`` with standard error ``se`` (public
+    name of the rule behind :func:`verdict`, for changes that are not a difference of two cells)."""
+    return _classify(delta, se, paper_delta)
 
 
 def verdict(a: Summary | None, b: Summary | None, paper_delta: float) -> Verdict:
