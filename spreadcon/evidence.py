@@ -112,7 +112,7 @@ def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> st
 
     Example:
         >>> print(scale_rows("cpu", ["mnist"]).splitlines()[2])  # doctest: +ELLIPSIS
-        | mnist | cpu | 4,000 | 400 | 5 | cnn 0.26M | L-BFGS, fixed | 20,000 | 1,620x |
+        | mnist, cpu | 4,000 (400) | 5 | cnn 0.26M | L-BFGS, fixed | 20,000 (1,620x fewer) |
     """
     from spreadcon.cost import DATASET_SIZES
     from spreadcon.models import build_encoder
@@ -127,8 +127,8 @@ def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> st
     def probe(cfg):
         return "L-BFGS, fixed" if cfg.probe == "lbfgs" else f"AdamW {cfg.probe_epochs} ep., augmented"
 
-    rows = ["| dataset | preset | images | per class | epochs | encoder | probe | seen | fewer |",
-            "|---|---|---|---|---|---|---|---|---|"]
+    rows = ["| dataset, preset | images (per class) | epochs | encoder | probe | seen (fewer) |",
+            "|---|---|---|---|---|---|"]
     for d in datasets:
         cells = {}
         for p in (preset, reference):
@@ -136,7 +136,7 @@ def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> st
             n = min(cfg.train_size, DATASET_SIZES[d].train) if cfg.train_size else DATASET_SIZES[d].train
             cells[p] = (n, cfg, n * cfg.epochs)
         for p, (n, cfg, seen) in cells.items():
-            ratio = "–" if p == reference else f"{cells[reference][2] / seen:,.0f}x"
-            rows.append(f"| {d} | {p} | {n:,} | {n // N_FINE.get(d, 1):,} | {cfg.epochs} | {cfg.encoder} "
-                        f"{params(cfg, d):.2f}M | {probe(cfg)} | {seen:,} | {ratio} |")
+            ratio = "" if p == reference else f" ({cells[reference][2] / seen:,.0f}x fewer)"
+            rows.append(f"| {d}, {p} | {n:,} ({n // N_FINE.get(d, 1):,}) | {cfg.epochs} | {cfg.encoder} "
+                        f"{params(cfg, d):.2f}M | {probe(cfg)} | {seen:,}{ratio} |")
     return "\n".join(rows)

@@ -67,5 +67,5 @@ def test_scale_rows_state_the_cpu_preset_against_the_paper():
     from spreadcon.evidence import scale_rows
 
     rows = scale_rows("cpu", ["cifar10"]).splitlines()
-    assert rows[2] == "| cifar10 | cpu | 3,000 | 300 | 5 | cnn 0.26M | L-BFGS, fixed | 15,000 | 1,800x |"
-    assert rows[3] == "| cifar10 | paper | 45,000 | 4,500 | 600 | vit 3.72M | AdamW 100 ep., augmented | 27,000,000 | – |"
+    assert rows[2] == "| cifar10, cpu | 3,000 (300) | 5 | cnn 0.26M | L-BFGS, fixed | 15,000 (1,800x fewer) |"
+    assert rows[3] == "| cifar10, paper | 45,000 (4,500) | 600 | vit 3.72M | AdamW 100 ep., augmented | 27,000,000 |"
