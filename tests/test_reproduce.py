@@ -284,8 +284,18 @@ def test_a_killed_grid_resumes_its_run_and_ends_with_the_same_record(data_root, 
             time.sleep(0.2)
         assert ckpt.exists() and proc.poll() is None, "the run ended or never checkpointed"
     finally:
-        os.killpg(proc.pid, signal.SIGKILL)  # reproduce, papermill and the kernel
+        # reproduce, papermill and the kernel: jupyter starts the kernel in a session of its own, so a kill of
+        # reproduce's process group misses it, and it would train on; kill every descendant, and wait for them
+        import psutil
+
+        family = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+        for p in family:
+            try:
+                p.kill()
+            except psutil.NoSuchProcess:
+                pass
         proc.wait(timeout=60)
+        psutil.wait_procs(family, timeout=60)
     assert not list((tmp_path / "killed" / "results").rglob("*.json"))  # killed before its record
     stamp = ckpt.stat().st_mtime_ns
     import torch
