@@ -1,0 +1,354 @@
+"""GEORGE step 2(b): retrain a whole network from scratch with online Group DRO on given groups.
+
+:func:`spreadcon.evaluate.worst_group` measures robustness with a linear head
+trained on *frozen* embeddings. GEORGE (Sohoni et al. 2020) instead trains a
+new network from scratch with Group DRO (Sagawa et al. 2020, Algorithm 1) on
+the subgroups it inferred, and selects the epoch on validation worst-group
+accuracy under the inferred validation groups. :func:`retrain_group_dro` is
+that retraining, built from the package's own pieces:
+
+* the model is the ``ce`` method's :class:`spreadcon.methods.MethodModel`
+  (encoder named by ``cfg.encoder`` plus the coarse linear head), built by
+  :func:`spreadcon.methods.build_model` after ``torch.manual_seed(seed)``;
+* each step draws a shuffled minibatch of ``cfg.batch_size`` uint8 images kept
+  on the device (:func:`spreadcon.data.batches`, dropping the last partial
+  batch as the engine does), augments it into **one** view with
+  :class:`spreadcon.data.augment.TwoViewAugment` and takes the per-image
+  cross-entropy of the coarse head;
+* the loss is online Group DRO (:func:`group_dro_step`), or the plain mean
+  with ``method="erm"`` (GEORGE's ERM baseline);
+* the step itself is the engine's :func:`spreadcon.engine.train_step`
+  (augment, forward under autocast, backward, gradient clipping, optimiser
+  step) with a one-view config and the Group DRO objective in place of the
+  method's; optimiser, schedule and precision are the engine's too:
+  :func:`spreadcon.engine.make_optimizer` (AdamW, ``cfg.lr``,
+  ``cfg.weight_decay``), :func:`spreadcon.engine.lr_factor` (warm-up, cosine),
+  :func:`spreadcon.engine.precision` (bf16 autocast on CUDA, fp16 with a
+  gradient scaler on GPUs without bf16, fp32 on CPU), ``cfg.grad_clip``.
+
+A step reads nothing back to the host: the group weights ``q`` live on the
+device and are updated there; the loss is summed on the device and read
+once per epoch (for the history and the non-finite check), after which the
+validation split is evaluated. Single process only (no DDP: the group sums
+would need an all-reduce).
+
+Note: ``eta -> 0`` is *not* ERM. With ``q`` frozen at uniform the loss is
+``(1/G) sum_g l_g``, the group-balanced loss, which already up-weights small
+groups; ERM is the mean over images, ``method="erm"``.
+
+Example:
+    >>> res = retrain_group_dro(ds, inferred_train_groups, cfg, seed=0, device="cpu",
+    ...                         val_groups=inferred_val_groups)          # doctest: +SKIP
+    >>> evaluate_retrained(res.model, ds.splits["test"], ds, cfg, "cpu")["worst_group_acc"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from spreadcon.methods import MethodModel
+from spreadcon.presets import Config
+
+__all__ = ["group_dro_step", "RetrainResult", "retrain_group_dro", "predict_coarse", "evaluate_retrained"]
+
+
+def group_dro_step(losses: Tensor, groups: Tensor, q: Tensor, eta: float) -> tuple[Tensor, Tensor]:
+    """One online Group DRO update (Sagawa et al. 2020, Algorithm 1) on a minibatch.
+
+    With ``l_g`` the mean loss of the images of group ``g`` in the batch,
+
+    ``q_g <- q_g exp(eta l_g)`` for the groups present (the others keep their
+    weight), ``q <- q / sum_h q_h``, and the loss to minimise is
+    ``L = sum_g q_g l_g`` with the *updated* ``q`` (absent groups have
+    ``l_g = 0``). The update is computed as ``softmax(log q + eta l 1[present])``,
+    which is the same number without overflow for large ``eta l``. Nothing
+    is read back to the host, so the step does not stall a GPU.
+
+    Args:
+        losses: float ``(B,)`` per-image losses (gradients flow through them into ``L``).
+        groups: int64 ``(B,)`` group ids in ``[0, G)``, on the same device.
+        q: float ``(G,)`` current group weights on the simplex (not modified).
+        eta: the exponentiated-gradient step size, ``> 0``.
+
+    Returns:
+        ``(L, q_new)``: the 0-dim loss and the new ``(G,)`` weights (detached).
+
+    Example:
+        >>> losses = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
+        >>> loss, q = group_dro_step(losses, torch.tensor([0, 2, 2]), torch.full((3,), 1 / 3, dtype=torch.float64), 1.0)
+        >>> [round(v, 4) for v in q.tolist()], round(loss.item(), 4)  # q ~ (e^1, 1, e^2.5): group 1 is absent
+        ([0.171, 0.0629, 0.7662], 2.0863)
+    """
+    n_groups = q.shape[0]
+    sums = torch.zeros(n_groups, dtype=losses.dtype, device=losses.device).index_add(0, groups, losses)
+    counts = torch.zeros(n_groups, dtype=losses.dtype, device=losses.device).index_add(
+        0, groups, torch.ones_like(losses))  # not bincount: its output size is read on the host
+    group_loss = sums / counts.clamp_min(1)
+    with torch.no_grad():
+        step = torch.where(counts > 0, eta * group_loss.detach(), torch.zeros_like(group_loss))
+        q_new = torch.softmax(torch.log(q.to(losses.dtype)) + step, dim=0)
+    return (q_new * group_loss).sum(), q_new
+
+
+@dataclass
+class RetrainResult:
+    """What :func:`retrain_group_dro` returns.
+
+    Attributes:
+        model: the ``ce`` :class:`MethodModel` with the selected epoch's weights, in eval mode.
+        best_epoch: that epoch (1-based).
+        val_history: one dict per epoch: ``epoch``, ``lr`` (the last step's), ``loss`` (epoch
+            mean of the training objective), ``val_avg_acc``, ``val_worst_group_acc`` and
+            ``val_group_mean_acc`` (under ``val_groups``; absent without them) and ``q`` (the
+            group weights at the end of the epoch, a list).
+        q: float ``(G,)`` final group weights on the CPU (uniform for ``method="erm"``).
+        train_time_s: wall seconds of training and per-epoch validation.
+        extra: ``method``, ``eta``, ``precision``, ``selected_on``.
+    """
+
+    model: MethodModel
+    best_epoch: int
+    val_history: list[dict[str, Any]]
+    q: Tensor
+    train_time_s: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class _DROObjective(nn.Module):
+    """The objective :func:`spreadcon.engine.train_step` calls: ``(out, x, y) -> (L, {"loss": L})``.
+
+    ``L`` is :func:`group_dro_step` of the per-image cross-entropy of the single view's
+    logits ``out["logits"]: (B, 1, K)``, or their mean for ``method="erm"``. The step's group
+    ids are not among ``train_step``'s arguments, so the caller sets ``groups: (B,)`` before
+    each step; ``q: (G,)`` is the running weight vector on the device.
+    """
+
+    def __init__(self, method: str, n_groups: int, eta: float, device: torch.device) -> None:
+        super().__init__()
+        self.method, self.eta = method, float(eta)
+        self.q = torch.full((n_groups,), 1.0 / n_groups, device=device)
+        self.groups: Tensor | None = None
+
+    def forward(self, out: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        losses = F.cross_entropy(out["logits"][:, 0].float(), y, reduction="none")
+        if self.method == "erm":
+            loss = losses.mean()
+        else:
+            loss, self.q = group_dro_step(losses, self.groups, self.q, self.eta)
+        return loss, {"loss": loss}
+
+
+def _check_groups(groups: Tensor, n: int, name: str) -> None:
+    if not isinstance(groups, Tensor) or groups.dtype != torch.int64 or groups.shape != (n,):
+        got = f"{groups.dtype} {tuple(groups.shape)}" if isinstance(groups, Tensor) else type(groups).__name__
+        raise ValueError(f"{name} must be an int64 tensor of shape ({n},) (one id per image), got {got}")
+    if n and int(groups.min()) < 0:
+        raise ValueError(f"{name} has a negative group id {int(groups.min())}; ids must be 0..G-1")
+
+
+def predict_coarse(model: MethodModel, split, ds, cfg: Config, device) -> Tensor:
+    """The coarse head's predicted classes for every image of ``split``, in order.
+
+    Images are normalised as evaluation normalises them
+    (``TwoViewAugment.for_dataset(ds).normalize``, no augmentation) and embedded by
+    :func:`spreadcon.evaluate.embed` (bf16 autocast on CUDA unless ``cfg.amp == "off"``,
+    as :mod:`spreadcon.experiment` does), then ``argmax(head(z))``.
+
+    Returns:
+        int64 ``(N,)`` on the CPU.
+    """
+    from spreadcon.data.augment import TwoViewAugment
+    from spreadcon.evaluate import embed
+
+    device = torch.device(device)
+    aug = TwoViewAugment.for_dataset(ds)
+    z = embed(model.encoder, split, aug.normalize, cfg.eval_batch_size, device,
+              amp=device.type == "cuda" and cfg.amp != "off")
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = model.head(z.to(device)).argmax(dim=1).cpu()
+    model.train(was_training)
+    return pred
+
+
+def evaluate_retrained(model: MethodModel, split, ds, cfg: Config, device) -> dict[str, Any]:
+    """Group accuracies of a retrained model's coarse head on ``split``'s **true** groups.
+
+    Returns:
+        :func:`spreadcon.evaluate.group_accuracies` of the predictions
+        (:func:`predict_coarse`): ``worst_group_acc``, ``avg_acc``, ``group_mean_acc``,
+        ``per_group``, ``group_counts``.
+
+    Raises:
+        ValueError: the split has no group labels (a transfer dataset).
+    """
+    from spreadcon.evaluate import group_accuracies
+
+    if split.group is None:
+        raise ValueError("split has no group labels (split.group is None); evaluate_retrained needs a "
+                         "robustness dataset")
+    return group_accuracies(predict_coarse(model, split, ds, cfg, device), split.coarse, split.group)
+
+
+def retrain_group_dro(ds, train_groups: Tensor | None, cfg: Config, *, seed: int, device,
+                      val_groups: Tensor | None = None, eta: float = 0.01, epochs: int | None = None,
+                      method: str = "group_dro", progress: bool = False) -> RetrainResult:
+    """Train the ``ce`` model from scratch on ``ds``'s train split with online Group DRO.
+
+    Per step, on a minibatch ``B`` of ``cfg.batch_size`` images, each augmented
+    once, with per-image cross-entropy ``l_i = CE(head(encoder(aug(x_i))), y_i)``
+    on the coarse label and ``l_g = mean_{i in B, g_i = g} l_i``:
+    ``q_g <- q_g exp(eta l_g)`` (groups present), ``q <- q / sum q``,
+    ``L = sum_g q_g l_g`` (:func:`group_dro_step`); with ``method="erm"``,
+    ``L = mean_{i in B} l_i``. AdamW (``cfg.lr``, ``cfg.weight_decay``) with the
+    engine's warm-up + cosine schedule over ``epochs * steps_per_epoch`` steps.
+
+    Model selection: after each epoch the val split is predicted
+    (:func:`predict_coarse`). With ``val_groups`` the epoch with the best val
+    worst-group accuracy under ``val_groups`` is kept (GEORGE selects with the
+    inferred val groups), else the best val average accuracy; ties keep the
+    earlier epoch. The best weights are copied in memory and restored at the end.
+
+    Args:
+        ds: a :class:`spreadcon.data.Dataset` with ``train`` and ``val`` splits
+            (uint8 images ``(N, C, H, W)``, coarse labels ``(N,)``).
+        train_groups: int64 ``(N_train,)`` group ids in ``[0, G)`` (inferred or true);
+            may be None only with ``method="erm"``.
+        cfg: the resolved config (``batch_size``, ``lr``, ``weight_decay``, ``epochs``,
+            ``warmup_epochs``, ``cosine_period_epochs``, ``grad_clip``, ``amp``,
+            ``encoder``, ``eval_batch_size``).
+        seed: seeds initialisation, shuffling and augmentation.
+        device: where the model and the uint8 images live.
+        val_groups: int64 ``(N_val,)`` group ids of the val split for selection, or None.
+        eta: Group DRO step size of ``q`` (Sagawa et al.: 0.01), ``> 0``.
+        epochs: passes over the train split; default ``cfg.epochs``.
+        method: ``"group_dro"`` or ``"erm"``.
+        progress: a tqdm bar over steps.
+
+    Returns:
+        A :class:`RetrainResult`.
+
+    Raises:
+        ValueError: a bad argument, named (groups of the wrong shape or dtype, ``eta <= 0``,
+            ``epochs < 1``, an unknown ``method``, a split missing or too small).
+        RuntimeError: a non-finite loss, or a call under ``torch.distributed``.
+    """
+    from spreadcon import distributed as D
+    from spreadcon.data import batches
+    from spreadcon.data.augment import TwoViewAugment
+    from spreadcon import engine
+    from spreadcon.engine import lr_factor, make_optimizer, precision
+    from spreadcon.evaluate import group_accuracies
+    from spreadcon.methods import build_model
+
+    # ---- check everything before training
+    if method not in ("group_dro", "erm"):
+        raise ValueError(f"method must be 'group_dro' or 'erm', got {method!r}")
+    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta > 0):
+        raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
+    epochs = cfg.epochs if epochs is None else epochs
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    for name in ("train", "val"):
+        if name not in ds.splits:
+            raise ValueError(f"ds has no {name!r} split (splits: {sorted(ds.splits)})")
+    n_train, n_val = len(ds.splits["train"]), len(ds.splits["val"])
+    if n_train < 2:
+        raise ValueError(f"the training split has {n_train} images; need at least 2")
+    if train_groups is None:
+        if method != "erm":
+            raise ValueError("train_groups is None; Group DRO needs one group id per training image")
+        train_groups = torch.zeros(n_train, dtype=torch.long)
+    _check_groups(train_groups, n_train, "train_groups")
+    if val_groups is not None:
+        _check_groups(val_groups, n_val, "val_groups")
+    if D.is_distributed():
+        raise RuntimeError("retrain_group_dro runs in one process; under torch.distributed the group "
+                           "losses would need an all-reduce")
+
+    device = torch.device(device)
+    train_split, val_split = ds.splits["train"].to(device), ds.splits["val"].to(device)
+    augment = TwoViewAugment.for_dataset(ds)
+    n_groups = int(train_groups.max()) + 1
+    groups_dev = train_groups.to(device)
+
+    # ---- everything random below derives from `seed`, as in spreadcon.engine.train
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    aug_generator = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
+    model = build_model("ce", cfg, ds.image_shape, ds.n_coarse).to(device)
+    optimizer = make_optimizer(model.parameters(), cfg, device)
+    objective = _DROObjective(method, n_groups, eta, device)
+    step_cfg = dataclasses.replace(cfg, views=1)  # train_step reads views and grad_clip from it
+    prec = precision(cfg, device)
+    use_amp = False if prec == "fp32" else prec
+    scaler = torch.amp.GradScaler(device.type) if prec == "fp16" else None
+    drop_last = n_train >= cfg.batch_size
+    steps_per_epoch = n_train // cfg.batch_size if drop_last else 1
+    total_steps = steps_per_epoch * epochs
+
+    history: list[dict[str, Any]] = []
+    best_score, best_epoch, best_state = -1.0, 0, None
+    selected_on = "val_worst_group_acc" if val_groups is not None else "val_avg_acc"
+    bar = None
+    if progress:
+        try:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=total_steps, desc=f"retrain {method}", leave=False, dynamic_ncols=True)
+        except ImportError:
+            bar = None
+
+    start, step, factor = time.perf_counter(), 0, 1.0
+    try:
+        for epoch in range(1, epochs + 1):
+            model.train()
+            loss_sum = torch.zeros((), device=device)
+            count = 0
+            for batch in batches(train_split, cfg.batch_size, shuffle=True, generator=generator,
+                                 device=device, drop_last=drop_last):
+                factor = lr_factor(step, total_steps, steps_per_epoch, cfg.warmup_epochs, cfg.cosine_period_epochs)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * factor
+                objective.groups = groups_dev[batch["index"]]  # this batch's group ids, for the next call
+                loss_sum += engine.train_step(model, objective, optimizer, augment, batch, cfg=step_cfg,
+                                              generator=aug_generator, use_amp=use_amp, scaler=scaler)[-1]
+                count += 1
+                step += 1
+                if bar is not None:
+                    bar.update(1)
+            mean_loss = float(loss_sum) / max(1, count)  # the epoch's one host read of the loss
+            if not math.isfinite(mean_loss):
+                raise RuntimeError(f"non-finite loss in epoch {epoch} of retrain_group_dro ({method}); "
+                                   f"try a lower lr or eta")
+            pred = predict_coarse(model, val_split, ds, cfg, device)
+            row: dict[str, Any] = {"epoch": epoch, "lr": cfg.lr * factor, "loss": mean_loss,
+                                   "val_avg_acc": float((pred == val_split.coarse).double().mean())}
+            if val_groups is not None:
+                acc = group_accuracies(pred, val_split.coarse, val_groups)
+                row["val_worst_group_acc"] = acc["worst_group_acc"]
+                row["val_group_mean_acc"] = acc["group_mean_acc"]
+            row["q"] = objective.q.tolist()
+            history.append(row)
+            if row[selected_on] > best_score:
+                best_score, best_epoch = row[selected_on], epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+            if bar is not None:
+                bar.set_postfix({"loss": f"{mean_loss:.3f}", "val": f"{row[selected_on]:.3f}"})
+    finally:
+        if bar is not None:
+            bar.close()
+    model.load_state_dict(best_state)
+    model.eval()
+    return RetrainResult(model=model, best_epoch=best_epoch, val_history=history, q=objective.q.cpu(),
+                         train_time_s=time.perf_counter() - start,
+                         extra={"method": method, "eta": float(eta), "precision": prec, "selected_on": selected_on})
