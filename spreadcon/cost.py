@@ -100,6 +100,8 @@ DATASET_SIZES: dict[str, DatasetSize] = {
     "celeba": DatasetSize("robustness", 162770, 19867, 19962, (3, 64, 64), "official partitions"),
     "mnist-cifar": DatasetSize("robustness", 54000, 6000, 10000, (3, 32, 32),
                                "MNIST's splits, each digit drawn on a CIFAR-10 image (spreadcon.data.proxy)"),
+    "cifar-patch": DatasetSize("robustness", 45000, 5000, 10000, (3, 32, 32),
+                               "CIFAR-10's splits, a coloured patch on most animals (spreadcon.data.proxy)"),
     # ISIC has no fixed public split with the patch labels: its size is whatever
     # metadata.csv the reader assembles (spreadcon.data.load_isic). Assumed.
     "isic": DatasetSize("robustness", 14000, 2000, 4000, (3, 64, 64),

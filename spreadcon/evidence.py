@@ -98,7 +98,7 @@ def tidy_bars(ax, *, legend: bool = True) -> None:
 
 #: Fine classes per dataset, for "images per class" in the scale tables.
 N_FINE = {"mnist": 10, "cifar10": 10, "cifar100": 100, "cifar100u": 100, "tinyimagenet": 200,
-          "waterbirds": 4, "celeba": 4, "isic": 4, "mnist-cifar": 4}
+          "waterbirds": 4, "celeba": 4, "isic": 4, "mnist-cifar": 4, "cifar-patch": 4}
 
 
 def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> str:

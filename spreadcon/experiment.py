@@ -23,9 +23,15 @@ and the papermill template call. What a run does:
      embeddings trained with the *fine* train labels (selected on val);
      ``coarse_test_acc`` -- the same probe on coarse labels; plus kNN
      accuracy, spread and subclass-recovery AMI.
-   * robustness datasets: ``worst_group_acc`` and ``avg_acc`` of a Group DRO
-     head trained on subgroups inferred GEORGE-style (per-class clustering);
-     for reference the same with the true groups (oracle) and plain ERM.
+   * robustness datasets: GEORGE's two steps (:func:`_robustness`). Subgroups
+     are inferred per class (UMAP + Gaussian mixtures) and scored against the
+     true groups (AMI, ARI, ``minority_recall``) and the fine labels; then
+     Group DRO on them, as a last layer on the frozen embeddings
+     (``worst_group_acc``, ``avg_acc``, ``per_group_acc``) and as the whole
+     network retrained (``retrain_worst_group_acc``); for reference the last
+     layer with the true groups (``oracle_*``) and plain ERM (``erm_*``), the
+     network's own head (``head_worst_group_acc``), and for ``ce`` the whole
+     network retrained on the true groups (``oracle_retrain_*``).
 
 5. write the record (:mod:`spreadcon.records`).
 
@@ -197,7 +203,9 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     try:
         say(f"evaluating ({ds.task}) ...")
         encoder = encoders[0] if len(encoders) == 1 else ConcatEncoder(encoders)
-        metrics = _evaluate(ds, encoder, cfg, seed, dev)
+        metrics = _evaluate(ds, encoder, cfg, seed, dev, retrain=cfg.dro_retrain and not m.untrained)
+        if ds.task == "robustness" and m.name == "ce" and cfg.dro_retrain:
+            metrics.update(_oracle_retrain(ds, cfg, seed, dev))
         metrics.update({k: v for k, v in train_info.items() if not k.startswith("_")})
         by_epoch = {}
         for e in eval_epochs if not m.untrained else ():
@@ -307,6 +315,12 @@ def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress, eval_
         if not m.backbones:
             info["coarse_head_test_acc"] = coarse_accuracy(result.model, ds.splits["test"], _augment(ds), dev,
                                                            cfg.eval_batch_size)
+            if ds.task == "robustness":  # the network's own head: ERM's whole-network worst group
+                from spreadcon.dro import evaluate_retrained
+
+                head = evaluate_retrained(result.model, ds.splits["test"], ds, cfg, dev)
+                info["head_worst_group_acc"] = head["worst_group_acc"]
+                info["head_per_group_acc"] = head["per_group"]
     info["_provenance"] = prov
     return encoders, info
 
@@ -317,8 +331,11 @@ def _augment(ds):
     return TwoViewAugment.for_dataset(ds)
 
 
-def _evaluate(ds, encoder: nn.Module, cfg: Config, seed: int, dev: torch.device) -> dict[str, float]:
+def _evaluate(ds, encoder: nn.Module, cfg: Config, seed: int, dev: torch.device, *,
+              retrain: bool = False) -> dict[str, float]:
     """Transfer or robustness metrics of a frozen encoder (see the module docstring).
+
+    ``retrain`` (robustness): also GEORGE's whole-network Group DRO retraining (:func:`_robustness`).
 
     The probe's L2 strength is chosen on val from ``probe_weight_decay x
     {0.1, 1, 10}`` (``lbfgs``); the ``adamw`` probe keeps its best val epoch.
@@ -352,13 +369,56 @@ def _evaluate(ds, encoder: nn.Module, cfg: Config, seed: int, dev: torch.device)
         metrics["within_class_cosine"] = float(spread["within_cosine"])
         metrics["subclass_ami"] = float(E.subclass_ami(z["test"], te.coarse, te.fine, seed=seed)["ami"])
         return metrics
-    for mode, prefix in (("inferred", ""), ("true", "oracle_"), ("none", "erm_")):
-        res = E.worst_group(z["train"], tr.coarse, z["test"], te.coarse, te.group, train_groups=tr.group,
-                            groups=mode, max_k=cfg.max_clusters, epochs=cfg.dro_epochs, seed=seed)
-        metrics[f"{prefix}worst_group_acc"] = res["worst_group_acc"]
-        metrics[f"{prefix}avg_acc"] = res["avg_acc"]
-        if mode == "inferred":
-            for key in ("group_ami", "group_ari", "n_groups"):
-                if isinstance(res.get(key), (int, float)):
-                    metrics[f"inferred_{key}"] = float(res[key])
-    return metrics
+    return {**metrics, **_robustness(ds, encoder, z, cfg, seed, dev, retrain=retrain)}
+
+
+def _robustness(ds, encoder, z: dict, cfg: Config, seed: int, dev: torch.device, *, retrain: bool) -> dict:
+    """GEORGE's two steps on the frozen embeddings ``z`` (``{split: (N, D)}``), scored on the test set's true groups.
+
+    1. Subgroups are inferred per class on the training embeddings
+       (``cfg.subgroup_cluster``: UMAP + Gaussian mixtures by default); how well they match the true
+       groups (``inferred_group_ami``/``ari``, ``minority_recall``) and the fine labels
+       (``inferred_fine_ami``, e.g. digit identity on ``mnist-cifar``) is recorded.
+    2. Group DRO on those groups: a last layer on the frozen embeddings (``worst_group_acc``,
+       ``avg_acc``, ``per_group_acc``), and with ``retrain`` the whole network retrained from scratch
+       (``retrain_worst_group_acc``, ``retrain_avg_acc``, ``retrain_per_group_acc``; :mod:`spreadcon.dro`),
+       selected on val by the worst inferred group. References on the same embeddings: Group DRO with
+       the true groups (``oracle_*``) and plain ERM (``erm_*``).
+    """
+    from spreadcon import evaluate as E
+
+    tr, va, te = ds.splits["train"], ds.splits["val"], ds.splits["test"]
+    sub = E.infer_subgroups(z["train"], tr.coarse, max_k=cfg.max_clusters, seed=seed, cluster=cfg.subgroup_cluster)
+    out: dict = {"inferred_n_groups": float(sub.n_groups),
+                 "minority_recall": E.minority_recall(sub.groups, tr.group, tr.coarse)}
+    agree = E.subgroup_agreement(sub.groups, tr.group, tr.coarse)
+    out.update(inferred_group_ami=agree["ami"], inferred_group_ari=agree["ari"],
+               inferred_fine_ami=E.subgroup_agreement(sub.groups, tr.fine, tr.coarse)["ami"])
+    dro = dict(max_k=cfg.max_clusters, epochs=cfg.dro_epochs, seed=seed)
+    for prefix, mode, groups in (("", "true", sub.groups), ("oracle_", "true", tr.group), ("erm_", "none", None)):
+        res = E.worst_group(z["train"], tr.coarse, z["test"], te.coarse, te.group, train_groups=groups,
+                            groups=mode, **dro)
+        out[f"{prefix}worst_group_acc"] = res["worst_group_acc"]
+        out[f"{prefix}avg_acc"] = res["avg_acc"]
+        out[f"{prefix}per_group_acc"] = res["per_group"]
+    if retrain:
+        from spreadcon import dro as R
+
+        val_groups = sub.assign(z["val"], va.coarse)
+        rr = R.retrain_group_dro(ds, sub.groups, cfg, seed=seed, device=dev, val_groups=val_groups)
+        res = R.evaluate_retrained(rr.model, te, ds, cfg, dev)
+        out.update(retrain_worst_group_acc=res["worst_group_acc"], retrain_avg_acc=res["avg_acc"],
+                   retrain_per_group_acc=res["per_group"], retrain_best_epoch=float(rr.best_epoch))
+    return out
+
+
+def _oracle_retrain(ds, cfg: Config, seed: int, dev: torch.device) -> dict:
+    """The whole network retrained with Group DRO on the TRUE groups (selected on val's true groups): the
+    proxy validation's reference, which does not depend on any method's embeddings (run with ``ce``)."""
+    from spreadcon import dro as R
+
+    rr = R.retrain_group_dro(ds, ds.splits["train"].group, cfg, seed=seed, device=dev,
+                             val_groups=ds.splits["val"].group)
+    res = R.evaluate_retrained(rr.model, ds.splits["test"], ds, cfg, dev)
+    return {"oracle_retrain_worst_group_acc": res["worst_group_acc"], "oracle_retrain_avg_acc": res["avg_acc"],
+            "oracle_retrain_per_group_acc": res["per_group"]}

@@ -17,6 +17,8 @@ thanos-joint  one backbone: CE + L_spread(alpha) + reconstruction
 supcon-quirks supcon with ``reference_quirks=True``: the official thanos-code loss
               (cross-view pairs, broadcast norm, one-positive denominator, clamp at 1)
 spread-quirks spread with ``reference_quirks=True``
+thanos-quirks thanos from a ``spread-quirks`` and an ``autoencoder`` backbone: the official
+              form of all four methods (``autoencoder`` has no contrastive term, so it is one run)
 supcon-clamp  supcon (the equations) with only the official clamp: positive logits capped at 1
 ============  =========================================================  ==========================
 
@@ -144,6 +146,9 @@ METHODS: dict[str, Method] = {m.name: m for m in [
            config=(("reference_quirks", True),)),
     Method("spread-quirks", ("ce", "spread"), description="CE + L_spread as the official thanos-code computes it",
            config=(("reference_quirks", True),)),
+    Method("thanos-quirks", (), backbones=("spread-quirks", "autoencoder"),
+           description="thanos with the official form of L_spread: spread-quirks and autoencoder backbones "
+                       "concatenated (the autoencoder has no contrastive term, so both forms share it)"),
     Method("supcon-clamp", ("ce", "supcon"), description="CE + SupCon (the equations) with its positive logit clamped at 1",
            config=(("clamp", "1"),)),
     Method("random-init", ("ce", "supcon"), untrained=True,

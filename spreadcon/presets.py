@@ -140,6 +140,10 @@ class Config:
     knn_k: int = 20               # neighbours for the kNN accuracy
     dro_epochs: int = 100         # Group DRO head training epochs (robustness datasets)
     max_clusters: int = 4         # largest k tried per class by the silhouette search (GEORGE)
+    subgroup_cluster: str = "umap-gmm"  # GEORGE's step 1: UMAP per class, then Gaussian mixtures;
+                                  # "umap-kmeans", or "kmeans-raw" (k-means on the embedding, the first edition)
+    dro_retrain: bool = True      # robustness: also retrain the whole network with Group DRO on the
+                                  # inferred groups (GEORGE's step 2), cfg.epochs long: one more training per run
 
     def to_dict(self) -> dict[str, Any]:
         """All fields as a plain JSON-ready dict."""
@@ -198,13 +202,16 @@ DATASET_ADJUSTMENTS: dict[tuple[str, str], dict[str, Any]] = {
     ("cpu", "mnist"): {"train_size": 4000, "epochs": 5},
     ("cpu", "cifar10"): {"train_size": 3000, "epochs": 5},
     ("cpu", "tinyimagenet"): {"train_size": 3000, "epochs": 5, "image_size": 32},
-    ("cpu", "mnist-cifar"): {"train_size": 3000, "epochs": 5},
+    # mnist-cifar: 15 epochs, so that the digit (the core feature) is learned at all (chapter 6's validation)
+    ("cpu", "mnist-cifar"): {"train_size": 3000, "epochs": 15},
+    ("cpu", "cifar-patch"): {"train_size": 3000, "epochs": 5},
     # cpu-long: the cpu preset's subsets, 40 epochs (the cpu entries' epochs would undo it)
     ("cpu-long", "mnist"): {"train_size": 4000},
     ("cpu-long", "cifar10"): {"train_size": 3000},
     # colab: epochs sized so that a spread run costs ~30 minutes on a T4 at the
     # assumed 10 TFLOP/s (spreadcon.cost; tests/test_presets.py checks the band).
     ("colab", "mnist"): {"epochs": 100},
+    ("colab", "cifar-patch"): {"epochs": 120},    # 45,000 training images: CIFAR-10 with patches
     ("colab", "cifar10"): {"epochs": 100},
     ("colab", "cifar100"): {"epochs": 100},
     ("colab", "cifar100u"): {"epochs": 300},      # 17,100 training images
@@ -304,6 +311,7 @@ def _validate(cfg: Config) -> None:
         "image_size": cfg.image_size >= 0,
         "amp": cfg.amp in {"auto", "bf16", "off"},
         "probe": cfg.probe in {"lbfgs", "adamw"},
+        "subgroup_cluster": cfg.subgroup_cluster in {"umap-gmm", "umap-kmeans", "kmeans-raw"},
         "grad_clip": cfg.grad_clip >= 0,
         "clamp": _clamp_ok(cfg),
     }

@@ -168,7 +168,7 @@ def make_record(*, dataset: str, method: str, preset: str, seed: int, task: str,
     """
     record = {
         "dataset": dataset, "method": method, "preset": preset, "seed": int(seed), "task": task,
-        "metrics": {k: float(v) for k, v in metrics.items()},
+        "metrics": {k: _metric(v) for k, v in metrics.items()},
         "provenance": {
             "git_commit": git if git is not None else git_commit(),
             "torch_version": torch.__version__,
@@ -183,6 +183,13 @@ def make_record(*, dataset: str, method: str, preset: str, seed: int, task: str,
     record.update(extra or {})
     validate_record(record)
     return record
+
+
+def _metric(value: Any) -> float | dict[str, float]:
+    """A metric as a record keeps it: a float, or ``{name: float}`` for a per-group breakdown."""
+    if isinstance(value, dict):
+        return {str(k): float(v) for k, v in value.items()}
+    return float(value)
 
 
 def validate_record(record: dict[str, Any]) -> None:
@@ -212,6 +219,11 @@ def validate_record(record: dict[str, Any]) -> None:
     if missing:
         raise ValueError(f"record metrics are missing {missing} for task {task!r}")
     for key, value in metrics.items():
+        if isinstance(value, dict):  # a per-group breakdown, {group: accuracy}
+            bad = {g: v for g, v in value.items() if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0)}
+            if not key.endswith("per_group_acc") or bad:
+                raise ValueError(f"record metric {key}={value!r} is not a per-group accuracy breakdown")
+            continue
         if key.endswith("acc") and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
             raise ValueError(f"record metric {key}={value!r} is not an accuracy in [0, 1]")
         if isinstance(value, float) and not math.isfinite(value):

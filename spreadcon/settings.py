@@ -18,7 +18,7 @@ Example:
     >>> check_names("mnist", "spraed", "smoke")
     Traceback (most recent call last):
     ...
-    spreadcon.settings.SettingError: unknown method 'spraed'; valid methods: ce, supcon, spread, autoencoder, simclr, thanos, thanos-joint, supcon-quirks, spread-quirks, supcon-clamp, random-init, supcon-pair, spread-pair
+    spreadcon.settings.SettingError: unknown method 'spraed'; valid methods: ce, supcon, spread, autoencoder, simclr, thanos, thanos-joint, supcon-quirks, spread-quirks, thanos-quirks, supcon-clamp, random-init, supcon-pair, spread-pair
 """
 
 from __future__ import annotations
@@ -33,10 +33,10 @@ __all__ = ["SettingError", "DATASET_NAMES", "METHOD_NAMES", "check_names", "chec
 
 #: :data:`spreadcon.data.DATASETS`, without importing it
 DATASET_NAMES = ("mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet", "waterbirds", "celeba", "isic",
-                 "folder", "mnist-cifar")
+                 "folder", "mnist-cifar", "cifar-patch")
 #: :data:`spreadcon.methods.METHODS`, without importing it
 METHOD_NAMES = ("ce", "supcon", "spread", "autoencoder", "simclr", "thanos", "thanos-joint", "supcon-quirks",
-                "spread-quirks", "supcon-clamp", "random-init", "supcon-pair", "spread-pair")
+                "spread-quirks", "thanos-quirks", "supcon-clamp", "random-init", "supcon-pair", "spread-pair")
 # seeds feed torch.manual_seed and k-means' random_state (< 2**32); the pair controls add 1000
 MAX_SEED = 2**32 - 1 - 1000
 

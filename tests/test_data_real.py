@@ -15,7 +15,7 @@ import re
 import pytest
 import torch
 
-from spreadcon.data import EXIT_MISSING_DATA, hierarchy, load
+from spreadcon.data import EXIT_MISSING_DATA, hierarchy, load, proxy
 from spreadcon.data.cli import main as data_cli
 
 pytestmark = pytest.mark.data
@@ -115,6 +115,45 @@ def test_mnist_cifar_proxy(data_root):
     # the digit is painted on: the stroke centre is brighter than the border on average
     x = ds.splits["test"].images.float()
     assert x[:, :, 12:20, 12:20].mean() > x[:, :, :4, :].mean() + 20
+
+
+def test_cifar_patch_proxy(data_root):
+    ds = load("cifar-patch", data_root)
+    assert ds.proxy and "PROXY" in ds.description and ds.task == "robustness"
+    assert ds.image_shape == (3, 32, 32) and ds.n_groups == 4 and ds.coarse_names == ["vehicle", "animal"]
+    colour = torch.tensor(proxy.PATCH_COLOUR, dtype=torch.uint8).view(1, 3, 1, 1)
+    k = proxy.PATCH_SIZE
+    for s, p in (("train", 0.95), ("val", 0.5), ("test", 0.5)):
+        split = ds.splits[s]
+        patch = split.group % 2
+        agree = (patch == split.coarse).float().mean().item()
+        assert abs(agree - p) < 4 * (p * (1 - p) / len(split)) ** 0.5, (s, agree)
+        assert torch.equal(split.group // 2, split.coarse)
+        # the patch is there exactly when the group says so: a k x k block of its colour
+        is_colour = (split.images[:500] == colour).all(1).float().unsqueeze(1)
+        has_block = torch.nn.functional.avg_pool2d(is_colour, k, stride=1).amax((1, 2, 3)) == 1
+        assert torch.equal(has_block, patch[:500].bool()), s
+    # the images underneath are CIFAR-10's own
+    cifar = load("cifar10", data_root).splits["test"]
+    test = ds.splits["test"]
+    assert torch.equal(test.fine, cifar.fine)
+    plain = test.group % 2 == 0
+    assert torch.equal(test.images[plain], cifar.images[plain])
+
+
+def test_proxy_pieces_by_hand():
+    d = torch.zeros(2, 1, 28, 28, dtype=torch.uint8)
+    d[:, 0, 0, 0] = 255
+    bg = torch.tensor([0, 100, 255], dtype=torch.uint8).view(1, 3, 1, 1).expand(2, 3, 32, 32).contiguous()
+    full, half = proxy.composite(d, bg, 1.0), proxy.composite(d, bg, 0.5)
+    assert full[0, :, 2, 2].tolist() == [255, 255, 255] and full[0, :, 0, 0].tolist() == [0, 100, 255]
+    assert half[0, :, 0, 0].tolist() == [64, 114, 192]  # 128 + 0.5 (bg - 128), rounded half to even
+    with pytest.raises(ValueError, match="contrast"):
+        proxy.composite(d, bg, 1.5)
+    imgs = torch.zeros(3, 3, 8, 8, dtype=torch.uint8)
+    out = proxy.paint_patches(imgs, torch.tensor([True, False, True]), torch.Generator().manual_seed(0), size=3)
+    painted = (out == torch.tensor(proxy.PATCH_COLOUR, dtype=torch.uint8).view(1, 3, 1, 1)).all(1)
+    assert painted.sum((1, 2)).tolist() == [9, 0, 9] and imgs.sum() == 0  # the input is not changed
 
 
 def test_cli_summary_mnist(data_root, capsys):

@@ -329,8 +329,10 @@ class TwoViewAugment:
 
     @classmethod
     def for_dataset(cls, ds, **overrides) -> "TwoViewAugment":
-        """The augmentation for a :class:`spreadcon.data.Dataset` (its size, statistics, grayscale flag)."""
+        """The augmentation for a :class:`spreadcon.data.Dataset` (its size, statistics, grayscale flag and
+        its ``augment`` changes), with ``overrides`` last."""
         kw = dict(image_size=tuple(ds.image_shape[1:]), mean=ds.mean, std=ds.std, grayscale=ds.grayscale_aug)
+        kw.update(getattr(ds, "augment", None) or {})  # the dataset's own changes (Dataset.augment)
         kw.update(overrides)
         return cls(**kw)
 

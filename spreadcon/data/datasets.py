@@ -220,6 +220,9 @@ class Dataset:
     group_names: list[str] = field(default_factory=list)
     description: str = ""
     proxy: bool = False
+    #: the dataset's own changes to the default augmentation (keyword arguments of
+    #: :class:`spreadcon.data.augment.TwoViewAugment`), e.g. milder crops that keep a proxy's core feature
+    augment: dict = field(default_factory=dict)
 
     @property
     def n_fine(self) -> int:

@@ -6,7 +6,7 @@ them), so neither of those imports the other back.
 
 Example:
     >>> sorted(DATASETS)[:4]
-    ['celeba', 'cifar10', 'cifar100', 'cifar100u']
+    ['celeba', 'cifar-patch', 'cifar10', 'cifar100']
     >>> load("imagenet")
     Traceback (most recent call last):
     ...
@@ -33,7 +33,7 @@ from .datasets import (
     load_waterbirds,
 )
 from .errors import UnreadableDataset
-from .proxy import load_mnist_cifar
+from .proxy import load_cifar_patch, load_mnist_cifar
 
 DATASETS: dict[str, Callable[..., Dataset]] = {
     "mnist": load_mnist,
@@ -46,6 +46,7 @@ DATASETS: dict[str, Callable[..., Dataset]] = {
     "isic": load_isic,
     "folder": load_folder,
     "mnist-cifar": load_mnist_cifar,
+    "cifar-patch": load_cifar_patch,
 }
 
 
