@@ -394,6 +394,11 @@ def _robustness(ds, encoder, z: dict, cfg: Config, seed: int, dev: torch.device,
     agree = E.subgroup_agreement(sub.groups, tr.group, tr.coarse)
     out.update(inferred_group_ami=agree["ami"], inferred_group_ari=agree["ari"],
                inferred_fine_ami=E.subgroup_agreement(sub.groups, tr.fine, tr.coarse)["ami"])
+    if cfg.subgroup_cluster != "kmeans-raw":  # the first edition's clustering, beside GEORGE's, for comparison
+        raw = E.infer_subgroups(z["train"], tr.coarse, max_k=cfg.max_clusters, seed=seed, cluster="kmeans-raw")
+        out.update(kmeans_raw_group_ami=E.subgroup_agreement(raw.groups, tr.group, tr.coarse)["ami"],
+                   kmeans_raw_minority_recall=E.minority_recall(raw.groups, tr.group, tr.coarse),
+                   kmeans_raw_n_groups=float(raw.n_groups))
     dro = dict(max_k=cfg.max_clusters, epochs=cfg.dro_epochs, seed=seed)
     for prefix, mode, groups in (("", "true", sub.groups), ("oracle_", "true", tr.group), ("erm_", "none", None)):
         res = E.worst_group(z["train"], tr.coarse, z["test"], te.coarse, te.group, train_groups=groups,

@@ -317,6 +317,11 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
         "progress": False, "eval_epochs": eval_epochs,
     }
     template = Path(template)
+    # the kernel must import the spreadcon that runs this grid: with an editable install of another
+    # checkout (a git worktree, say), the kernel would otherwise run that checkout's code, and its
+    # records would name the wrong commit
+    previous = os.environ.get("PYTHONPATH")
+    os.environ["PYTHONPATH"] = kernel_pythonpath(previous)
     try:
         papermill.execute_notebook(str(template), str(out), parameters=params, cwd=str(template.parent),
                                    progress_bar=False, log_output=False)
@@ -328,10 +333,28 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
 
             raise getattr(errors, _DATA_ERRORS[exc.ename])(message) from exc
         raise RuntimeError(message) from exc
+    finally:
+        if previous is None:
+            os.environ.pop("PYTHONPATH", None)
+        else:
+            os.environ["PYTHONPATH"] = previous
     path = find_record(results_dir, run.dataset, run.method, run.preset, run.seed, run.alpha)
     if path is None:
         raise RuntimeError(f"the notebook finished but wrote no record under {results_dir} (see {out})")
     return path
+
+
+def kernel_pythonpath(current: str | None = None) -> str:
+    """``PYTHONPATH`` for a run's kernel: the folder holding this ``spreadcon`` package first, then ``current``.
+
+    Example:
+        >>> import spreadcon
+        >>> kernel_pythonpath("/x").split(os.pathsep) == [str(Path(spreadcon.__file__).parents[1]), "/x"]
+        True
+    """
+    root = str(Path(__file__).resolve().parents[1])
+    rest = [p for p in (current or "").split(os.pathsep) if p and p != root]
+    return os.pathsep.join([root, *rest])
 
 
 # a data error raised inside a run's kernel, by name -> the class that carries its exit code

@@ -134,6 +134,25 @@ def test_jobs_run_side_by_side_with_limited_threads(tmp_path, capsys):
     assert "finished 0, skipped 4, failed 0" in capsys.readouterr().out
 
 
+def test_the_kernel_imports_the_spreadcon_that_runs_the_grid(tmp_path, capsys, monkeypatch):
+    """Another spreadcon earlier on the path (another checkout's editable install, say) must not run."""
+    import spreadcon
+
+    fake = tmp_path / "other" / "spreadcon"
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text("raise ImportError('the wrong spreadcon was imported')\n")
+    monkeypatch.setenv("PYTHONPATH", str(fake.parent))
+    template = _stand_in_template(tmp_path / "template.ipynb",
+                                  "{'seed': seed, 'pkg': __import__('spreadcon').__file__}", sleep=0)
+    results = tmp_path / "results"
+    argv = ["--preset", "smoke", "--datasets", "mnist", "--methods", "ce", "--seeds", "0", "--results",
+            str(results), "--runs", str(tmp_path / "runs"), "--template", str(template), "--no-progress"]
+    assert reproduce.main(argv) == 0, capsys.readouterr()
+    rec = json.loads(next((results / "transfer" / "mnist" / "smoke").glob("*.json")).read_text())
+    assert Path(rec["pkg"]).resolve() == Path(spreadcon.__file__).resolve()
+    assert os.environ["PYTHONPATH"] == str(fake.parent)  # the caller's value is back
+
+
 def test_jobs_must_be_positive(tmp_path, capsys):
     argv = ["--preset", "smoke", "--datasets", "mnist", "--methods", "ce", "--results", str(tmp_path)]
     assert reproduce.main([*argv, "--jobs", "0"]) == 2
