@@ -34,6 +34,8 @@ __all__ = ["SettingError", "DATASET_NAMES", "METHOD_NAMES", "check_names", "chec
 #: :data:`spreadcon.data.DATASETS`, without importing it
 DATASET_NAMES = ("mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet", "waterbirds", "celeba", "isic",
                  "folder", "mnist-cifar", "cifar-patch")
+#: the datasets whose task is worst-group robustness (their runs cluster subgroups)
+ROBUSTNESS_NAMES = ("waterbirds", "celeba", "isic", "mnist-cifar", "cifar-patch")
 #: :data:`spreadcon.methods.METHODS`, without importing it
 METHOD_NAMES = ("ce", "supcon", "spread", "autoencoder", "simclr", "thanos", "thanos-joint", "supcon-quirks",
                 "spread-quirks", "thanos-quirks", "supcon-clamp", "random-init", "supcon-pair", "spread-pair")
@@ -142,10 +144,24 @@ def check_basic(*, dataset: str, method: str, preset: str, seed: Any, overrides:
         cfg = resolve(preset, dataset, overrides)
     except ValueError as exc:
         raise SettingError(str(exc)) from None
+    if dataset in ROBUSTNESS_NAMES:
+        check_subgroup_clustering(cfg.subgroup_cluster)
     check_writable(results_dir, "results", "--results")
     if checkpoint_dir is not None:
         check_writable(checkpoint_dir, "checkpoint", "--checkpoint-dir")
     return cfg
+
+
+def check_subgroup_clustering(cluster: str) -> None:
+    """A robustness run clusters with UMAP (GEORGE's step 1) unless told otherwise: is ``umap-learn`` there?
+
+    Checked before training, so a missing package never costs a finished run its evaluation.
+    """
+    import importlib.util
+
+    if cluster.startswith("umap") and importlib.util.find_spec("umap") is None:
+        raise SettingError(f"subgroup_cluster={cluster} needs umap-learn (GEORGE's dependency): pip install "
+                           "umap-learn, or pass --set subgroup_cluster=kmeans-raw")
 
 
 def check_settings(*, dataset: str, method: str, preset: str, seed: Any, overrides: dict[str, Any] | None = None,

@@ -317,3 +317,24 @@ def test_metrics_by_epoch_come_from_the_runs_own_snapshots(data_root, tmp_path, 
     assert sorted(p.name for p in (tmp_path / "ck" / "snapshots").iterdir()) == ["epoch-0001.pt", "epoch-0003.pt"]
     # an epoch past the run is a setting error, before training
     assert main([*args[:-len(TINY)], "--eval-epochs", "9", "--fresh", *TINY]) == 2
+
+
+def test_a_robustness_run_without_umap_is_refused_before_training(monkeypatch, tmp_path):
+    import importlib.util
+
+    from spreadcon.data import DATASETS
+    from spreadcon.settings import ROBUSTNESS_NAMES
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "umap" else real(name, *a))
+    kw = dict(method="ce", preset="smoke", seed=0, results_dir=tmp_path)
+    with pytest.raises(SettingError, match="needs umap-learn.*subgroup_cluster=kmeans-raw"):
+        check_settings(dataset="mnist-cifar", **kw)
+    # the named option without UMAP, and transfer datasets, need no umap
+    check_settings(dataset="mnist-cifar", overrides={"subgroup_cluster": "kmeans-raw"}, **kw)
+    check_settings(dataset="mnist", **kw)
+    assert {d for d in DATASETS if d != "folder"} - set(ROBUSTNESS_NAMES) == {
+        "mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet"}
+    from spreadcon.cost import DATASET_SIZES
+
+    assert set(ROBUSTNESS_NAMES) == {d for d, s in DATASET_SIZES.items() if s.task == "robustness"}
