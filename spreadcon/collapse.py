@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping, Sequence
 
+import numpy as np
 import torch
 
 from spreadcon import evaluate, theory
@@ -84,6 +85,47 @@ def frozen_metrics(encoder: torch.nn.Module, ds: Any, aug: Any) -> dict[str, flo
     ztr = evaluate.embed(encoder, tr, normalize_fn=aug.normalize)
     zte = evaluate.embed(encoder, te, normalize_fn=aug.normalize)
     return embedding_metrics(ztr, tr, zte, te)
+
+
+def sweep_stats(records: Mapping[tuple[int, float], Mapping[str, float]], seeds: Sequence[int],
+                alphas: Sequence[float], split: str = "test") -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Mean and seed spread, at each weight, of a sweep of :func:`embedding_metrics` records.
+
+    Beside every key of the records it adds, from ``within_<split>`` and
+    ``between_<split>`` of each run, the gap and the spread ratio of
+    :func:`spreadcon.theory.separation` as ``gap_<split>`` and
+    ``ratio_<split>`` (computed per run, then averaged).
+
+    Args:
+        records: ``records[seed, alpha]`` is one run's metrics dict.
+        seeds, alphas: the grid, in the order of the returned arrays.
+        split: ``"test"`` or ``"train"``: whose cosines give the gap and ratio.
+
+    Returns:
+        ``{key: (mean, std)}``, two float arrays of ``len(alphas)``: the mean
+        over seeds and the sample standard deviation (``ddof=1``; zeros with
+        a single seed).
+
+    Example:
+        >>> rec = {(s, a): {"within_test": 0.5 + s * 0.1, "between_test": 0.0} for s in (0, 1) for a in (0.0, 1.0)}
+        >>> st = sweep_stats(rec, [0, 1], [0.0, 1.0])
+        >>> [round(float(v), 3) for v in st["gap_test"][0]], round(float(st["ratio_test"][0][0]), 3)
+        ([0.55, 0.55], 0.45)
+    """
+    if not seeds or not alphas:
+        raise ValueError(f"seeds and alphas must be non-empty, got seeds={list(seeds)} alphas={list(alphas)}")
+    rows = {}
+    for s in seeds:
+        for a in alphas:
+            r = dict(records[s, a])
+            sep = theory.separation(r[f"within_{split}"], r[f"between_{split}"])
+            r[f"gap_{split}"], r[f"ratio_{split}"] = sep.gap, sep.ratio
+            rows[s, a] = r
+    out = {}
+    for key in rows[seeds[0], alphas[0]]:
+        v = np.array([[rows[s, a][key] for a in alphas] for s in seeds], dtype=float)
+        out[key] = (v.mean(0), v.std(0, ddof=1) if len(seeds) > 1 else np.zeros(len(alphas)))
+    return out
 
 
 def metrics_markdown(rows: Sequence[Mapping[str, float]], digits: int = 3) -> str:

@@ -97,6 +97,8 @@ __all__ = [
     "thresholds",
     "optimise_free_embeddings",
     "class_cosines",
+    "Separation",
+    "separation",
     "within_class_permutation",
     "same_spread_pair",
     "SubclassData",
@@ -876,6 +878,48 @@ def class_cosines(u: torch.Tensor, labels: torch.Tensor) -> tuple[float, float]:
     same = labels[:, None] == labels[None, :]
     eye = torch.eye(len(labels), dtype=torch.bool)
     return float(cos[same & ~eye].mean()), float(cos[~same].mean())
+
+
+@dataclass(frozen=True)
+class Separation:
+    """How far apart the classes are, next to how spread each one is (unit embeddings).
+
+    Attributes:
+        within: mean within-class cosine ``rho`` (pairs ``i != j`` of a class).
+        between: mean between-class cosine ``sigma``.
+        gap: ``rho - sigma``; positive while a class is, on average, closer to
+            itself than to the other classes (``gap <= 0`` is the symmetric
+            model's overlap, ``rho <= sigma``).
+        ratio: ``(1 - rho) / (1 - sigma)``, the mean squared distance between
+            classmates over the mean squared distance between classes (for unit
+            vectors ``|u - v|^2 = 2 - 2 cos``). 0 is collapse, 1 is a class as
+            wide as the distance between classes. Unlike the two cosines and the
+            gap, it does not move when every distance shrinks by one factor, so
+            a *global contraction* (both cosines rising or falling together)
+            leaves it unchanged, while spread *inside* a class raises it.
+    """
+
+    within: float
+    between: float
+    gap: float
+    ratio: float
+
+
+def separation(within: float, between: float) -> Separation:
+    """:class:`Separation` from the two mean cosines (for example :func:`class_cosines`).
+
+    Args:
+        within: mean within-class cosine ``rho``.
+        between: mean between-class cosine ``sigma``; must be below 1.
+
+    Example:
+        >>> s = separation(0.0, -0.5)   # classes {e1, e2} and {-e1, -e2}
+        >>> s.gap, round(s.ratio, 4)
+        (0.5, 0.6667)
+    """
+    if not between < 1:
+        raise ValueError(f"between must be below 1 (all classes on one point), got {between}")
+    return Separation(float(within), float(between), float(within - between), float((1 - within) / (1 - between)))
 
 
 def same_spread_pair(K: int = 2, m: int = 3, n_per_subclass: int = 30, arc: float = 0.5, jitter: float = 0.05,

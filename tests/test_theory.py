@@ -454,3 +454,56 @@ def test_clamped_free_views_split_only_for_small_weights():
     high = T.free_view_minimum(0.6, 16, 2, 0.5, form="one_positive_clamped")
     assert low.cosines.view == pytest.approx(0.5, abs=1e-3) and low.loss < low.identical_loss - 0.1
     assert high.cosines.view == pytest.approx(1.0, abs=1e-6) and high.loss == pytest.approx(high.identical_loss, abs=1e-9)
+
+
+def test_separation_on_a_hand_made_embedding():
+    """Classes {e1, e2} and {-e1, -e2}: within cosine 0, between -1/2, gap 1/2, ratio 2/3 (from the pairs by hand)."""
+    u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
+    y = torch.tensor([0, 0, 1, 1])
+    s = T.separation(*T.class_cosines(u, y))
+    assert (s.within, s.between) == pytest.approx((0.0, -0.5), abs=1e-12)
+    assert s.gap == pytest.approx(0.5, abs=1e-12)
+    assert s.ratio == pytest.approx(2 / 3, abs=1e-12)
+    # The ratio is the mean squared distance between classmates over that between classes.
+    d2 = torch.cdist(u.double(), u.double()) ** 2
+    same, eye = y[:, None] == y[None, :], torch.eye(4, dtype=torch.bool)
+    assert s.ratio == pytest.approx(float(d2[same & ~eye].mean() / d2[~same].mean()), abs=1e-12)
+
+
+def test_separation_tells_global_contraction_from_spread_inside_a_class():
+    """Shrinking every distance by one factor (global contraction) moves both cosines and the gap, not the ratio;
+    the symmetric model at its overlap edge rho = sigma has gap 0 and ratio 1, and collapse has ratio 0."""
+    u, y = T.symmetric_embedding(0.4, 5, 2)                 # unit vectors, rho = 0.4
+    u = torch.cat([u, torch.zeros(len(u), 1, dtype=u.dtype)], 1)
+    pole = torch.zeros(u.shape[1], dtype=u.dtype)
+    pole[-1] = 1.0                                          # orthogonal to every u_i
+    a = T.separation(*T.class_cosines(u, y))
+    # Contract towards the pole: v = (pole + eps u) / sqrt(1 + eps^2) is a unit vector and
+    # 1 - cos(v_i, v_j) = eps^2 (1 - cos(u_i, u_j)) / (1 + eps^2): every squared distance scales by one factor.
+    eps = 0.3
+    v = (pole + eps * u) / math.sqrt(1 + eps ** 2)
+    b = T.separation(*T.class_cosines(v, y))
+    assert b.within > a.within + 0.3 and b.between > a.between + 0.3   # both cosines rise together
+    assert b.gap == pytest.approx(a.gap * eps ** 2 / (1 + eps ** 2), abs=1e-10)
+    assert b.ratio == pytest.approx(a.ratio, abs=1e-10)
+    edge = -1 / (2 * 5 - 1)
+    e = T.separation(*T.class_cosines(*T.symmetric_embedding(edge, 5, 2)))
+    assert e.gap == pytest.approx(0.0, abs=1e-10) and e.ratio == pytest.approx(1.0, abs=1e-10)
+    assert T.separation(1.0, -1.0).ratio == 0.0
+    with pytest.raises(ValueError, match="between"):
+        T.separation(1.0, 1.0)
+
+
+def test_sweep_stats_mean_std_gap_ratio():
+    """sweep_stats averages over seeds with ddof=1 and computes gap and ratio per run before averaging."""
+    from spreadcon.collapse import sweep_stats
+
+    rec = {(0, 0.0): {"within_test": 0.9, "between_test": 0.8, "coarse_acc": 0.7},
+           (1, 0.0): {"within_test": 0.5, "between_test": 0.0, "coarse_acc": 0.9}}
+    st = sweep_stats(rec, [0, 1], [0.0])
+    assert st["within_test"][0][0] == pytest.approx(0.7)
+    assert st["within_test"][1][0] == pytest.approx(math.sqrt(0.08))       # std of (0.9, 0.5), ddof=1
+    assert st["gap_test"][0][0] == pytest.approx((0.1 + 0.5) / 2)
+    assert st["ratio_test"][0][0] == pytest.approx((0.5 + 0.5) / 2)        # 0.1/0.2 and 0.5/1.0
+    assert st["coarse_acc"][0][0] == pytest.approx(0.8)
+    assert sweep_stats(rec, [0], [0.0])["gap_test"][1][0] == 0.0
