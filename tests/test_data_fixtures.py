@@ -302,6 +302,56 @@ def test_celeba_torchvision_layout(tmp_path):
     assert batch["images"].shape == (3, 3, 24, 24)
 
 
+#: The (Blond_Hair, Male) group sizes of the official CelebA release, per official partition, as the
+#: robustness literature reports them (Sagawa et al. 2020, Table 4 / appendix; e.g. 1,387 blond men in train).
+CELEBA_GROUP_COUNTS = {
+    "train": {"not blond, female": 71629, "not blond, male": 66874, "blond, female": 22880, "blond, male": 1387},
+    "val": {"not blond, female": 8535, "not blond, male": 8276, "blond, female": 2874, "blond, male": 182},
+    "test": {"not blond, female": 9767, "not blond, male": 7535, "blond, female": 2480, "blond, male": 180},
+}
+
+
+def _group_counts(ds) -> dict[str, dict[str, int]]:
+    return {s: {ds.group_names[g]: n for g, n in sorted(Counter(ds.splits[s].group.tolist()).items())}
+            for s in ("train", "val", "test")}
+
+
+def test_celeba_familiar_group_counts_at_official_size(tmp_path):
+    """An attribute file of the official size (202,599 rows, 40 attributes, shuffled rows, the other 38
+    attributes random) whose Blond_Hair x Male cells hold the familiar counts: the loader must give them back."""
+    rng = np.random.default_rng(0)
+    blond, male = CELEBA_ATTRS.index("Blond_Hair"), CELEBA_ATTRS.index("Male")
+    part_of = {"train": 0, "val": 1, "test": 2}
+    cells = []  # (partition, blond, male) per image
+    for split, counts in CELEBA_GROUP_COUNTS.items():
+        for g, name in enumerate(["not blond, female", "not blond, male", "blond, female", "blond, male"]):
+            cells += [(part_of[split], g // 2, g % 2)] * counts[name]
+    assert len(cells) == 202599
+    cells = [cells[i] for i in rng.permutation(len(cells))]
+    attrs = rng.choice(np.array([-1, 1]), size=(len(cells), 40))
+    folder = tmp_path / "celeba"
+    folder.mkdir()
+    names = [f"{i + 1:06d}.jpg" for i in range(len(cells))]
+    lines = [str(len(cells)), " ".join(CELEBA_ATTRS)]
+    for n, a, (_, b, m) in zip(names, attrs, cells):
+        a[blond], a[male] = 2 * b - 1, 2 * m - 1
+        lines.append(n + " " + " ".join(f"{v:2d}" for v in a))
+    (folder / "list_attr_celeba.txt").write_text("\n".join(lines) + "\n")
+    (folder / "list_eval_partition.txt").write_text("".join(f"{n} {p}\n" for n, (p, _, _) in zip(names, cells)))
+    ds = load("celeba", tmp_path, image_size=64)
+    assert _group_counts(ds) == CELEBA_GROUP_COUNTS
+    assert [len(ds.splits[s]) for s in ("train", "val", "test")] == [162770, 19867, 19962]
+
+
+def test_celeba_official_attribute_file_has_familiar_counts():
+    """On the real release, when it is present (``SPREADCON_DATA/celeba``): the same counts."""
+    import os
+    root = Path(os.environ.get("SPREADCON_DATA", "../shared/data"))
+    if not (root / "celeba" / "list_attr_celeba.txt").is_file():
+        pytest.skip(f"the official CelebA attribute file is not under {root}/celeba (online only)")
+    assert _group_counts(load("celeba", root, image_size=64)) == CELEBA_GROUP_COUNTS
+
+
 def write_isic(root: Path, with_split: bool) -> list[tuple]:
     folder = root / "isic"
     rows = []
