@@ -16,10 +16,36 @@ a quarter of them and worst-group accuracy can be measured.
   CIFAR-10 image whose contrast is scaled by :data:`BACKGROUND_CONTRAST` around
   mid-grey: ``x = (128 + c (bg - 128)) (1 - m) + 255 m`` with ``m = digit / 255``.
   At ``c = 1`` (the first edition) a 5-epoch CNN learned only the background.
-  The second edition halves the contrast, keeps crops at 60% of the image or
-  more (:data:`CROP_SCALE`) and trains 15 epochs at the cpu preset: chosen on
-  the validation split (contrast 1 / 0.5 / 0.25, crops 20% / 60%, 5 / 15
-  epochs, one seed of ``ce``), then validated on test in chapter 6.
+  The construction was chosen on the validation split only (one seed of
+  ``ce``; the test split was not read), against chapter 6's validation rule
+  (class head >= 65%, true-group DRO >= 65% and >= 20 points above ERM):
+
+  ==========  ======  ====  ====  ====  ====  ========  ====  ======
+  train imgs  epochs  crop  c     head  ERM   true DRO  gap   chosen
+  ==========  ======  ====  ====  ====  ====  ========  ====  ======
+  3,000       5       0.2   0.5   55.0  34.0  58.6      24.6
+  3,000       5       0.2   1.0   51.9  21.3  45.5      24.2
+  3,000       5       0.6   0.25  65.8  52.9  72.5      19.6
+  3,000       5       0.6   0.5   59.7  34.8  63.1      28.3
+  3,000       15      0.6   0.5   69.4  48.8  68.4      19.6
+  3,000       15      0.6   0.6   65.8  42.6  63.5      20.9
+  3,000       15      0.6   0.7   63.0  35.7  60.7      25.0
+  3,000       15      0.6   1.0   57.1  25.8  53.7      27.9
+  3,000       15      0.85  0.5   75.7  59.4  71.6      12.2
+  3,000       15      0.85  0.6   73.1  49.2  67.2      18.0
+  9,000       5       0.6   0.5   66.3  57.8  76.0      18.2
+  9,000       5       0.6   0.6   62.9  45.9  76.8      30.9
+  9,000       8       0.6   0.55  71.6  61.5  80.7      19.2
+  9,000       8       0.6   0.6   69.9  58.6  81.2      22.6  yes
+  9,000       8       0.6   0.7   66.4  50.0  77.5      27.5
+  ==========  ======  ====  ====  ====  ====  ========  ====  ======
+
+  At 3,000 images, contrast and crops trade the DRO level against its gap over
+  ERM and no setting clears both (the second edition's 0.5 missed the gap by a
+  point on test); three times the images (8 epochs, so about as many steps)
+  lift true-group DRO by ~12 points and leave room for both. The third edition
+  uses contrast 0.6, crops of at least 60% (:data:`CROP_SCALE`) and, at the cpu
+  preset, 9,000 training images for 8 epochs; chapter 6 validates it on test.
 * the background's CIFAR coarse class ``b`` (0 vehicle, 1 animal) equals ``y``
   with probability ``p_agree``. Backgrounds are drawn uniformly, with
   replacement, from the CIFAR-10 images of that class in the matching split.
@@ -55,7 +81,7 @@ from .datasets import Dataset, Split, _dataset_stats, load_cifar10, load_mnist
 #: the fraction of images whose spurious attribute agrees with the class, per split (Waterbirds' 95% in train)
 P_AGREE = {"train": 0.95, "val": 0.5, "test": 0.5}
 #: mnist-cifar: the background's contrast around mid-grey (1 = the CIFAR image as it is)
-BACKGROUND_CONTRAST = 0.5
+BACKGROUND_CONTRAST = 0.6
 #: mnist-cifar: random crops keep at least 60% of the image (the default 20% often cuts the digit away)
 CROP_SCALE = (0.6, 1.0)
 #: cifar-patch: the patch's side in pixels and its RGB colour (a saturated magenta, rare in CIFAR-10)
