@@ -12,8 +12,8 @@ import sys
 
 COMMANDS = {
     "data": ("spreadcon.data.cli", "inspect datasets: `data summary NAME --root DIR`"),
-    "run": ("spreadcon.run", "train and evaluate one (dataset, method, preset, seed)"),
-    "reproduce": ("spreadcon.reproduce", "run an experiment grid through papermill"),
+    "run": ("spreadcon.runs.cli", "train and evaluate one (dataset, method, preset, seed)"),
+    "reproduce": ("spreadcon.runs.reproduce", "run an experiment grid through papermill"),
     "bench": ("spreadcon.bench", "speed benchmarks (`bench --json`)"),
 }
 

@@ -30,7 +30,7 @@ Sections:
 * :func:`bench_augment`: :func:`benchmark_augment`
   (the paper's pipeline, batched on tensors, against per-image PIL torchvision).
 * :func:`bench_allocator`: a ViT training step with glibc's default allocator and
-  with :func:`spreadcon.malloc.keep_freed_memory` (which the training engine
+  with :func:`spreadcon.util.malloc.keep_freed_memory` (which the training engine
   and :func:`run_all` apply), each in a fresh process: step time and minor
   page faults per step.
 * :func:`bench_gpu`: with ``--device cuda``, epoch time of the ``paper``
@@ -59,10 +59,10 @@ from pathlib import Path
 
 import torch
 
-from spreadcon.atomic import atomic_write
-from spreadcon.losses import spread_loss, supcon_loss
-from spreadcon.malloc import keep_freed_memory
-from spreadcon.timing import interleaved_times, median_time, torch_threads
+from spreadcon.util.atomic import atomic_write
+from spreadcon.losses.contrastive import spread_loss, supcon_loss
+from spreadcon.util.malloc import keep_freed_memory
+from spreadcon.util.timing import interleaved_times, median_time, torch_threads
 
 LOSS_SIZES = (128, 512, 2048)  # B; V = 2 views, D = 128 features (the issue's grid)
 LOOP_ANCHORS = 512  # the Python loop runs on at most this many anchors per view pair; larger B is scaled
@@ -467,7 +467,7 @@ def bench_gpu(device: str = "cuda", method: str = "spread", epochs: int = 2, n_t
 
     Trains ``method`` for ``epochs`` epochs (the first includes
     ``torch.compile`` and warm-up; the last is the timed one) through
-    :func:`spreadcon.engine.train`, projects ``PAPER_EPOCHS`` epochs from the
+    :func:`spreadcon.train.loop.train`, projects ``PAPER_EPOCHS`` epochs from the
     timed one (training only, not the final probe), and divides the encoder's
     FLOP/s (:func:`vit_train_step_flops` per step) by the measured bf16 matmul
     FLOP/s of the device. ``compile`` overrides the preset's ``torch.compile``
@@ -480,7 +480,7 @@ def bench_gpu(device: str = "cuda", method: str = "spread", epochs: int = 2, n_t
         reason = "no CUDA device in this session" if not torch.cuda.is_available() else f"device {device} is not CUDA"
         return {**{k: None for k in keys}, "gpu_reason": reason,
                 "gpu_command": "python -m spreadcon bench --json --device cuda --out results/bench/gpu.json"}  # fmt: skip
-    from spreadcon.engine import train
+    from spreadcon.train.loop import train
     from spreadcon.models.vit import vit_train_step_flops
     from spreadcon.presets import resolve
 
@@ -516,7 +516,7 @@ _ALLOCATOR_CHILD = """
 import json, resource, statistics, sys, time
 mode, batch, steps = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 if mode == "kept":
-    from spreadcon.malloc import keep_freed_memory
+    from spreadcon.util.malloc import keep_freed_memory
     keep_freed_memory()
 import torch
 from spreadcon.bench import vit_train_step
@@ -536,7 +536,7 @@ print(json.dumps({"s": statistics.median(times), "minflt_per_step": faults / ste
 
 def bench_allocator(batch: int = 128, steps: int = 3, rounds: int = 1) -> dict:
     """A ViT training step (:func:`vit_train_step`, one thread) with glibc's default allocator and
-    with :func:`spreadcon.malloc.keep_freed_memory`, each in a fresh process (the setting cannot be undone).
+    with :func:`spreadcon.util.malloc.keep_freed_memory`, each in a fresh process (the setting cannot be undone).
 
     Rounds alternate the two modes; each reports the median step time and the
     minor page faults per step (``ru_minflt``: pages the kernel had to hand
@@ -595,7 +595,7 @@ def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None
         raise ValueError(f"unknown bench settings {sorted(unknown)}; valid: {sorted(FULL)}")
     t0 = time.perf_counter()
     out: dict = {"machine": machine(), "device": device, "quick": quick, "settings": s}
-    out["machine"]["malloc"] = keep_freed_memory()  # as training runs (spreadcon.engine.train)
+    out["machine"]["malloc"] = keep_freed_memory()  # as training runs (spreadcon.train.loop.train)
     with torch_threads(threads) as used:
         out["machine"]["bench_threads"] = used
         losses = bench_losses(sizes=tuple(s["sizes"]), repeats=s["repeats"], warmup=s["warmup"],
@@ -628,7 +628,7 @@ def _provenance() -> dict:
     """The git commit (``-dirty`` if the tree has changes) and whether ``spreadcon/`` itself is committed."""
     import subprocess
 
-    from spreadcon.records import git_commit
+    from spreadcon.runs.records import git_commit
 
     root = Path(__file__).resolve().parent
     try:

@@ -1,6 +1,6 @@
 """Rank helpers and an all-gather that lets gradients flow back to every rank.
 
-The contrastive losses in :mod:`spreadcon.losses` want negatives from the
+The contrastive losses in :mod:`spreadcon.losses.contrastive` want negatives from the
 *global* batch. :func:`gather_with_grad` concatenates every rank's embeddings
 along dim 0 so that each rank can score its own (local) anchors against all
 candidates.

@@ -41,14 +41,14 @@ The terms, on embeddings ``z = encoder(x): (B, V, D)``:
 
 * ``ce``: mean over images and views of cross-entropy of ``head(z[:, v])``
   against the coarse label.
-* ``supcon``: :class:`spreadcon.losses.SpreadLoss` with ``alpha = 0`` (Khosla
+* ``supcon``: :class:`spreadcon.losses.contrastive.SpreadLoss` with ``alpha = 0`` (Khosla
   et al.'s L_out on the coarse labels).
-* ``spread``: :class:`spreadcon.losses.SpreadLoss` with the config's ``alpha``.
-* ``simclr``: :class:`spreadcon.losses.SimCLRLoss`, labels ignored (each
+* ``spread``: :class:`spreadcon.losses.contrastive.SpreadLoss` with the config's ``alpha``.
+* ``simclr``: :class:`spreadcon.losses.contrastive.SimCLRLoss`, labels ignored (each
   image's own other views are its only positives).
 * ``recon``: the **class-conditional autoencoder**. A decoder maps each view's
   embedding back to that (augmented, normalised) view, and the term is
-  :class:`spreadcon.losses.ReconstructionLoss`, the mean squared error over
+  :class:`spreadcon.losses.contrastive.ReconstructionLoss`, the mean squared error over
   pixels, channels and views. The class conditioning
   enters through the *shared embedding*: the same ``z`` must also feed the
   coarse CE head, so the code is class-aware (linearly separable by coarse
@@ -248,7 +248,7 @@ class Objective(nn.Module):
     def __init__(self, method: Method | str, cfg: "Config", *, num_classes: int | None = None,
                  check_values: bool = True) -> None:
         super().__init__()
-        from spreadcon import losses
+        from spreadcon.losses import contrastive as losses
 
         self.method = get_method(method) if isinstance(method, str) else method
         if self.method.backbones:

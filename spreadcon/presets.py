@@ -17,7 +17,7 @@ How the presets differ from the paper (Chen et al., ICML 2022):
   GPU. Its model compute for CIFAR-10 is about 91 PFLOP (390 GFLOP per
   128 x 2-view step, counted by spreadcon.models.vit_train_step_flops, x 391
   steps x 600 epochs); its wall time has not been measured here.
-  Estimated cost (:mod:`spreadcon.cost`, counted FLOPs at an *assumed* 50
+  Estimated cost (:mod:`spreadcon.runs.cost`, counted FLOPs at an *assumed* 50
   TFLOP/s sustained on one A100-class GPU; replaced by the measured figure
   once ``results/bench/gpu.json`` exists): CIFAR-10 ``supcon`` or ``spread``
   88 PFLOP, about 0.5 GPU-hours; ``autoencoder`` 391 PFLOP (the ResNet-18
@@ -46,7 +46,7 @@ How the presets differ from the paper (Chen et al., ICML 2022):
   is cut: ``epochs`` per dataset (:data:`DATASET_ADJUSTMENTS`) are sized from
   the counted FLOPs of a ``spread`` run at an **assumed** sustained 10
   TFLOP/s on a T4 under fp16 autocast (about 15% of its 65 TFLOP/s
-  fp16 tensor-core peak; :data:`spreadcon.cost.ASSUMED`), with one cosine over
+  fp16 tensor-core peak; :data:`spreadcon.runs.cost.ASSUMED`), with one cosine over
   the run instead of restarts every 100 epochs, and TinyImageNet at 32x32
   (its probe alone at 64x64 would take 70 minutes). CIFAR-10: 100 epochs,
   about 31 minutes for ``supcon``/``spread`` (of which 8 are the probe),
@@ -210,7 +210,7 @@ DATASET_ADJUSTMENTS: dict[tuple[str, str], dict[str, Any]] = {
     ("cpu-long", "mnist"): {"train_size": 4000},
     ("cpu-long", "cifar10"): {"train_size": 3000},
     # colab: epochs sized so that a spread run costs ~30 minutes on a T4 at the
-    # assumed 10 TFLOP/s (spreadcon.cost; tests/test_presets.py checks the band).
+    # assumed 10 TFLOP/s (spreadcon.runs.cost; tests/test_presets.py checks the band).
     ("colab", "mnist"): {"epochs": 100},
     ("colab", "cifar-patch"): {"epochs": 120},    # 45,000 training images: CIFAR-10 with patches
     ("colab", "cifar10"): {"epochs": 100},
@@ -219,7 +219,7 @@ DATASET_ADJUSTMENTS: dict[tuple[str, str], dict[str, Any]] = {
     ("colab", "tinyimagenet"): {"epochs": 30, "image_size": 32},  # 64x64 probe alone: ~70 T4-minutes
     ("colab", "waterbirds"): {"epochs": 250},     # 4,795 training images
     ("colab", "celeba"): {"epochs": 7},           # 162,770 training images at 64x64
-    ("colab", "isic"): {"epochs": 80},            # size assumed (spreadcon.cost.DATASET_SIZES)
+    ("colab", "isic"): {"epochs": 80},            # size assumed (spreadcon.runs.cost.DATASET_SIZES)
 }
 
 
@@ -278,7 +278,7 @@ def resolve(preset: str, dataset: str | None = None, overrides: dict[str, Any] |
 
 
 def clamp_value(cfg: Config) -> float | None | str:
-    """``cfg.clamp`` as :class:`spreadcon.losses.SpreadLoss` takes it: ``"auto"``, None or a float."""
+    """``cfg.clamp`` as :class:`spreadcon.losses.contrastive.SpreadLoss` takes it: ``"auto"``, None or a float."""
     key = cfg.clamp.strip().lower()
     if key == "auto":
         return "auto"

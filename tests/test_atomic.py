@@ -9,7 +9,7 @@ import stat
 
 import pytest
 
-from spreadcon.atomic import atomic_write
+from spreadcon.util.atomic import atomic_write
 from spreadcon.data import datasets as D
 
 

@@ -219,7 +219,7 @@ def test_sync_free_augmentation_reads_nothing_back_and_matches_the_grouped_one()
     """With ``sync_free=True`` a whole two-view call makes no host-syncing call
     (what a GPU step needs); the default CPU path does make them, which shows the
     detector can see them, and both give the same views for the same generator."""
-    from spreadcon.syncs import HostSyncs
+    from spreadcon.util.syncs import HostSyncs
 
     x = (_images(16) * 255).to(torch.uint8)
     fast = TwoViewAugment(image_size=(16, 16), mean=(0.5,) * 3, std=(0.25,) * 3, sync_free=True)

@@ -4,7 +4,7 @@ No timing is asserted: the numbers depend on the machine and its load. What is
 asserted is what the numbers mean: the CLI prints one JSON object with the
 keys and types the contract names, the per-anchor loop computes the same loss
 as ``SpreadLoss(reference_quirks=True)`` (so the speed-up compares like with
-like), and the fused fast path of :mod:`spreadcon.losses` gives the same
+like), and the fused fast path of :mod:`spreadcon.losses.contrastive` gives the same
 values and gradients as its masked-logsumexp fallback.
 """
 
@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from spreadcon import bench
-from spreadcon import losses as L
+from spreadcon.losses import contrastive as L
 
 REPO = Path(__file__).resolve().parents[1]
 

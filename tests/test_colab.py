@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from spreadcon.colab import install_cell, repository_url, rewrite_notebooks
+from spreadcon.book.colab import install_cell, repository_url, rewrite_notebooks
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO / "book").glob("*.ipynb"))

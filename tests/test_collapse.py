@@ -1,4 +1,4 @@
-"""spreadcon.collapse: the cosines and probes chapters 1 and 2 follow, on
+"""spreadcon.book.collapse: the cosines and probes chapters 1 and 2 follow, on
 embeddings whose answers are known."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from spreadcon import collapse, theory
+from spreadcon.book import collapse
+from spreadcon.theory import model as theory
 
 
 def _split(coarse, fine):

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from spreadcon import cost
+from spreadcon.runs import cost
 
 # A config small enough to count by hand: the linear encoder on MNIST's 1x28x28 images.
 SMALL = {"encoder": "linear", "train_size": 512, "val_size": 256, "test_size": 256, "batch_size": 64,
@@ -107,7 +107,8 @@ def test_the_costs_the_presets_docstring_and_readme_quote_are_the_models():
     import re
     from pathlib import Path
 
-    from spreadcon import presets, reproduce
+    from spreadcon import presets
+    from spreadcon.runs import reproduce
 
     ref, t4 = cost.ASSUMED["reference"], cost.ASSUMED["t4"]
     paper = {m: cost.run_cost("cifar10", m, "paper") for m in ("spread", "autoencoder", "thanos")}

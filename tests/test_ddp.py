@@ -26,7 +26,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from spreadcon import engine
+from spreadcon.train import loop as engine
 from spreadcon.presets import resolve
 
 BATCH = 32

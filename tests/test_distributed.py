@@ -17,7 +17,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 from spreadcon import distributed as sd
-from spreadcon.losses import simclr_loss, spread_loss
+from spreadcon.losses.contrastive import simclr_loss, spread_loss
 
 WORLD = 2
 B_LOCAL, V, D_IN, D = 6, 2, 5, 4

@@ -51,7 +51,7 @@ def test_the_runner_can_fail(tmp_path, monkeypatch):
 
 
 def test_every_module_is_collected():
-    assert {"spreadcon.losses", "spreadcon.data.datasets", "spreadcon.data.cache", "spreadcon.timing"} <= set(MODULES)
+    assert {"spreadcon.losses.contrastive", "spreadcon.data.datasets", "spreadcon.data.cache", "spreadcon.util.timing"} <= set(MODULES)
 
 
 @pytest.mark.parametrize(

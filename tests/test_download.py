@@ -346,7 +346,7 @@ def test_load_isic_with_download_gives_the_manual_steps(tmp_path):
 def test_run_on_a_fresh_root_downloads_verifies_trains_and_records(tmp_path, fixture_sources, one_thread):
     import json
 
-    from spreadcon.run import run_experiment
+    from spreadcon.runs.experiment import run_experiment
 
     _, requests = fixture_sources
     root = tmp_path / "fresh"

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from spreadcon.dro import evaluate_retrained, group_dro_step, retrain_group_dro
+from spreadcon.train.group_dro import evaluate_retrained, group_dro_step, retrain_group_dro
 from spreadcon.presets import resolve
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py

@@ -7,8 +7,8 @@ import math
 import pytest
 import torch
 
-from spreadcon import engine
-from spreadcon.engine import CheckpointError, lr_factor, train
+from spreadcon.train import loop as engine
+from spreadcon.train.loop import CheckpointError, lr_factor, train
 from spreadcon.presets import resolve
 
 
@@ -177,16 +177,16 @@ def test_on_epoch_end_gets_the_model_and_leaves_the_run_unchanged():
 def test_a_training_step_never_waits_for_the_device(method, encoder, monkeypatch):
     """The GPU fast path's rule, checked on the CPU: fetching a batch and one full
     optimiser step (augmentation, forward, losses, backward, clipping, AdamW) make
-    no call that reads a device value on the host (spreadcon.syncs.HostSyncs). The
+    no call that reads a device value on the host (spreadcon.util.syncs.HostSyncs). The
     losses read one size on the host where that is free (CPU tensors); the test takes
     the GPU's path."""
-    import spreadcon.losses
+    import spreadcon.losses.contrastive
 
-    monkeypatch.setattr(spreadcon.losses, "_host_reads_are_free", lambda device: False)
+    monkeypatch.setattr(spreadcon.losses.contrastive, "_host_reads_are_free", lambda device: False)
     from spreadcon.data import batches
     from spreadcon.data.augment import TwoViewAugment
     from spreadcon.methods import Objective, build_model
-    from spreadcon.syncs import HostSyncs
+    from spreadcon.util.syncs import HostSyncs
 
     ds = synthetic_dataset(n=64, side=8)
     cfg = tiny_cfg(encoder=encoder, grad_clip=1.0)
@@ -254,7 +254,7 @@ def test_cuda_step_passes_the_sync_debugger(method):
 def test_clamp_key_reaches_the_supcon_term():
     """Config clamp="1" gives the objective's supcon term the equations' SupCon with the clamp
     (checked against the loss called directly), and the supcon-clamp row trains exactly like it."""
-    from spreadcon.losses import spread_loss
+    from spreadcon.losses.contrastive import spread_loss
     from spreadcon.methods import Objective
 
     g = torch.Generator().manual_seed(0)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from spreadcon.evaluate import (
+from spreadcon.eval.evaluate import (
     embed,
     group_accuracies,
     infer_subgroups,

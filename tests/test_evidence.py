@@ -1,4 +1,4 @@
-"""spreadcon.evidence: the records chapters 4-6 read, and their figure hand-off."""
+"""spreadcon.book.evidence: the records chapters 4-6 read, and their figure hand-off."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from spreadcon import evidence  # noqa: E402
-from spreadcon.records import make_record, write_record  # noqa: E402
+from spreadcon.book import evidence  # noqa: E402
+from spreadcon.runs.records import make_record, write_record  # noqa: E402
 
 
 def _write(tmp_path, seed, extra=None):
@@ -39,7 +39,7 @@ def test_show_closes_the_figure():
 
 
 def test_tidy_bars_marks_empty_slots_and_moves_the_legend_off_the_bars():
-    from spreadcon import report
+    from spreadcon.book import report
 
     recs = [{"dataset": "mnist", "method": m, "seed": s, "metrics": {"acc": 0.9}}
             for m in ("supcon", "thanos") for s in (0, 1)]
@@ -64,7 +64,7 @@ def test_tidy_bars_marks_empty_slots_and_moves_the_legend_off_the_bars():
 
 
 def test_scale_rows_state_the_cpu_preset_against_the_paper():
-    from spreadcon.evidence import scale_rows
+    from spreadcon.book.evidence import scale_rows
 
     rows = scale_rows("cpu", ["cifar10"]).splitlines()
     assert rows[2] == "| cifar10, cpu | 3,000 (300) | 5 | cnn 0.26M | L-BFGS, fixed | 15,000 (1,800x fewer) |"

@@ -1,4 +1,4 @@
-"""spreadcon.losses against slow references written straight from the equations.
+"""spreadcon.losses.contrastive against slow references written straight from the equations.
 
 The references loop over anchors and candidates with Python floats, so they
 share no code (and no masking tricks) with the vectorised losses.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from spreadcon.losses import (
+from spreadcon.losses.contrastive import (
     CNCELoss,
     ReconstructionLoss,
     SimCLRLoss,
@@ -404,8 +404,8 @@ def test_sync_free_loss_makes_no_host_syncing_call(monkeypatch):
     device value on the host (paper switches); the defaults do, which shows the detector works.
     On a CPU tensor the loss reads the largest class size (free there: no device to wait for),
     so the test takes the path a GPU takes."""
-    import spreadcon.losses as L
-    from spreadcon.syncs import HostSyncs
+    import spreadcon.losses.contrastive as L
+    from spreadcon.util.syncs import HostSyncs
 
     monkeypatch.setattr(L, "_host_reads_are_free", lambda device: False)
     z, y = _data(B=16, V=2, D=8, n_cls=4, dtype=torch.float32)
@@ -433,7 +433,7 @@ def test_unchecked_loss_returns_nan_instead_of_raising():
 def test_gpu_width_of_the_positives_gather_gives_the_cpu_result(monkeypatch, anchors, denominator, clamp):
     """The fused path gathers each row's same-class columns into a (M, P) block: P is the largest
     class on a CPU and every column on a GPU (no host read). Both give the same loss and gradient."""
-    import spreadcon.losses as L
+    import spreadcon.losses.contrastive as L
 
     z, y = _data(B=12, V=3, D=6, n_cls=4, dtype=torch.float64)
     out = []
@@ -504,7 +504,7 @@ def _close(got, want, rtol):
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
 def test_gradient_on_hard_cases_matches_double_loop_and_exact_path(case, anchors, denominator, clamp, norm, alpha,
                                                                     monkeypatch):  # fmt: skip
-    import spreadcon.losses as L
+    import spreadcon.losses.contrastive as L
 
     z, y = _issue_repro() if case == "issue_repro" else _hard_case(case)
     tau = 0.5

@@ -1,4 +1,4 @@
-"""spreadcon.malloc: glibc keeps freed blocks, so a training step stops page-faulting.
+"""spreadcon.util.malloc: glibc keeps freed blocks, so a training step stops page-faulting.
 
 Measured in page faults (``ru_minflt``), not time: the count is a property of the
 allocator, while times depend on the machine's load.
@@ -11,7 +11,7 @@ import sys
 import pytest
 
 from spreadcon import bench
-from spreadcon.malloc import SETTINGS, keep_freed_memory
+from spreadcon.util.malloc import SETTINGS, keep_freed_memory
 
 linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 

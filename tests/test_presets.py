@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from spreadcon import records
+from spreadcon.runs import records
 from spreadcon.methods import METHODS, get_method
 from spreadcon.presets import DATASET_ADJUSTMENTS, PRESETS, Config, parse_value, resolve
 
@@ -27,7 +27,7 @@ def test_official_is_paper_with_only_the_reference_quirks(dataset):
 
 
 def test_colab_keeps_the_paper_protocol_and_cuts_only_the_training_length():
-    from spreadcon.cost import DATASET_SIZES
+    from spreadcon.runs.cost import DATASET_SIZES
 
     allowed = {"epochs", "cosine_period_epochs", "checkpoint_every", "image_size"}
     for dataset in DATASET_SIZES:
@@ -39,7 +39,7 @@ def test_colab_keeps_the_paper_protocol_and_cuts_only_the_training_length():
 
 def test_colab_costs_about_30_t4_minutes_per_run():
     """The band is 25-35 minutes for supcon and spread at the assumed T4 throughput, on every dataset."""
-    from spreadcon.cost import ASSUMED, DATASET_SIZES, gpu_hours, run_cost
+    from spreadcon.runs.cost import ASSUMED, DATASET_SIZES, gpu_hours, run_cost
 
     t4 = ASSUMED["t4"]
     minutes = {d: 60 * gpu_hours(run_cost(d, "spread", "colab").total_flops, t4) for d in DATASET_SIZES}

@@ -7,7 +7,7 @@ import hashlib
 
 import pytest
 
-from spreadcon import records
+from spreadcon.runs import records
 
 
 def _tree(tmp_path):
@@ -29,9 +29,10 @@ def test_source_hash_is_the_sha256_of_sorted_paths_and_bytes(tmp_path):
         + b"fakepkg/a.py" + b"\xc3\xa9 = 2\n"
         + b"fakepkg/sub/b.py" + b"print('b')\n"
     ).hexdigest()
-    assert records.source_hash(pkg) == want
+    assert records.source_hash(pkg, parts=None) == want
     (pkg / "sub" / "b.py").write_bytes(b"print('c')\n")  # one byte changed: another hash
-    assert records.source_hash(pkg) != want
+    assert records.source_hash(pkg, parts=None) != want
+    assert records.source_hash(pkg, parts=("a.py",)) == hashlib.sha256(b"fakepkg/a.py" + b"\xc3\xa9 = 2\n").hexdigest()
 
 
 def test_the_package_hash_covers_spreadcon_py_files():
@@ -39,6 +40,25 @@ def test_the_package_hash_covers_spreadcon_py_files():
 
     h = records.source_hash()
     assert len(h) == 64 and h == records.source_hash(spreadcon.__path__[0])
+
+
+def test_the_hash_covers_the_training_code_and_not_the_book_helpers(tmp_path):
+    import shutil
+
+    import spreadcon
+
+    pkg = tmp_path / "spreadcon"
+    shutil.copytree(spreadcon.__path__[0], pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    before = records.source_hash(pkg)
+    assert before == records.source_hash()  # a byte-identical copy: the same hash
+    for helper in ("book/report.py", "theory/model.py", "bench.py"):  # a chapter helper changes: the hash does not
+        (pkg / helper).write_text((pkg / helper).read_text() + "\n# a table formatter changed\n")
+        assert records.source_hash(pkg) == before, helper
+    for code in ("losses/contrastive.py", "train/loop.py", "eval/__init__.py", "methods.py"):  # training code: it does
+        (pkg / code).write_text((pkg / code).read_text() + "\n# changed\n")
+        assert records.source_hash(pkg) != before, code
+        before = records.source_hash(pkg)
+    assert records.HASH_SCHEME == 2 and records.make_record.__module__ == "spreadcon.runs.records"
 
 
 def _record(**kw):

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from spreadcon import report
+from spreadcon.book import report
 
 
 def rec(dataset, method, seed, acc, metric="fine_test_acc", preset="cpu", wall=10.0):
@@ -84,7 +84,7 @@ def test_table_provenance_and_command():
 
 
 def test_single_seed_cell_claims_no_spread():
-    from spreadcon.report import Summary
+    from spreadcon.book.report import Summary
 
     assert str(Summary(mean=92.5, std=0.0, n=1, values=(92.5,), seeds=(0,))) == "92.5 (n=1)"
     assert str(Summary(mean=60.0, std=14.1, n=2, values=(50.0, 70.0), seeds=(0, 1))) == "60.0 ± 14.1 (n=2)"

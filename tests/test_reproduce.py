@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from spreadcon import reproduce
-from spreadcon.records import load_records, validate_record
+from spreadcon.runs import reproduce
+from spreadcon.runs.records import load_records, validate_record
 
 # A grid run shrunk below the smoke preset so the test stays fast; the record's
 # config must show these values, which proves the overrides reach the notebook.
@@ -94,7 +94,7 @@ def _stand_in_template(path: Path, payload: str, sleep: float = 2.0) -> Path:
     params.metadata["tags"] = ["parameters"]
     body = nbformat.v4.new_code_cell(
         "import json, os, time\n"
-        "from spreadcon.records import record_path\n"
+        "from spreadcon.runs.records import record_path\n"
         "start = time.time()\n"
         f"time.sleep({sleep})\n"
         "p = record_path(results_dir, task='transfer', dataset=dataset, preset=preset, method=method, seed=seed)\n"
@@ -183,7 +183,7 @@ def test_the_grid_checks_import_no_torch(tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from spreadcon.reproduce import main; "
+    code = ("import sys; from spreadcon.runs.reproduce import main; "
             f"rc = main(['--datasets', 'mnist', '--methods', 'ce', '--seeds', '1', '1', '--results', {str(tmp_path)!r}]); "
             "print(rc, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
@@ -202,7 +202,7 @@ def test_checkpoint_folders_one_per_run_composites_on_their_backbones(tmp_path):
 
 
 def test_paper_dry_run_plans_every_run_and_totals_the_cost_model(capsys, tmp_path):
-    from spreadcon.cost import gpu_hours, run_cost, throughput
+    from spreadcon.runs.cost import gpu_hours, run_cost, throughput
 
     assert reproduce.main(["--paper", "--dry-run", "--results", str(tmp_path / "r"),
                            "--checkpoints", str(tmp_path / "ck")]) == 0
@@ -224,7 +224,7 @@ def test_paper_dry_run_plans_every_run_and_totals_the_cost_model(capsys, tmp_pat
 
 
 def test_colab_grids_are_priced_at_a_t4(capsys, tmp_path):
-    from spreadcon.cost import gpu_hours, run_cost, throughput
+    from spreadcon.runs.cost import gpu_hours, run_cost, throughput
 
     argv = ["--preset", "colab", "--datasets", "cifar10", "--methods", "spread", "--dry-run",
             "--results", str(tmp_path / "r"), "--checkpoints", str(tmp_path / "ck")]

@@ -1,11 +1,11 @@
-"""The proxy validation rule (spreadcon.robustness) and per-group metrics in records."""
+"""The proxy validation rule (spreadcon.book.proxies) and per-group metrics in records."""
 
 from __future__ import annotations
 
 import pytest
 
-from spreadcon import records
-from spreadcon.robustness import THRESHOLDS, proxy_validation, validation_markdown
+from spreadcon.runs import records
+from spreadcon.book.proxies import THRESHOLDS, proxy_validation, validation_markdown
 
 
 def _rec(seed, **metrics):
@@ -55,7 +55,7 @@ def _full(method, seed, **metrics):
 
 
 def test_strategy_table_rows_are_the_records_worst_groups_and_skip_missing_keys():
-    from spreadcon.robustness import STRATEGIES, strategy_table
+    from spreadcon.book.proxies import STRATEGIES, strategy_table
 
     recs = [_full("ce", 0, worst_group_acc=0.40, retrain_worst_group_acc=0.70, oracle_retrain_worst_group_acc=0.80),
             _full("ce", 1, worst_group_acc=0.50, retrain_worst_group_acc=0.60, oracle_retrain_worst_group_acc=0.90),
@@ -71,7 +71,7 @@ def test_strategy_table_rows_are_the_records_worst_groups_and_skip_missing_keys(
 
 
 def test_per_group_table_means_each_group_over_seeds():
-    from spreadcon.robustness import per_group_table
+    from spreadcon.book.proxies import per_group_table
 
     recs = [_full("ce", 0, per_group_acc={"0": 0.9, "1": 0.2, "2": 0.3, "3": 0.8}),
             _full("ce", 1, per_group_acc={"0": 0.7, "1": 0.4, "2": 0.5, "3": 1.0}),
@@ -83,7 +83,7 @@ def test_per_group_table_means_each_group_over_seeds():
 
 
 def test_explanation_rows_pair_fine_against_group_ami_and_compare_with_ce():
-    from spreadcon.robustness import explanation_markdown, explanation_rows
+    from spreadcon.book.proxies import explanation_markdown, explanation_rows
 
     recs = []
     for s, jitter in enumerate((0.0, 0.01, -0.01)):
@@ -107,7 +107,7 @@ def test_explanation_rows_pair_fine_against_group_ami_and_compare_with_ce():
 def test_group_counts_and_records_at_a_missing_commit():
     import torch
 
-    from spreadcon.robustness import group_counts, records_at_commit
+    from spreadcon.book.proxies import group_counts, records_at_commit
 
     assert group_counts(torch.tensor([3, 0, 3, 3]), ["a", "b", "c", "d"]) == [
         ("a", 1, 0.25), ("b", 0, 0.0), ("c", 0, 0.0), ("d", 3, 0.75)]

@@ -6,8 +6,9 @@ import json
 
 import pytest
 
-from spreadcon import records
-from spreadcon.run import main, run_experiment
+from spreadcon.runs import records
+from spreadcon.runs.cli import main
+from spreadcon.runs.experiment import run_experiment
 
 TINY = ["--set", "train_size=128", "--set", "val_size=64", "--set", "test_size=128", "--set", "batch_size=32",
         "--set", "probe_epochs=20", "--no-progress"]

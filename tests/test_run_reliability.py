@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from spreadcon import atomic, engine
-from spreadcon.run import main
-from spreadcon.settings import DATASET_NAMES, METHOD_NAMES, SettingError, check_settings
+from spreadcon.util import atomic
+from spreadcon.train import loop as engine
+from spreadcon.runs.cli import main
+from spreadcon.runs.checks import DATASET_NAMES, METHOD_NAMES, SettingError, check_settings
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--set", "train_size=128", "--set", "val_size=64", "--set", "test_size=128", "--set", "batch_size=32",
@@ -68,7 +69,7 @@ def test_name_lists_match_the_registries():
     (["mnist", "ce", "--set", "epochs=0"], "epochs"),
 ])
 def test_bad_settings_exit_2_in_one_line_before_torch_is_imported(argv, match, tmp_path):
-    code = (f"import sys; from spreadcon.run import main; rc = main({[*argv, '--results', str(tmp_path)]!r}); "
+    code = (f"import sys; from spreadcon.runs.cli import main; rc = main({[*argv, '--results', str(tmp_path)]!r}); "
             f"print('torch' in sys.modules); sys.exit(rc)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
     assert out.returncode == 2
@@ -84,7 +85,7 @@ def test_unwritable_results_folder_fails_before_data_loads(where, tmp_path, monk
         target = tmp_path / "f" / "results"
     else:
         if os.geteuid() == 0:  # root writes anywhere: refuse the probe write as a read-only folder would
-            import spreadcon.settings as S
+            import spreadcon.runs.checks as S
 
             def refuse(*a, **k):
                 raise PermissionError(13, "Permission denied")
@@ -151,7 +152,7 @@ def test_previous_checkpoint_is_kept_and_resume_falls_back_to_it(data_root, tmp_
 
 
 def _killed_writer(folder: Path) -> None:
-    code = ("import os, signal, sys; from spreadcon.atomic import atomic_write; "
+    code = ("import os, signal, sys; from spreadcon.util.atomic import atomic_write; "
             "atomic_write(sys.argv[1], lambda f: (f.write(b'half'), f.flush(), os.kill(os.getpid(), signal.SIGKILL)))")
     out = subprocess.run([sys.executable, "-c", code, str(folder / "last.pt")], timeout=60, cwd=REPO)
     assert out.returncode == -signal.SIGKILL
@@ -209,7 +210,7 @@ def test_signal_stops_cleanly_and_resume_finishes_with_the_truth_in_the_record(s
 def test_resumed_record_says_from_which_epoch_and_the_total_time(data_root, tmp_path):
     from spreadcon.data import load
     from spreadcon.presets import resolve
-    from spreadcon.run import run_experiment, subset_dataset
+    from spreadcon.runs.experiment import run_experiment, subset_dataset
 
     ck = tmp_path / "ck"
     over = {"train_size": 128, "val_size": 64, "test_size": 128, "batch_size": 32, "probe_epochs": 20, "epochs": 3}
@@ -228,7 +229,7 @@ def test_resumed_record_says_from_which_epoch_and_the_total_time(data_root, tmp_
 @pytest.mark.data
 def test_a_failed_record_write_keeps_the_training_and_eval_only_finishes_it(data_root, tmp_path, monkeypatch,
                                                                            capsys):  # fmt: skip
-    from spreadcon import records
+    from spreadcon.runs import records
 
     real = records.write_record
     monkeypatch.setattr(records, "write_record", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
@@ -249,7 +250,7 @@ def test_a_failed_record_write_keeps_the_training_and_eval_only_finishes_it(data
 
 @pytest.mark.data
 def test_control_methods_run_and_record_what_they_are(data_root, tmp_path):
-    from spreadcon.run import run_experiment
+    from spreadcon.runs.experiment import run_experiment
 
     over = {"train_size": 128, "val_size": 64, "test_size": 128, "batch_size": 32, "probe_epochs": 20}
     rand = json.loads(run_experiment("mnist", "random-init", preset="smoke", data_root=data_root,
@@ -276,7 +277,7 @@ def test_an_error_on_one_rank_ends_the_whole_job_promptly(data_root, tmp_path):
     script = tmp_path / "inject.py"
     script.write_text(
         "import os, sys\n"
-        "import spreadcon.engine as E\n"
+        "import spreadcon.train.loop as E\n"
         "real, n = E.train_step, [0]\n"
         "def step(*a, **k):\n"
         "    n[0] += 1\n"
@@ -284,7 +285,7 @@ def test_an_error_on_one_rank_ends_the_whole_job_promptly(data_root, tmp_path):
         "        raise RuntimeError('injected failure on rank 1')\n"
         "    return real(*a, **k)\n"
         "E.train_step = step\n"
-        "from spreadcon.run import main\n"
+        "from spreadcon.runs.cli import main\n"
         "sys.exit(main(sys.argv[1:]))\n")
     import socket
 
@@ -323,7 +324,7 @@ def test_a_robustness_run_without_umap_is_refused_before_training(monkeypatch, t
     import importlib.util
 
     from spreadcon.data import DATASETS
-    from spreadcon.settings import ROBUSTNESS_NAMES
+    from spreadcon.runs.checks import ROBUSTNESS_NAMES
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "umap" else real(name, *a))
@@ -335,6 +336,6 @@ def test_a_robustness_run_without_umap_is_refused_before_training(monkeypatch, t
     check_settings(dataset="mnist", **kw)
     assert {d for d in DATASETS if d != "folder"} - set(ROBUSTNESS_NAMES) == {
         "mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet"}
-    from spreadcon.cost import DATASET_SIZES
+    from spreadcon.runs.cost import DATASET_SIZES
 
     assert set(ROBUSTNESS_NAMES) == {d for d, s in DATASET_SIZES.items() if s.task == "robustness"}

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from spreadcon import symmetry as S
-from spreadcon.theory import SubclassData, make_subclass_data
+from spreadcon.theory import symmetry as S
+from spreadcon.theory.model import SubclassData, make_subclass_data
 
 
 @pytest.fixture(autouse=True)

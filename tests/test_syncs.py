@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from spreadcon.syncs import HostSyncs
+from spreadcon.util.syncs import HostSyncs
 
 X = torch.arange(6.0) - 2
 

@@ -1,7 +1,7 @@
 """The symmetric model of chapter 2 against the real losses, and the helpers of chapters 1 and 3.
 
-The closed forms in ``spreadcon.theory`` are checked against brute-force
-evaluation of ``spreadcon.losses.SpreadLoss`` on embeddings that realise the
+The closed forms in ``spreadcon.theory.model`` are checked against brute-force
+evaluation of ``spreadcon.losses.contrastive.SpreadLoss`` on embeddings that realise the
 model, against finite differences, against a dense grid search, and against
 gradient descent over free embeddings. Tolerances are stated where used.
 """
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from spreadcon import symmetry as S
-from spreadcon import theory as T
-from spreadcon.losses import SpreadLoss
+from spreadcon.theory import symmetry as S
+from spreadcon.theory import model as T
+from spreadcon.losses.contrastive import SpreadLoss
 
 @pytest.fixture(autouse=True)
 def _one_thread():
@@ -417,7 +417,7 @@ def test_strict_convexity_and_monotone_alpha_of_rho(form):
 
 def test_same_spread_pair_has_equal_spread_and_different_transfer():
     """Same points per class (equal cosines and loss), but only the structured one lets a probe read the subclass."""
-    from spreadcon.evaluate import linear_probe
+    from spreadcon.eval.evaluate import linear_probe
 
     a, b, y, f = T.same_spread_pair(K=2, m=3, n_per_subclass=40, seed=1)
     assert T.class_cosines(a, y) == pytest.approx(T.class_cosines(b, y), abs=1e-12)
@@ -496,7 +496,7 @@ def test_separation_tells_global_contraction_from_spread_inside_a_class():
 
 def test_sweep_stats_mean_std_gap_ratio():
     """sweep_stats averages over seeds with ddof=1 and computes gap and ratio per run before averaging."""
-    from spreadcon.collapse import sweep_stats
+    from spreadcon.book.collapse import sweep_stats
 
     rec = {(0, 0.0): {"within_test": 0.9, "between_test": 0.8, "coarse_acc": 0.7},
            (1, 0.0): {"within_test": 0.5, "between_test": 0.0, "coarse_acc": 0.9}}

@@ -54,7 +54,7 @@ from typing import Callable
 
 import torch
 
-from ..atomic import atomic_torch_save, atomic_write
+from spreadcon.util.atomic import atomic_torch_save, atomic_write
 
 CACHE_VERSION = 1
 CACHE_ENV = "SPREADCON_CACHE"

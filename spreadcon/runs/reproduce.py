@@ -11,7 +11,7 @@ Command line::
 For every (dataset, method, seed) of the grid, in that order:
 
 * if a result record for it already exists under ``--results`` (the path is
-  :func:`spreadcon.records.record_path`'s), the run is **skipped** -- so an
+  :func:`spreadcon.runs.records.record_path`'s), the run is **skipped** -- so an
   interrupted grid resumes where it stopped, and finished runs are never
   repeated;
 * otherwise the template notebook is executed by papermill with the run's
@@ -30,7 +30,7 @@ fresh. The layout (:meth:`GridRun.checkpoint_dir`)::
     <checkpoints>/<preset>/<dataset>/seed<N>[_alpha<A>]/<method>/    # one backbone per method
 
 A composite method (``thanos``) gets the ``seed<N>`` folder itself, and
-:func:`spreadcon.run.run_experiment` trains each of its backbones in
+:func:`spreadcon.runs.experiment.run_experiment` trains each of its backbones in
 ``<that folder>/<backbone>``: exactly the folders of the ``spread`` and
 ``autoencoder`` runs of the same seed. Their configs and seeds are the same,
 so ``thanos`` resumes their finished checkpoints instead of training again
@@ -51,7 +51,7 @@ methods ``supcon spread autoencoder thanos`` and seeds 0 1 2. Any of
 replaces that part.
 
 **Cost.** ``--dry-run`` runs nothing. It prints one line per run with its
-estimated GPU-hours (:mod:`spreadcon.cost`: counted FLOPs at a throughput
+estimated GPU-hours (:mod:`spreadcon.runs.cost`: counted FLOPs at a throughput
 that is measured where ``results/bench/gpu.json`` exists, else assumed and
 labelled so; ``--gpu t4`` prices at a T4's, the default for ``--preset
 colab``), ``thanos`` at its marginal cost when its backbones are trained
@@ -92,16 +92,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from spreadcon.report import PAPER_ROBUSTNESS_DATASETS, PAPER_TRANSFER_DATASETS
+from spreadcon.book.report import PAPER_ROBUSTNESS_DATASETS, PAPER_TRANSFER_DATASETS
 
 __all__ = ["GridRun", "TEMPLATE", "PAPER_DATASETS", "PAPER_METHODS", "PAPER_SEEDS", "PAPER_PRESET",
            "check_grid", "plan_grid", "find_record", "plan_costs", "execute_run", "run_grid",
            "default_threads", "main"]
 
 #: The papermill template, next to the chapters it serves.
-TEMPLATE = Path(__file__).resolve().parents[1] / "book" / "experiment.ipynb"
+TEMPLATE = Path(__file__).resolve().parents[2] / "book" / "experiment.ipynb"
 
-#: ``--paper``: every dataset of the paper, transfer then robustness (spreadcon.report's lists).
+#: ``--paper``: every dataset of the paper, transfer then robustness (spreadcon.book.report's lists).
 PAPER_DATASETS = PAPER_TRANSFER_DATASETS + PAPER_ROBUSTNESS_DATASETS
 #: ``--paper``: the paper's methods; thanos after the backbones it concatenates.
 PAPER_METHODS = ("supcon", "spread", "autoencoder", "thanos")
@@ -119,7 +119,7 @@ class GridRun:
         alpha: the cNCE weight override, or None for the preset's.
         existing: the path of its record if one already exists, else None.
         backbones: the single-backbone trainings the run needs
-            (:func:`spreadcon.cost.backbones_of`): ``(method,)`` for an
+            (:func:`spreadcon.runs.cost.backbones_of`): ``(method,)`` for an
             ordinary method, two for ``thanos`` and the pair controls.
     """
 
@@ -159,11 +159,11 @@ def find_record(results_dir: str | Path, dataset: str, method: str, preset: str,
                 alpha: float | None = None) -> Path | None:
     """The existing record of a run, or None.
 
-    The path comes from :func:`spreadcon.records.record_path`, the one place
+    The path comes from :func:`spreadcon.runs.records.record_path`, the one place
     that decides it. A dataset has exactly one task, so checking both tasks
     finds the record without loading the dataset.
     """
-    from spreadcon.records import METRIC_KEYS, record_path
+    from spreadcon.runs.records import METRIC_KEYS, record_path
 
     for task in METRIC_KEYS:
         path = record_path(results_dir, task=task, dataset=dataset, preset=preset, method=method,
@@ -237,11 +237,11 @@ def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seed
     _check_names("presets", [preset], list(PRESETS))
     if alpha is not None and not 0.0 <= alpha <= 1.0:
         raise ValueError(f"alpha={alpha!r} must be in [0, 1]")
-    from spreadcon.settings import DATASET_NAMES, METHOD_NAMES  # torch-free copies of the registries' names
+    from spreadcon.runs.checks import DATASET_NAMES, METHOD_NAMES  # torch-free copies of the registries' names
 
     _check_names("datasets", list(datasets), list(DATASET_NAMES))
     _check_names("methods", list(methods), list(METHOD_NAMES))
-    from spreadcon.cost import backbones_of
+    from spreadcon.runs.cost import backbones_of
     for d in datasets:  # unknown override keys or bad values fail now, not in run 17
         resolve(preset, d, {**(overrides or {}), **({} if alpha is None else {"alpha": alpha})})
     return [GridRun(d, m, preset, int(s), alpha, find_record(results_dir, d, m, preset, int(s), alpha),
@@ -251,7 +251,7 @@ def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seed
 
 def plan_costs(plan: Sequence[GridRun], overrides: dict[str, Any] | None = None,
                checkpoints_dir: str | Path | None = None) -> list[dict[str, Any]]:
-    """The estimated cost of each run of ``plan`` (:mod:`spreadcon.cost`), in FLOPs.
+    """The estimated cost of each run of ``plan`` (:mod:`spreadcon.runs.cost`), in FLOPs.
 
     A composite run's backbone counts as **reused** when the grid trains it
     (a run of that method, same dataset, seed and alpha, still to run) or when
@@ -263,7 +263,7 @@ def plan_costs(plan: Sequence[GridRun], overrides: dict[str, Any] | None = None,
         (everything trained by this run alone), ``reused`` (backbone names), and
         ``error`` (why no cost is known, e.g. a dataset of unknown size) or None.
     """
-    from spreadcon.cost import run_cost
+    from spreadcon.runs.cost import run_cost
 
     todo = {(r.dataset, r.method, r.seed, r.alpha) for r in plan if r.existing is None}
     rows = []
@@ -295,7 +295,7 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
     """Execute the template for one run with papermill; return the record's path.
 
     ``eval_epochs`` ("1,2,5"): also evaluate the run after these epochs (the
-    record's ``metrics_by_epoch``; :func:`spreadcon.experiment.run_experiment`).
+    record's ``metrics_by_epoch``; :func:`spreadcon.runs.experiment.run_experiment`).
 
     The notebook gets the run's own checkpoint folder
     (:meth:`GridRun.checkpoint_dir` under ``checkpoints_dir``) with
@@ -352,7 +352,7 @@ def kernel_pythonpath(current: str | None = None) -> str:
         >>> kernel_pythonpath("/x").split(os.pathsep) == [str(Path(spreadcon.__file__).parents[1]), "/x"]
         True
     """
-    root = str(Path(__file__).resolve().parents[1])
+    root = str(Path(__file__).resolve().parents[2])
     rest = [p for p in (current or "").split(os.pathsep) if p and p != root]
     return os.pathsep.join([root, *rest])
 
@@ -504,7 +504,7 @@ def _grid_args(args: argparse.Namespace) -> tuple[str, list[str], list[str], lis
 
 def _print_costs(plan: Sequence[GridRun], overrides: dict[str, Any], args: argparse.Namespace) -> None:
     """One line per run with its estimated cost, then the ``total:`` line."""
-    from spreadcon.cost import gpu_hours, throughput
+    from spreadcon.runs.cost import gpu_hours, throughput
 
     at = throughput(args.gpu or ("t4" if plan[0].preset == "colab" else "reference"))
     rows = plan_costs(plan, overrides, args.checkpoints)

@@ -1,6 +1,6 @@
 """One experiment end to end: train on coarse labels, evaluate, write a record.
 
-:func:`run_experiment` is what ``python -m spreadcon run`` (:mod:`spreadcon.run`)
+:func:`run_experiment` is what ``python -m spreadcon run`` (:mod:`spreadcon.runs.cli`)
 and the papermill template call. What a run does:
 
 1. check every setting (names, seed, config keys, device, the results and
@@ -10,14 +10,14 @@ and the papermill template call. What a run does:
    (``DATA_SEED``), the same for every method and seed, so methods are
    compared on the same images; ``seed`` varies initialisation, shuffling
    and augmentation;
-3. :func:`spreadcon.engine.train` each backbone on coarse labels (``thanos``:
+3. :func:`spreadcon.train.loop.train` each backbone on coarse labels (``thanos``:
    the ``spread`` and ``autoencoder`` backbones; the pair controls: one method
    at two seeds; ``random-init``: nothing), checkpointing into its folder.
    The trained weights are on disk before evaluation starts: a run without a
    checkpoint folder checkpoints into a private temporary one, removed once
    the record is written and kept (and named) if anything fails after
    training, so ``--eval-only`` can evaluate it again without retraining;
-4. evaluate with :mod:`spreadcon.evaluate`:
+4. evaluate with :mod:`spreadcon.eval.evaluate`:
 
    * transfer datasets: ``fine_test_acc`` -- a linear probe on frozen
      embeddings trained with the *fine* train labels (selected on val);
@@ -33,10 +33,10 @@ and the papermill template call. What a run does:
      network's own head (``head_worst_group_acc``), and for ``ce`` the whole
      network retrained on the true groups (``oracle_retrain_*``).
 
-5. write the record (:mod:`spreadcon.records`).
+5. write the record (:mod:`spreadcon.runs.records`).
 
 Example:
-    >>> from spreadcon.experiment import run_experiment
+    >>> from spreadcon.runs.experiment import run_experiment
     >>> path = run_experiment("mnist", "spread", preset="smoke", seed=0)   # doctest: +SKIP
 """
 
@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from spreadcon import distributed as D
 from spreadcon.methods import get_method
 from spreadcon.presets import Config, resolve
-from spreadcon.settings import SettingError, check_settings
+from spreadcon.runs.checks import SettingError, check_settings
 
 __all__ = ["run_experiment", "ConcatEncoder", "subset_dataset", "DATA_SEED", "TrainingSaved"]
 
@@ -156,15 +156,15 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
         The record's path (None on ranks other than 0 under DDP).
 
     Raises:
-        spreadcon.settings.SettingError: a bad setting, before any data loads.
+        spreadcon.runs.checks.SettingError: a bad setting, before any data loads.
         TrainingSaved: evaluation or the record write failed after training;
             the message names the checkpoint and the command that evaluates it.
     """
     from spreadcon import data as sdata
-    from spreadcon import records
-    from spreadcon.malloc import keep_freed_memory
+    from spreadcon.runs import records
+    from spreadcon.util.malloc import keep_freed_memory
 
-    keep_freed_memory()  # for the evaluation's large tensors too (spreadcon.malloc)
+    keep_freed_memory()  # for the evaluation's large tensors too (spreadcon.util.malloc)
     source_hash = records.source_hash()  # the code as it is when the run starts
     overrides = dict(overrides or {})
     if alpha is not None:
@@ -241,10 +241,10 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
 
 
 def _snapshot_encoder(encoders: list[nn.Module], m, seed: int, ck_root: Path, epoch: int) -> nn.Module:
-    """The run's encoder(s) with the weights they had after ``epoch`` (:func:`spreadcon.engine.snapshot_path`)."""
+    """The run's encoder(s) with the weights they had after ``epoch`` (:func:`spreadcon.train.loop.snapshot_path`)."""
     import copy
 
-    from spreadcon.engine import snapshot_path
+    from spreadcon.train.loop import snapshot_path
 
     parts = []
     for enc, (_, _, sub) in zip(encoders, m.backbone_runs(seed)):
@@ -269,7 +269,7 @@ def _keep_or_remove(folder: Path, exc: BaseException) -> None:
 
 def _init_device(device: str | None) -> torch.device:
     """Join the process group under torchrun; pick CUDA when available unless told otherwise."""
-    from spreadcon.engine import init_distributed
+    from spreadcon.train.loop import init_distributed
 
     auto = init_distributed()
     return auto if device is None else torch.device(device)
@@ -282,7 +282,7 @@ def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress, eval_
     resumed run from which epoch, how many attempts and the training time over all of them
     (summed over backbones).
     """
-    from spreadcon.engine import coarse_accuracy, precision, train
+    from spreadcon.train.loop import coarse_accuracy, precision, train
     from spreadcon.methods import build_model
 
     prov = {"precision": precision(cfg, dev), "resumed_from_epoch": None, "attempts": 1, "train_time_total_s": 0.0}
@@ -316,7 +316,7 @@ def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress, eval_
             info["coarse_head_test_acc"] = coarse_accuracy(result.model, ds.splits["test"], _augment(ds), dev,
                                                            cfg.eval_batch_size)
             if ds.task == "robustness":  # the network's own head: ERM's whole-network worst group
-                from spreadcon.dro import evaluate_retrained
+                from spreadcon.train.group_dro import evaluate_retrained
 
                 head = evaluate_retrained(result.model, ds.splits["test"], ds, cfg, dev)
                 info["head_worst_group_acc"] = head["worst_group_acc"]
@@ -340,7 +340,7 @@ def _evaluate(ds, encoder: nn.Module, cfg: Config, seed: int, dev: torch.device,
     The probe's L2 strength is chosen on val from ``probe_weight_decay x
     {0.1, 1, 10}`` (``lbfgs``); the ``adamw`` probe keeps its best val epoch.
     """
-    from spreadcon import evaluate as E
+    from spreadcon.eval import evaluate as E
 
     aug = _augment(ds)
     amp = dev.type == "cuda" and cfg.amp != "off"
@@ -381,11 +381,11 @@ def _robustness(ds, encoder, z: dict, cfg: Config, seed: int, dev: torch.device,
        (``inferred_fine_ami``, e.g. digit identity on ``mnist-cifar``) is recorded.
     2. Group DRO on those groups: a last layer on the frozen embeddings (``worst_group_acc``,
        ``avg_acc``, ``per_group_acc``), and with ``retrain`` the whole network retrained from scratch
-       (``retrain_worst_group_acc``, ``retrain_avg_acc``, ``retrain_per_group_acc``; :mod:`spreadcon.dro`),
+       (``retrain_worst_group_acc``, ``retrain_avg_acc``, ``retrain_per_group_acc``; :mod:`spreadcon.train.group_dro`),
        selected on val by the worst inferred group. References on the same embeddings: Group DRO with
        the true groups (``oracle_*``) and plain ERM (``erm_*``).
     """
-    from spreadcon import evaluate as E
+    from spreadcon.eval import evaluate as E
 
     tr, va, te = ds.splits["train"], ds.splits["val"], ds.splits["test"]
     sub = E.infer_subgroups(z["train"], tr.coarse, max_k=cfg.max_clusters, seed=seed, cluster=cfg.subgroup_cluster)
@@ -407,7 +407,7 @@ def _robustness(ds, encoder, z: dict, cfg: Config, seed: int, dev: torch.device,
         out[f"{prefix}avg_acc"] = res["avg_acc"]
         out[f"{prefix}per_group_acc"] = res["per_group"]
     if retrain:
-        from spreadcon import dro as R
+        from spreadcon.train import group_dro as R
 
         val_groups = sub.assign(z["val"], va.coarse)
         rr = R.retrain_group_dro(ds, sub.groups, cfg, seed=seed, device=dev, val_groups=val_groups)
@@ -420,7 +420,7 @@ def _robustness(ds, encoder, z: dict, cfg: Config, seed: int, dev: torch.device,
 def _oracle_retrain(ds, cfg: Config, seed: int, dev: torch.device) -> dict:
     """The whole network retrained with Group DRO on the TRUE groups (selected on val's true groups): the
     proxy validation's reference, which does not depend on any method's embeddings (run with ``ce``)."""
-    from spreadcon import dro as R
+    from spreadcon.train import group_dro as R
 
     rr = R.retrain_group_dro(ds, ds.splits["train"].group, cfg, seed=seed, device=dev,
                              val_groups=ds.splits["val"].group)

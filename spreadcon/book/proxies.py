@@ -158,7 +158,7 @@ def strategy_table(records: Iterable[Mapping[str, Any]], dataset: str,
                    strategies: list[tuple[str, str, str]] = STRATEGIES) -> dict[tuple[str, str], Any]:
     """``{(method, strategy label): Summary}`` of each strategy's worst-group accuracy (percent) on ``dataset``.
 
-    Laid out for :func:`spreadcon.report.markdown_table` with methods as columns
+    Laid out for :func:`spreadcon.book.report.markdown_table` with methods as columns
     and strategies as rows. A record without a strategy's metric (an old record,
     or a method that has no such row) adds nothing to that cell.
 
@@ -168,7 +168,7 @@ def strategy_table(records: Iterable[Mapping[str, Any]], dataset: str,
         >>> t = strategy_table(recs, "p"); list(t), round(t["ce", "inferred-group DRO, last layer"].mean, 1)
         ([('ce', 'inferred-group DRO, last layer')], 50.0)
     """
-    from spreadcon.report import summarize
+    from spreadcon.book.report import summarize
 
     recs = [r for r in records if r["dataset"] == dataset]
     out = {}
@@ -191,7 +191,7 @@ def per_group_table(records: Iterable[Mapping[str, Any]], dataset: str,
         >>> t = per_group_table(recs, "p"); round(t["ce", 0].mean, 1), t["ce", 1].n
         (85.0, 2)
     """
-    from spreadcon.report import summarize
+    from spreadcon.book.report import summarize
 
     flat = []
     for r in records:
@@ -206,7 +206,7 @@ def paired_difference(records: Iterable[Mapping[str, Any]], dataset: str, method
                       minuend: str, subtrahend: str, scale: float = 100.0):
     """``scale × (metrics[minuend] − metrics[subtrahend])`` of ``method`` on ``dataset``, paired by seed.
 
-    Returns a :class:`spreadcon.report.Summary`, or None without a record that has both.
+    Returns a :class:`spreadcon.book.report.Summary`, or None without a record that has both.
 
     Example:
         >>> recs = [{"dataset": "p", "method": "m", "seed": s, "metrics": {"a": a, "b": 0.1}}
@@ -214,7 +214,7 @@ def paired_difference(records: Iterable[Mapping[str, Any]], dataset: str, method
         >>> round(paired_difference(recs, "p", "m", "a", "b").mean, 6)
         30.0
     """
-    from spreadcon.report import summary_of
+    from spreadcon.book.report import summary_of
 
     rows = sorted((int(r["seed"]), scale * (float(r["metrics"][minuend]) - float(r["metrics"][subtrahend])))
                   for r in records if r["dataset"] == dataset and r["method"] == method
@@ -223,20 +223,20 @@ def paired_difference(records: Iterable[Mapping[str, Any]], dataset: str, method
 
 
 def beyond_noise(a, b) -> tuple[float, float, str]:
-    """Compare two :class:`~spreadcon.report.Summary` cells: ``(a − b, its se, direction)``.
+    """Compare two :class:`~spreadcon.book.report.Summary` cells: ``(a − b, its se, direction)``.
 
     ``direction`` is ``"higher"`` / ``"lower"`` when the difference clears twice
     its standard error (the verdict rule's interval), ``"within noise"`` when it
     does not or a side has one seed, ``"not run"`` when a side is missing.
 
     Example:
-        >>> from spreadcon.report import summary_of
+        >>> from spreadcon.book.report import summary_of
         >>> beyond_noise(summary_of([5.0, 6.0], [0, 1]), summary_of([1.0, 2.0], [0, 1]))[2]
         'higher'
     """
     import math
 
-    from spreadcon.report import INCONCLUSIVE, NOT_RUN, classify
+    from spreadcon.book.report import INCONCLUSIVE, NOT_RUN, classify
 
     if a is None or b is None:
         return math.nan, math.nan, "not run"
@@ -270,7 +270,7 @@ def explanation_rows(records: Iterable[Mapping[str, Any]], dataset: str, methods
         >>> rows[1]["group_vs_base"][2], rows[1]["fine_vs_base"][2], round(rows[1]["fine_minus_group"].mean, 1)
         ('lower', 'higher', 35.0)
     """
-    from spreadcon.report import summarize
+    from spreadcon.book.report import summarize
 
     recs = [r for r in records if r["dataset"] == dataset]
     group = summarize(recs, "inferred_group_ami", by=("method",))
@@ -294,7 +294,7 @@ def explanation_markdown(rows: list[dict[str, Any]], names: Mapping[str, str] | 
     """A Markdown table of :func:`explanation_rows` (AMI ×100; differences against ``baseline``).
 
     Example:
-        >>> from spreadcon.report import summary_of
+        >>> from spreadcon.book.report import summary_of
         >>> s = summary_of([10.0, 12.0], [0, 1])
         >>> row = {"method": "ce", "group_ami": s, "fine_ami": s, "fine_minus_group": summary_of([0.0, 0.0], [0, 1]),
         ...        "n_groups": None, "group_vs_base": (0.0, 0.0, "within noise"),
@@ -302,7 +302,7 @@ def explanation_markdown(rows: list[dict[str, Any]], names: Mapping[str, str] | 
         >>> print(explanation_markdown([row]).splitlines()[2])
         | ce | 11.0 ± 1.4 (n=2) | 11.0 ± 1.4 (n=2) | 0.0 ± 0.0 (n=2) | – | (baseline) |
     """
-    from spreadcon.report import fmt
+    from spreadcon.book.report import fmt
 
     names = dict(names or {})
     out = ["| method | AMI with the true groups (×100) | AMI with the fine label (×100) | fine − groups, "
@@ -343,7 +343,7 @@ def records_at_commit(commit: str, *, task: str = "robustness", dataset: str | N
     import subprocess
     from pathlib import Path
 
-    from spreadcon.report import default_results_dir
+    from spreadcon.book.report import default_results_dir
 
     cwd = repo or str(Path(default_results_dir()).parent)
     under = "/".join(p for p in ("results", task, dataset, preset) if p)

@@ -25,7 +25,7 @@ never train). Without ``--checkpoint-dir`` the run checkpoints into a private
 temporary folder that is removed once the record is written, and kept (and
 named) if the run fails or is interrupted.
 
-The experiment itself is :func:`spreadcon.experiment.run_experiment`, which is
+The experiment itself is :func:`spreadcon.runs.experiment.run_experiment`, which is
 also importable from here. This module imports no torch until the names and
 the seed have been checked.
 """
@@ -39,21 +39,12 @@ import signal
 import sys
 from typing import Any
 
-from spreadcon.settings import DATASET_NAMES, METHOD_NAMES, SettingError, check_basic
+from spreadcon.runs.checks import DATASET_NAMES, METHOD_NAMES, SettingError, check_basic
 
-__all__ = ["main", "run_experiment", "ConcatEncoder", "subset_dataset", "DATA_SEED"]
+__all__ = ["main"]
 
-_LAZY = {"run_experiment", "ConcatEncoder", "subset_dataset", "DATA_SEED", "TrainingSaved"}
 EXIT_ERROR, EXIT_SETTING = 1, 2
 EXIT_SIGNAL = {signal.SIGINT: 130, signal.SIGTERM: 143}
-
-
-def __getattr__(name: str) -> Any:  # the experiment's names, imported (with torch) on first use
-    if name in _LAZY:
-        from spreadcon import experiment
-
-        return getattr(experiment, name)
-    raise AttributeError(f"module 'spreadcon.run' has no attribute {name!r}")
 
 
 class Interrupted(BaseException):
@@ -66,13 +57,13 @@ class Interrupted(BaseException):
 
 def _on_signal(signum: int, frame: Any) -> None:
     """SIGINT and SIGTERM: raise where the run is, unless an atomic write (a checkpoint, a record)
-    is in progress; then right after it completes (:func:`spreadcon.atomic.defer_while_writing`)."""
+    is in progress; then right after it completes (:func:`spreadcon.util.atomic.defer_while_writing`)."""
     exc = KeyboardInterrupt() if signum == signal.SIGINT else Interrupted(signum)
 
     def fire() -> None:
         raise exc
 
-    if "spreadcon.atomic" in sys.modules and sys.modules["spreadcon.atomic"].defer_while_writing(fire):
+    if "spreadcon.util.atomic" in sys.modules and sys.modules["spreadcon.util.atomic"].defer_while_writing(fire):
         return
     fire()
 
@@ -140,7 +131,7 @@ def _interrupted_message(exc: BaseException, checkpoint_dir: str | None) -> str:
     folder = checkpoint_dir or getattr(exc, "checkpoint_dir", None)
     if folder is None:
         return f"interrupted by {name}; no checkpoint had been written yet"
-    from spreadcon.engine import describe_checkpoint
+    from spreadcon.train.loop import describe_checkpoint
 
     found = describe_checkpoint(folder) if os.path.isdir(folder) else None
     for sub in [] if found else sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
@@ -182,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
     path, code = None, 0
     try:
         from spreadcon.data.errors import DataError, exit_code
-        from spreadcon.engine import CheckpointError
-        from spreadcon.experiment import TrainingSaved, run_experiment
+        from spreadcon.train.loop import CheckpointError
+        from spreadcon.runs.experiment import TrainingSaved, run_experiment
 
         path = run_experiment(args.dataset, args.method, preset=args.preset, seed=args.seed,
                               data_root=args.data_root, results_dir=args.results, overrides=overrides,

@@ -4,7 +4,7 @@ The losses of chapter 3 are invariant under any label-preserving bijection
 ``pi`` of the inputs that commutes with the augmentation kernel, so an
 unconstrained encoder has no reason to keep the subclasses: ``f`` and
 ``f o pi`` are equally good. Each *setting* below breaks one hypothesis of
-that statement, on the synthetic data of ``spreadcon.theory.make_subclass_data``
+that statement, on the synthetic data of ``spreadcon.theory.model.make_subclass_data``
 (training sees the coarse label only):
 
 ============  ==========================  ===========================================
@@ -29,7 +29,7 @@ decoder spend ``u`` on the within-class position instead of the class.
 ``autoencoder-z`` is the same with a decoder that sees ``u`` only.
 
 Evaluation is on the normalised test embeddings: per-class k-means AMI
-against the fine labels (``spreadcon.evaluate.subclass_ami``), a fine-label
+against the fine labels (``spreadcon.eval.evaluate.subclass_ami``), a fine-label
 linear probe, the coarse probe (the classes must stay separable) and the
 within-class cosine. The reference is the raw input: the same AMI of k-means
 on ``x`` itself (``raw_input_ami``).
@@ -47,7 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from spreadcon.theory import MECHANISMS, SubclassData, _subclass_views_at, make_subclass_data, mlp
+from spreadcon.theory.model import MECHANISMS, SubclassData, _subclass_views_at, make_subclass_data, mlp
 
 __all__ = [
     "train_synthetic",
@@ -169,7 +169,7 @@ def train_setting(
     Returns:
         The encoder in eval mode, ``(N, d) -> (N, out_dim)``.
     """
-    from spreadcon.losses import SpreadLoss, reconstruction_loss
+    from spreadcon.losses.contrastive import SpreadLoss, reconstruction_loss
     from spreadcon.models import build_encoder
 
     if setting not in SETTINGS:
@@ -234,8 +234,8 @@ def embedding_scores(z_train: torch.Tensor, train: SubclassData, z_test: torch.T
         k-means AMI on the test set, fine and coarse linear probes (fit on
         train, scored on test), and the mean cosines within and between classes on test.
     """
-    from spreadcon.evaluate import linear_probe, subclass_ami
-    from spreadcon.theory import class_cosines
+    from spreadcon.eval.evaluate import linear_probe, subclass_ami
+    from spreadcon.theory.model import class_cosines
 
     if normalize:
         z_train, z_test = F.normalize(z_train.float(), dim=1), F.normalize(z_test.float(), dim=1)
@@ -254,7 +254,7 @@ def raw_input_ami(data: SubclassData, seed: int = 0, n_init: int = 3) -> float:
         >>> raw_input_ami(d) > 0.9
         True
     """
-    from spreadcon.evaluate import subclass_ami
+    from spreadcon.eval.evaluate import subclass_ami
 
     return float(subclass_ami(data.x, data.coarse, data.fine, seed=seed, n_init=n_init, normalize=False)["ami"])
 
@@ -382,7 +382,7 @@ def train_synthetic(
     Args:
         data: training data (coarse labels are used, fine labels never).
         mechanism: one of ``MECHANISMS``.
-        alpha, temperature: of ``spreadcon.losses.SpreadLoss`` (L_out, the default).
+        alpha, temperature: of ``spreadcon.losses.contrastive.SpreadLoss`` (L_out, the default).
         out_dim: embedding size.
         steps, batch_size, lr: Adam on random mini-batches.
         recon_weight: weight of the reconstruction term (``autoencoder``).
@@ -405,7 +405,7 @@ def train_synthetic(
     """
     if mechanism not in MECHANISMS:
         raise ValueError(f"mechanism must be one of {MECHANISMS}, got {mechanism!r}")
-    # the chapter-3 settings of spreadcon.symmetry: this first edition's autoencoder decodes z and not the class
+    # the chapter-3 settings of spreadcon.theory.model.symmetry: this first edition's autoencoder decodes z and not the class
     setting = {"augment": "oracle", "autoencoder": "autoencoder-z"}.get(mechanism, mechanism)
     return train_setting(data, setting, alpha=alpha, temperature=temperature, out_dim=out_dim, steps=steps,
                          batch_size=batch_size, lr=lr, recon_weight=recon_weight, seed=seed, eval_every=eval_every,

@@ -26,7 +26,8 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from spreadcon import evaluate, theory
+from spreadcon.eval import evaluate
+from spreadcon.theory import model as theory
 
 #: L2 penalty of the probes (L-BFGS logistic regression on standardised embeddings).
 PROBE_L2 = 1e-3
@@ -42,7 +43,7 @@ def mnist_subset(cfg, data_root: str | None = None):
             ``~/.cache/spreadcon``.
     """
     from spreadcon.data import load
-    from spreadcon.run import subset_dataset
+    from spreadcon.runs.experiment import subset_dataset
 
     return subset_dataset(load("mnist", root=data_root, download=True), cfg)  # Colab: fetched on first use
 
@@ -58,7 +59,7 @@ def embedding_metrics(ztr: torch.Tensor, train_split: Any, zte: torch.Tensor, te
     Returns:
         ``within_train``, ``between_train``, ``within_test``, ``between_test``:
         the mean within-class and between-class cosine over the coarse classes
-        (:func:`spreadcon.theory.class_cosines`); ``fine_acc`` and
+        (:func:`spreadcon.theory.model.class_cosines`); ``fine_acc`` and
         ``coarse_acc``: the test accuracy (a fraction) of a linear probe
         fitted on ``ztr`` for each label.
     """
@@ -93,7 +94,7 @@ def sweep_stats(records: Mapping[tuple[int, float], Mapping[str, float]], seeds:
 
     Beside every key of the records it adds, from ``within_<split>`` and
     ``between_<split>`` of each run, the gap and the spread ratio of
-    :func:`spreadcon.theory.separation` as ``gap_<split>`` and
+    :func:`spreadcon.theory.model.separation` as ``gap_<split>`` and
     ``ratio_<split>`` (computed per run, then averaged).
 
     Args:

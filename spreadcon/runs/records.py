@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from spreadcon.atomic import atomic_write
+from spreadcon.util.atomic import atomic_write
 
 __all__ = [
     "REQUIRED_KEYS", "PROVENANCE_KEYS", "METRIC_KEYS", "record_path", "make_record",
@@ -56,7 +56,7 @@ def git_commit(repo: str | Path | None = None) -> str:
 
     Returns ``"unknown"`` outside a git checkout (e.g. an installed wheel).
     """
-    cwd = Path(repo) if repo is not None else Path(__file__).resolve().parent
+    cwd = Path(repo) if repo is not None else Path(__file__).resolve().parents[1]
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
                               text=True, check=True, timeout=30).stdout.strip()
@@ -67,23 +67,38 @@ def git_commit(repo: str | Path | None = None) -> str:
     return head + ("-dirty" if dirty else "")
 
 
-def source_hash(package: str | Path | None = None) -> str:
-    """SHA-256 of the package's source: every ``**/*.py`` under ``package``, sorted by path.
+# What trains and evaluates: a change here can change a result, so it changes the hash.
+# The book's helpers (spreadcon/book, spreadcon/theory) and the benchmarks are left out:
+# editing a table formatter must not look like new training code.
+TRAINING_CODE = ("__init__.py", "__main__.py", "methods.py", "presets.py", "distributed.py",
+                 "losses", "models", "data", "train", "eval", "runs", "util")
+HASH_SCHEME = 2  # 1: every spreadcon/**/*.py (records written before the layers); 2: TRAINING_CODE only
+
+
+def source_hash(package: str | Path | None = None, *, parts: tuple[str, ...] | None = TRAINING_CODE) -> str:
+    """SHA-256 of the training code's source (scheme 2): the ``**/*.py`` of ``parts``, sorted by path.
 
     For each file in order, its path relative to the package's parent folder,
-    in POSIX form and UTF-8 (``"spreadcon/losses.py"``), then its bytes, are
-    fed to one SHA-256; nothing separates them. Byte-identical source gives
-    the same hash on any machine and checkout, committed or not; ``__pycache__``
-    holds no ``.py`` files, so it does not count.
+    in POSIX form and UTF-8 (``"spreadcon/losses/contrastive.py"``), then its
+    bytes, are fed to one SHA-256; nothing separates them. Byte-identical source
+    gives the same hash on any machine and checkout, committed or not;
+    ``__pycache__`` holds no ``.py`` files, so it does not count.
 
     Args:
         package: the package folder; default this package (``spreadcon/``).
+        parts: the files and folders of ``package`` that count (``TRAINING_CODE``);
+            ``None`` hashes every file, as scheme 1 did.
 
     Returns:
         64 lowercase hex digits.
     """
-    root = Path(package) if package is not None else Path(__file__).resolve().parent
-    files = sorted((p.relative_to(root.parent).as_posix(), p) for p in root.rglob("*.py") if p.is_file())
+    root = Path(package) if package is not None else Path(__file__).resolve().parents[1]
+
+    def counts(p: Path) -> bool:
+        return parts is None or p.relative_to(root).parts[0] in parts
+
+    files = sorted((p.relative_to(root.parent).as_posix(), p) for p in root.rglob("*.py")
+                   if p.is_file() and counts(p))
     digest = hashlib.sha256()
     for rel, path in files:
         digest.update(rel.encode("utf-8"))
@@ -177,6 +192,7 @@ def make_record(*, dataset: str, method: str, preset: str, seed: int, task: str,
             "wall_time_s": float(wall_time_s),
             "config": dict(config),
             "source_hash": source_hash(),
+            "hash_scheme": HASH_SCHEME,
         },
     }
     record["provenance"].update(provenance_extra or {})

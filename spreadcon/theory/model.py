@@ -221,7 +221,7 @@ def _resolve_form(reference_quirks: bool, form: str | None) -> str:
 
 
 def spread_loss_for_form(alpha: float, temperature: float, form: str) -> torch.nn.Module:
-    """The ``spreadcon.losses.SpreadLoss`` that computes ``form`` (see ``FORMS``).
+    """The ``spreadcon.losses.contrastive.SpreadLoss`` that computes ``form`` (see ``FORMS``).
 
     ``"l_out"`` is the default ``SpreadLoss``, ``"one_positive_clamped"`` is
     ``reference_quirks=True`` and ``"one_positive"`` is the same without the clamp.
@@ -230,7 +230,7 @@ def spread_loss_for_form(alpha: float, temperature: float, form: str) -> torch.n
         >>> spread_loss_for_form(0.5, 0.5, "one_positive").switches["clamp"] is None
         True
     """
-    from spreadcon.losses import SpreadLoss
+    from spreadcon.losses.contrastive import SpreadLoss
 
     form = _resolve_form(False, form)
     if form == "l_out":
@@ -799,7 +799,7 @@ def optimise_free_embeddings(
 
     Args:
         loss_fn: ``f(z: (N, V, D), labels: (N,)) -> 0-dim tensor``, e.g. a
-            ``spreadcon.losses.SpreadLoss``.
+            ``spreadcon.losses.contrastive.SpreadLoss``.
         labels: int64 ``(N,)``.
         dim: embedding dimension ``D`` (``3`` for the sphere ``S^2``).
         steps, lr: Adam steps and learning rate.
@@ -815,7 +815,7 @@ def optimise_free_embeddings(
         identical views else ``(N, V, D)``; and the recorded losses.
 
     Example:
-        >>> from spreadcon.losses import SpreadLoss
+        >>> from spreadcon.losses.contrastive import SpreadLoss
         >>> y = torch.arange(3).repeat_interleave(4)
         >>> u, _ = optimise_free_embeddings(SpreadLoss(alpha=0.0), y, dim=3, steps=300)
         >>> round(float(u[0] @ u[1]), 2)
@@ -1090,7 +1090,7 @@ def _subclass_views_at(data: SubclassData, idx: torch.Tensor, generator: torch.G
 def subclass_recovery(encoder: torch.nn.Module, train: SubclassData, test: SubclassData, seed: int = 0) -> dict[str, float]:
     """How much of the latent subclass structure a frozen encoder keeps.
 
-    Uses ``spreadcon.evaluate``: a fine-label linear probe (train on
+    Uses ``spreadcon.eval.evaluate``: a fine-label linear probe (train on
     ``train``, score on ``test``), per-class k-means AMI on the test
     embeddings, and the within-class cosine.
 
@@ -1098,7 +1098,7 @@ def subclass_recovery(encoder: torch.nn.Module, train: SubclassData, test: Subcl
         ``{"fine_acc", "coarse_acc", "ami", "within_cosine"}``; fine accuracy at
         chance within each class is ``1/m``.
     """
-    from spreadcon.evaluate import linear_probe, spread_metrics, subclass_ami
+    from spreadcon.eval.evaluate import linear_probe, spread_metrics, subclass_ami
 
     with torch.no_grad():
         ztr, zte = encoder(train.x).float(), encoder(test.x).float()

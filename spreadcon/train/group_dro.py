@@ -1,6 +1,6 @@
 """GEORGE step 2(b): retrain a whole network from scratch with online Group DRO on given groups.
 
-:func:`spreadcon.evaluate.worst_group` measures robustness with a linear head
+:func:`spreadcon.eval.evaluate.worst_group` measures robustness with a linear head
 trained on *frozen* embeddings. GEORGE (Sohoni et al. 2020) instead trains a
 new network from scratch with Group DRO (Sagawa et al. 2020, Algorithm 1) on
 the subgroups it inferred, and selects the epoch on validation worst-group
@@ -17,13 +17,13 @@ that retraining, built from the package's own pieces:
   cross-entropy of the coarse head;
 * the loss is online Group DRO (:func:`group_dro_step`), or the plain mean
   with ``method="erm"`` (GEORGE's ERM baseline);
-* the step itself is the engine's :func:`spreadcon.engine.train_step`
+* the step itself is the engine's :func:`spreadcon.train.loop.train_step`
   (augment, forward under autocast, backward, gradient clipping, optimiser
   step) with a one-view config and the Group DRO objective in place of the
   method's; optimiser, schedule and precision are the engine's too:
-  :func:`spreadcon.engine.make_optimizer` (AdamW, ``cfg.lr``,
-  ``cfg.weight_decay``), :func:`spreadcon.engine.lr_factor` (warm-up, cosine),
-  :func:`spreadcon.engine.precision` (bf16 autocast on CUDA, fp16 with a
+  :func:`spreadcon.train.loop.make_optimizer` (AdamW, ``cfg.lr``,
+  ``cfg.weight_decay``), :func:`spreadcon.train.loop.lr_factor` (warm-up, cosine),
+  :func:`spreadcon.train.loop.precision` (bf16 autocast on CUDA, fp16 with a
   gradient scaler on GPUs without bf16, fp32 on CPU), ``cfg.grad_clip``.
 
 A step reads nothing back to the host: the group weights ``q`` live on the
@@ -123,7 +123,7 @@ class RetrainResult:
 
 
 class _DROObjective(nn.Module):
-    """The objective :func:`spreadcon.engine.train_step` calls: ``(out, x, y) -> (L, {"loss": L})``.
+    """The objective :func:`spreadcon.train.loop.train_step` calls: ``(out, x, y) -> (L, {"loss": L})``.
 
     ``L`` is :func:`group_dro_step` of the per-image cross-entropy of the single view's
     logits ``out["logits"]: (B, 1, K)``, or their mean for ``method="erm"``. The step's group
@@ -159,14 +159,14 @@ def predict_coarse(model: MethodModel, split, ds, cfg: Config, device) -> Tensor
 
     Images are normalised as evaluation normalises them
     (``TwoViewAugment.for_dataset(ds).normalize``, no augmentation) and embedded by
-    :func:`spreadcon.evaluate.embed` (bf16 autocast on CUDA unless ``cfg.amp == "off"``,
-    as :mod:`spreadcon.experiment` does), then ``argmax(head(z))``.
+    :func:`spreadcon.eval.evaluate.embed` (bf16 autocast on CUDA unless ``cfg.amp == "off"``,
+    as :mod:`spreadcon.runs.experiment` does), then ``argmax(head(z))``.
 
     Returns:
         int64 ``(N,)`` on the CPU.
     """
     from spreadcon.data.augment import TwoViewAugment
-    from spreadcon.evaluate import embed
+    from spreadcon.eval.evaluate import embed
 
     device = torch.device(device)
     aug = TwoViewAugment.for_dataset(ds)
@@ -184,14 +184,14 @@ def evaluate_retrained(model: MethodModel, split, ds, cfg: Config, device) -> di
     """Group accuracies of a retrained model's coarse head on ``split``'s **true** groups.
 
     Returns:
-        :func:`spreadcon.evaluate.group_accuracies` of the predictions
+        :func:`spreadcon.eval.evaluate.group_accuracies` of the predictions
         (:func:`predict_coarse`): ``worst_group_acc``, ``avg_acc``, ``group_mean_acc``,
         ``per_group``, ``group_counts``.
 
     Raises:
         ValueError: the split has no group labels (a transfer dataset).
     """
-    from spreadcon.evaluate import group_accuracies
+    from spreadcon.eval.evaluate import group_accuracies
 
     if split.group is None:
         raise ValueError("split has no group labels (split.group is None); evaluate_retrained needs a "
@@ -245,9 +245,9 @@ def retrain_group_dro(ds, train_groups: Tensor | None, cfg: Config, *, seed: int
     from spreadcon import distributed as D
     from spreadcon.data import batches
     from spreadcon.data.augment import TwoViewAugment
-    from spreadcon import engine
-    from spreadcon.engine import lr_factor, make_optimizer, precision
-    from spreadcon.evaluate import group_accuracies
+    from spreadcon.train import loop as engine
+    from spreadcon.train.loop import lr_factor, make_optimizer, precision
+    from spreadcon.eval.evaluate import group_accuracies
     from spreadcon.methods import build_model
 
     # ---- check everything before training
@@ -281,7 +281,7 @@ def retrain_group_dro(ds, train_groups: Tensor | None, cfg: Config, *, seed: int
     n_groups = int(train_groups.max()) + 1
     groups_dev = train_groups.to(device)
 
-    # ---- everything random below derives from `seed`, as in spreadcon.engine.train
+    # ---- everything random below derives from `seed`, as in spreadcon.train.loop.train
     torch.manual_seed(seed)
     generator = torch.Generator().manual_seed(seed)
     aug_generator = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)

@@ -172,7 +172,7 @@ def _check_z(z: Tensor, labels: Tensor | None, num_classes: int | None = None, c
             raise ValueError(f"labels are on {labels.device} but z is on {z.device}")
     if num_classes is not None and not (isinstance(num_classes, int) and num_classes >= 1):
         raise ValueError(f"num_classes must be None or an int >= 1; got {num_classes!r}")
-    if not check_values:  # the caller checks the loss itself (spreadcon.engine: once per epoch)
+    if not check_values:  # the caller checks the loss itself (spreadcon.train.loop: once per epoch)
         return
     # any NaN or inf makes the sum non-finite; a finite z whose sum overflows is told apart by the full check
     if not bool(torch.isfinite(z.detach().sum())) and not bool(torch.isfinite(z).all()):

@@ -33,7 +33,7 @@ def committed(results_root: str | Path, **match: Any) -> list[dict[str, Any]]:
         results_root: a folder of result records (``results/``).
         **match: record fields to match, e.g. ``dataset="mnist", preset="cpu"``.
     """
-    from spreadcon.records import load_records
+    from spreadcon.runs.records import load_records
 
     return [r for r in load_records(results_root, **match) if r.get("alpha_override") is None]
 
@@ -51,12 +51,12 @@ def show(fig, key: str) -> None:
     plt.close(fig)
 
 
-#: What :func:`spreadcon.report.plot_bars` writes in a group without any bar.
+#: What :func:`spreadcon.book.report.plot_bars` writes in a group without any bar.
 NOT_RUN = "not run yet"
 
 
 def tidy_bars(ax, *, legend: bool = True) -> None:
-    """Make an axis drawn by :func:`spreadcon.report.plot_bars` read well on a page.
+    """Make an axis drawn by :func:`spreadcon.book.report.plot_bars` read well on a page.
 
     * A group without records gets a hatched box across its slot with a
       horizontal "not run yet" at reading size, instead of a thin rotated grey
@@ -67,7 +67,7 @@ def tidy_bars(ax, *, legend: bool = True) -> None:
 
     Example:
         >>> import matplotlib; matplotlib.use("Agg")
-        >>> from spreadcon import report
+        >>> from spreadcon.book import report
         >>> table = report.summarize([{"dataset": "mnist", "method": "thanos", "seed": 0,
         ...                            "metrics": {"acc": 0.5}}], "acc")
         >>> ax = report.plot_bars(table, ["mnist", "cifar10"], ["thanos"])
@@ -108,13 +108,13 @@ def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> st
     robustness datasets), epochs, encoder and its parameter count, probe
     ("fixed": on fixed embeddings; "augmented": trained on augmented images),
     images seen in training (images x epochs), and how many times fewer that
-    is than the reference's. Sizes of a full split come from :data:`spreadcon.cost.DATASET_SIZES`.
+    is than the reference's. Sizes of a full split come from :data:`spreadcon.runs.cost.DATASET_SIZES`.
 
     Example:
         >>> print(scale_rows("cpu", ["mnist"]).splitlines()[2])  # doctest: +ELLIPSIS
         | mnist, cpu | 4,000 (400) | 5 | cnn 0.26M | L-BFGS, fixed | 20,000 (1,620x fewer) |
     """
-    from spreadcon.cost import DATASET_SIZES
+    from spreadcon.runs.cost import DATASET_SIZES
     from spreadcon.models import build_encoder
     from spreadcon.presets import resolve
 

@@ -3,7 +3,7 @@
 The repository's URL has one home, ``repository.url`` in ``_config.yml``: the
 launch buttons read it there, and :func:`install_cell` writes it into the
 cell. ``tests/test_colab.py`` checks that every notebook's first cell is
-exactly ``install_cell(<that url>)``, and ``python -m spreadcon.colab``
+exactly ``install_cell(<that url>)``, and ``python -m spreadcon.book.colab``
 rewrites the cells after the URL changes.
 
 What the cell does, only inside Colab (or with ``SPREADCON_COLAB=1``, which
@@ -77,7 +77,7 @@ def rewrite_notebooks(book: str | Path, url: str) -> list[Path]:
     return changed
 
 
-if __name__ == "__main__":  # python -m spreadcon.colab [BOOK_DIR [CONFIG]]
+if __name__ == "__main__":  # python -m spreadcon.book.colab [BOOK_DIR [CONFIG]]
     book = Path(sys.argv[1]) if len(sys.argv) > 1 else Path("book")
     config = Path(sys.argv[2]) if len(sys.argv) > 2 else book.parent / "_config.yml"
     for p in rewrite_notebooks(book, repository_url(config)):

@@ -14,11 +14,11 @@ Example:
     >>> check_seed(-1)
     Traceback (most recent call last):
     ...
-    spreadcon.settings.SettingError: --seed must be an integer from 0 to 4294966295; got -1
+    spreadcon.runs.checks.SettingError: --seed must be an integer from 0 to 4294966295; got -1
     >>> check_names("mnist", "spraed", "smoke")
     Traceback (most recent call last):
     ...
-    spreadcon.settings.SettingError: unknown method 'spraed'; valid methods: ce, supcon, spread, autoencoder, simclr, thanos, thanos-joint, supcon-quirks, spread-quirks, thanos-quirks, supcon-clamp, random-init, supcon-pair, spread-pair
+    spreadcon.runs.checks.SettingError: unknown method 'spraed'; valid methods: ce, supcon, spread, autoencoder, simclr, thanos, thanos-joint, supcon-quirks, spread-quirks, thanos-quirks, supcon-clamp, random-init, supcon-pair, spread-pair
 """
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def check_device(device: str | None) -> None:
 
 
 def _check_checkpoints(folders: list[Path], *, resume: bool, fresh: bool, eval_only: bool, epochs: int) -> None:
-    from spreadcon.engine import checkpoint_files, describe_checkpoint, latest_checkpoint, CheckpointError
+    from spreadcon.train.loop import checkpoint_files, describe_checkpoint, latest_checkpoint, CheckpointError
 
     for folder in folders:
         present = checkpoint_files(folder)

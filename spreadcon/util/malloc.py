@@ -15,8 +15,8 @@ thread) took 456k-564k minor faults with the defaults and 1.4k-8k with
 blocks stay in the heap and are reused. The cost: the resident size of the
 process does not shrink after its peak (which a training run reaches every
 step anyway). It is process-wide and cannot be undone, so it is called by the
-training entry points (:func:`spreadcon.engine.train`,
-:func:`spreadcon.run.run_experiment`) and the benchmark, never at import. On a
+training entry points (:func:`spreadcon.train.loop.train`,
+:func:`spreadcon.runs.experiment.run_experiment`) and the benchmark, never at import. On a
 platform without glibc it does nothing and says so.
 
 Example:

@@ -45,7 +45,7 @@ of a timed ``paper``-preset training epoch and its seconds. Otherwise it is an
 **assumption**, labelled so wherever it is printed (:data:`ASSUMED`).
 
 Example:
-    >>> from spreadcon.cost import run_cost, throughput
+    >>> from spreadcon.runs.cost import run_cost, throughput
     >>> c = run_cost("cifar10", "spread", "paper")
     >>> round(c.train_flops / 1e15)  # PFLOP: 600 epochs x (351 steps x 390 GFLOP + 5,000 val images)
     84
@@ -141,7 +141,7 @@ ASSUMED: dict[str, Throughput] = {
 }
 
 #: Where a GPU measurement is looked for (absent until a GPU run writes it).
-GPU_BENCH = Path(__file__).resolve().parents[1] / "results" / "bench" / "gpu.json"
+GPU_BENCH = Path(__file__).resolve().parents[2] / "results" / "bench" / "gpu.json"
 
 
 def backbones_of(method: str) -> tuple[str, ...]:

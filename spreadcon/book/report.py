@@ -2,7 +2,7 @@
 
 Chapters 4-6 show numbers only through this module, and this module reads
 numbers only from result records (CONTRACT section 3, written by
-:mod:`spreadcon.records`). The one exception is the paper's own claims below:
+:mod:`spreadcon.runs.records`). The one exception is the paper's own claims below:
 they are *targets* we compare against, not our results, and each carries the
 source it is quoted from.
 
@@ -138,7 +138,7 @@ def summarize(records: Iterable[Mapping[str, Any]], metric: str,
     """Group records by ``by`` and reduce ``metric`` to mean ± std over seeds.
 
     Args:
-        records: result records, e.g. from :func:`spreadcon.records.load_records`.
+        records: result records, e.g. from :func:`spreadcon.runs.records.load_records`.
         metric: a key of ``record["metrics"]`` such as ``"fine_test_acc"``.
             Records without it are ignored.
         by: top-level record keys forming the group key (default
@@ -537,7 +537,7 @@ def default_results_dir() -> Path:
     env = os.environ.get("SPREADCON_RESULTS")
     if env:
         return Path(env).expanduser().resolve()
-    for cand in (Path("results"), Path("..") / "results", Path(__file__).resolve().parents[1] / "results"):
+    for cand in (Path("results"), Path("..") / "results", Path(__file__).resolve().parents[2] / "results"):
         if cand.is_dir():
             return cand.resolve()
     return Path("results")
@@ -547,7 +547,7 @@ def run_live(dataset: str, methods: Sequence[str], preset: str, seeds: Sequence[
              results_dir: str | Path, alphas: Sequence[float | None] = (None,),
              data_root: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
              progress: bool = False) -> list[dict]:
-    """Run a small grid now (each run through :func:`spreadcon.run.run_experiment`) and load its records.
+    """Run a small grid now (each run through :func:`spreadcon.runs.experiment.run_experiment`) and load its records.
 
     The chapters use this for their build-time experiments, always with a
     temporary ``results_dir``, so these records never mix with the committed
@@ -559,7 +559,7 @@ def run_live(dataset: str, methods: Sequence[str], preset: str, seeds: Sequence[
     """
     import json
 
-    from spreadcon.run import run_experiment
+    from spreadcon.runs.experiment import run_experiment
 
     out = []
     for method in methods:

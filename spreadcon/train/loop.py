@@ -56,7 +56,7 @@ import torch
 from torch import Tensor, nn
 
 from spreadcon import distributed as D
-from spreadcon.atomic import atomic_torch_save, atomic_write
+from spreadcon.util.atomic import atomic_torch_save, atomic_write
 from spreadcon.methods import Method, MethodModel, Objective, build_model, get_method
 from spreadcon.presets import Config
 
@@ -189,7 +189,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         ) from exc
     missing = [k for k in _CHECKPOINT_KEYS if not isinstance(state, dict) or k not in state]
     if missing:
-        raise CheckpointError(f"checkpoint {path} lacks keys {missing}; it was not written by spreadcon.engine")
+        raise CheckpointError(f"checkpoint {path} lacks keys {missing}; it was not written by spreadcon.train.loop")
     if state["version"] != CHECKPOINT_VERSION:
         raise CheckpointError(f"checkpoint {path} has version {state['version']}, expected {CHECKPOINT_VERSION}")
     return state
@@ -375,7 +375,7 @@ def train_step(model: nn.Module, objective: Objective, optimizer: torch.optim.Op
     same generator state), then each rank keeps its slice. Nothing here reads
     a device value on the host, so on a GPU the step is queued without waiting
     (checked on the CPU by ``tests/test_engine.py`` with
-    :class:`spreadcon.syncs.HostSyncs`).
+    :class:`spreadcon.util.syncs.HostSyncs`).
 
     ``use_amp``: False (fp32), True or ``"bf16"`` (bf16 autocast), ``"fp16"``
     (fp16 autocast; pass the ``scaler`` that scales the loss and unscales the
@@ -459,9 +459,9 @@ def train(method: str | Method, dataset, cfg: Config, *, seed: int = 0, device: 
     """
     from spreadcon.data import batches
     from spreadcon.data.augment import TwoViewAugment
-    from spreadcon.malloc import keep_freed_memory
+    from spreadcon.util.malloc import keep_freed_memory
 
-    keep_freed_memory()  # large CPU tensors reuse freed heap memory instead of page-faulting (spreadcon.malloc)
+    keep_freed_memory()  # large CPU tensors reuse freed heap memory instead of page-faulting (spreadcon.util.malloc)
     method = get_method(method) if isinstance(method, str) else method
     if method.config:  # e.g. the -quirks rows: their fixed keys win over the preset's
         cfg = dataclasses.replace(cfg, **dict(method.config))

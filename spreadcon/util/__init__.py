@@ -1,0 +1,2 @@
+"""Small utilities shared by the layers: atomic writes, allocator, host-sync recorder, timing."""
+
