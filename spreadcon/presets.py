@@ -85,9 +85,10 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, fields, replace
-from typing import Any
+from typing import Any, Callable
 
-__all__ = ["Config", "PRESETS", "DATASET_ADJUSTMENTS", "resolve", "parse_value"]
+__all__ = ["Config", "PRESETS", "DATASET_ADJUSTMENTS", "RULES", "Rule", "check_config", "resolve", "parse_value",
+           "ENCODER_NAMES", "DECODER_NAMES"]
 
 
 @dataclass(frozen=True)
@@ -223,29 +224,137 @@ DATASET_ADJUSTMENTS: dict[tuple[str, str], dict[str, Any]] = {
 }
 
 
+#: :data:`spreadcon.models.ENCODERS` and ``DECODERS``, without importing them (they import torch);
+#: ``tests/test_presets.py`` checks that they match
+ENCODER_NAMES = ("vit", "resnet18", "cnn", "linear")
+DECODER_NAMES = ("resnet", "cnn")
+
+
+@dataclass(frozen=True)
+class Rule:
+    """What one config key accepts: a type, and a test of the value (which may read other keys).
+
+    ``says`` completes "config KEY=VALUE must be ..." in the error message. Numbers must be
+    finite; ``int`` keys take no floats or bools, ``float`` keys take ints (stored as floats).
+    """
+
+    kind: type
+    says: str
+    ok: Callable[[Any, "Config"], bool] = lambda value, cfg: True
+
+
+def _int(low: int) -> Rule:
+    return Rule(int, f"an integer >= {low}", lambda v, cfg: v >= low)
+
+
+def _choice(*names: str) -> Rule:
+    return Rule(str, f"one of {', '.join(names)}", lambda v, cfg: v in names)
+
+
+_POSITIVE = Rule(float, "a finite number > 0", lambda v, cfg: v > 0)
+_NON_NEGATIVE = Rule(float, "a finite number >= 0", lambda v, cfg: v >= 0)
+_FLAG = Rule(bool, "true or false")
+
+#: One rule per :class:`Config` key, checked by :func:`check_config` (``tests/test_presets.py``: every key has one).
+RULES: dict[str, Rule] = {
+    "train_size": Rule(int, "0 (all) or an integer >= 2", lambda v, cfg: v == 0 or v >= 2),
+    "val_size": _int(0),
+    "test_size": _int(0),
+    "views": _int(2),
+    "image_size": Rule(int, "0 (the loader's size) or an integer >= 8, a multiple of 4 for the vit encoder",
+                       lambda v, cfg: v == 0 or (v >= 8 and (cfg.encoder != "vit" or v % 4 == 0))),
+    "encoder": _choice(*ENCODER_NAMES),
+    "decoder": _choice(*DECODER_NAMES),
+    "temperature": _POSITIVE,
+    "alpha": Rule(float, "a number from 0 to 1", lambda v, cfg: 0.0 <= v <= 1.0),
+    "ce_weight": _NON_NEGATIVE,
+    "contrastive_weight": _NON_NEGATIVE,
+    "recon_weight": _NON_NEGATIVE,
+    "simclr_weight": _NON_NEGATIVE,
+    "reference_quirks": _FLAG,
+    "clamp": Rule(str, "auto, none or a finite number", lambda v, cfg: _clamp_ok(v)),
+    "epochs": _int(1),
+    "batch_size": _int(2),
+    "lr": _POSITIVE,
+    "weight_decay": _NON_NEGATIVE,
+    "warmup_epochs": Rule(float, "a number from 0 to epochs", lambda v, cfg: 0.0 <= v <= cfg.epochs),
+    "cosine_period_epochs": _int(0),
+    "grad_clip": _NON_NEGATIVE,
+    "amp": _choice("auto", "bf16", "off"),
+    "compile": _FLAG,
+    "checkpoint_every": _int(1),
+    "log_every": _int(1),
+    "select_on_val": _FLAG,
+    "probe": _choice("lbfgs", "adamw"),
+    "probe_epochs": _int(1),
+    "probe_lr": _POSITIVE,
+    "probe_weight_decay": _NON_NEGATIVE,
+    "eval_batch_size": _int(1),
+    "knn_k": _int(1),
+    "dro_epochs": _int(1),
+    "max_clusters": _int(1),
+    "subgroup_cluster": _choice("umap-gmm", "umap-kmeans", "kmeans-raw"),
+    "dro_retrain": _FLAG,
+}
+
+
+def _has_kind(value: Any, kind: type) -> bool:
+    if kind is bool or isinstance(value, bool):
+        return kind is bool and isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int)
+    if kind is float:
+        return isinstance(value, (int, float)) and math.isfinite(value)
+    return isinstance(value, kind)
+
+
+def check_config(cfg: Config) -> None:
+    """Check every key of ``cfg`` against :data:`RULES` (type, finiteness, range, choices).
+
+    Raises:
+        ValueError: one line, ``config KEY=VALUE must be ...``, for the first key that breaks its rule.
+
+    Example:
+        >>> check_config(replace(PRESETS["smoke"], probe_weight_decay=float("nan")))
+        Traceback (most recent call last):
+        ...
+        ValueError: config probe_weight_decay=nan must be a finite number >= 0
+    """
+    for key, rule in RULES.items():
+        value = getattr(cfg, key)
+        if not (_has_kind(value, rule.kind) and rule.ok(value, cfg)):
+            raise ValueError(f"config {key}={value!r} must be {rule.says}")
+
+
 def parse_value(key: str, text: str) -> Any:
-    """Convert a ``--set key=value`` string to the type of ``Config.key``.
+    """Convert a ``--set key=value`` string to the type of ``Config.key`` (:data:`RULES`).
 
     Raises:
         ValueError: unknown key, or a value that does not parse as that type.
     """
-    types = {f.name: f.type for f in fields(Config)}
-    if key not in types:
-        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(types))}")
-    kind = types[key]
+    if key not in RULES:
+        raise ValueError(f"unknown config key {key!r}; valid keys: {', '.join(sorted(RULES))}")
+    kind = RULES[key].kind
     try:
-        if kind in ("bool", bool):
+        if kind is bool:
             low = text.strip().lower()
             if low not in {"true", "false", "1", "0", "yes", "no"}:
                 raise ValueError(text)
             return low in {"true", "1", "yes"}
-        if kind in ("int", int):
-            return int(text)
-        if kind in ("float", float):
-            return float(text)
+        if kind in (int, float):
+            return kind(text)
     except ValueError:
-        raise ValueError(f"config key {key!r} needs a {kind}, got {text!r}") from None
+        raise ValueError(f"config {key}={text!r} must be {RULES[key].says}") from None
     return text
+
+
+def _typed(key: str, value: Any) -> Any:
+    """An override as the config stores it: strings parsed, numbers of a float key as floats."""
+    if isinstance(value, str):
+        return parse_value(key, value)
+    if RULES[key].kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return value
 
 
 def resolve(preset: str, dataset: str | None = None, overrides: dict[str, Any] | None = None) -> Config:
@@ -258,64 +367,38 @@ def resolve(preset: str, dataset: str | None = None, overrides: dict[str, Any] |
             values are parsed to the field's type (so CLI ``--set`` works).
 
     Returns:
-        The resolved, validated :class:`Config`.
+        The resolved config, every key checked by :func:`check_config`.
 
     Raises:
-        ValueError: unknown preset or key, or a value out of range.
+        ValueError: unknown preset or key, or a value that breaks its key's rule.
     """
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; valid presets: {', '.join(PRESETS)}")
     cfg = replace(PRESETS[preset], **DATASET_ADJUSTMENTS.get((preset, dataset), {}))
     overrides = dict(overrides or {})
-    valid = {f.name for f in fields(Config)}
-    unknown = sorted(set(overrides) - valid)
+    unknown = sorted(set(overrides) - set(RULES))
     if unknown:
-        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(valid))}")
-    parsed = {k: parse_value(k, v) if isinstance(v, str) else v for k, v in overrides.items()}
-    cfg = replace(cfg, **parsed)
-    _validate(cfg)
+        raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(RULES))}")
+    cfg = replace(cfg, **{k: _typed(k, v) for k, v in overrides.items()})
+    check_config(cfg)
     return cfg
 
 
 def clamp_value(cfg: Config) -> float | None | str:
     """``cfg.clamp`` as :class:`spreadcon.losses.contrastive.SpreadLoss` takes it: ``"auto"``, None or a float."""
-    key = cfg.clamp.strip().lower()
+    return _clamp(cfg.clamp)
+
+
+def _clamp(text: str) -> float | None | str:
+    key = text.strip().lower()
     if key == "auto":
         return "auto"
     return None if key == "none" else float(key)
 
 
-def _clamp_ok(cfg: Config) -> bool:
+def _clamp_ok(text: str) -> bool:
     try:
-        value = clamp_value(cfg)
+        value = _clamp(text)
     except ValueError:
         return False
     return value in ("auto", None) or math.isfinite(value)
-
-
-def _validate(cfg: Config) -> None:
-    checks = {
-        "temperature": cfg.temperature > 0,
-        "alpha": 0.0 <= cfg.alpha <= 1.0,
-        "views": cfg.views >= 2,
-        "epochs": cfg.epochs >= 1,
-        "batch_size": cfg.batch_size >= 2,
-        "lr": cfg.lr > 0,
-        "weight_decay": cfg.weight_decay >= 0,
-        "warmup_epochs": 0 <= cfg.warmup_epochs <= cfg.epochs,
-        "cosine_period_epochs": cfg.cosine_period_epochs >= 0,
-        "checkpoint_every": cfg.checkpoint_every >= 1,
-        "log_every": cfg.log_every >= 1,
-        "train_size": cfg.train_size >= 0,
-        "val_size": cfg.val_size >= 0,
-        "test_size": cfg.test_size >= 0,
-        "image_size": cfg.image_size >= 0,
-        "amp": cfg.amp in {"auto", "bf16", "off"},
-        "probe": cfg.probe in {"lbfgs", "adamw"},
-        "subgroup_cluster": cfg.subgroup_cluster in {"umap-gmm", "umap-kmeans", "kmeans-raw"},
-        "grad_clip": cfg.grad_clip >= 0,
-        "clamp": _clamp_ok(cfg),
-    }
-    for key, ok in checks.items():
-        if not ok:
-            raise ValueError(f"config {key}={getattr(cfg, key)!r} is out of range")

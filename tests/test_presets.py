@@ -79,6 +79,41 @@ def test_out_of_range_values_are_rejected(key, value):
         resolve("cpu", "mnist", {key: value})
 
 
+@pytest.mark.parametrize("key,value,says", [
+    ("lr", "inf", "finite number > 0"), ("temperature", "inf", "finite number > 0"),
+    ("ce_weight", "nan", "finite number >= 0"), ("recon_weight", -1.0, "finite number >= 0"),
+    ("contrastive_weight", "-0.5", "finite number >= 0"), ("eval_batch_size", "0", "integer >= 1"),
+    ("knn_k", "-1", "integer >= 1"), ("probe_epochs", "0", "integer >= 1"),
+    ("probe_weight_decay", "nan", "finite number >= 0"), ("encoder", "bogus", "one of vit, resnet18, cnn, linear"),
+    ("decoder", "unet", "one of resnet, cnn"), ("epochs", 1.5, "integer >= 1"), ("compile", 1, "true or false"),
+    ("clamp", "nan", "auto, none or a finite number"), ("warmup_epochs", "9", "from 0 to epochs"),
+    ("train_size", "1", "0 (all) or an integer >= 2"), ("image_size", "4", "integer >= 8"),
+])
+def test_every_key_is_checked_for_type_finiteness_range_and_choice(key, value, says):
+    """The values that were accepted before the rule table (lr=inf ran; probe_weight_decay=nan wrote NaN
+    into a record; encoder=bogus failed only after the data loaded)."""
+    with pytest.raises(ValueError) as err:
+        resolve("cpu", "mnist", {key: value})
+    assert str(err.value).startswith(f"config {key}=") and says in str(err.value)
+
+
+def test_the_rule_table_covers_every_key_and_passes_every_preset():
+    from dataclasses import fields
+
+    from spreadcon.models import DECODERS, ENCODERS
+    from spreadcon.presets import DECODER_NAMES, ENCODER_NAMES, RULES
+    from spreadcon.runs.cost import DATASET_SIZES
+
+    assert list(RULES) == [f.name for f in fields(Config)]  # one rule per key, in the Config's order
+    assert ENCODER_NAMES == tuple(ENCODERS) and DECODER_NAMES == tuple(DECODERS)
+    for preset in PRESETS:
+        for dataset in (None, *DATASET_SIZES):
+            resolve(preset, dataset)  # raises if a preset broke its own rules
+    # a float key takes an int and stores a float, so a record's config has one type per key
+    assert resolve("cpu", "mnist", {"lr": 1}).to_dict()["lr"] == 1.0
+    assert isinstance(resolve("cpu", "mnist", {"lr": 1}).lr, float)
+
+
 def test_every_config_field_has_a_comment_in_the_source():
     import inspect
 

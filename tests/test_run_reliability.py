@@ -178,6 +178,18 @@ def test_temporaries_are_ignored_by_git():
     assert out.returncode == 0
 
 
+def test_the_package_is_not_ignored_but_smoke_records_are():
+    """``runs/`` (reproduce's executed notebooks) used to hide new files of ``spreadcon/runs/`` from git."""
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
+
+    assert not ignored("spreadcon/runs/__init__.py") and not ignored("spreadcon/runs/names.py")
+    assert ignored("runs/smoke/mnist/ce_seed0.ipynb")
+    assert ignored("results/transfer/mnist/smoke/ce_seed0.json")
+    assert ignored("results/transfer/mnist/smoke+epochs=2/ce_seed0.json")
+    assert not ignored("results/transfer/mnist/cpu+epochs=2/ce_seed0.json")
+
+
 # --------------------------------------------------------------------------- signals and late errors
 
 
@@ -232,20 +244,30 @@ def test_a_failed_record_write_keeps_the_training_and_eval_only_finishes_it(data
     from spreadcon.runs import records
 
     real = records.write_record
+    import shlex
+
     monkeypatch.setattr(records, "write_record", lambda *a, **k: (_ for _ in ()).throw(OSError(28, "No space left")))
     args = ["mnist", "ce", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
-            *TINY]
+            "--cache", str(tmp_path / "cache"), *TINY]
     assert main(args) == 1
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "Training finished and is saved in" in err[0] and "--eval-only" in err[0]
     folder = Path(err[0].split("saved in ")[1].split(";")[0])
     assert (folder / "last.pt").exists()
+    # the printed command is the whole invocation (--set, --results, --data-root, --cache) with --eval-only
+    command = shlex.split(err[0].split("without retraining: ")[1])
+    assert command[:4] == ["python", "-m", "spreadcon", "run"]
+    for flag, value in (("--results", tmp_path / "r"), ("--data-root", data_root), ("--cache", tmp_path / "cache"),
+                        ("--checkpoint-dir", folder)):
+        assert command[command.index(flag) + 1] == os.path.abspath(value)
+    assert [command[i + 1] for i, a in enumerate(command) if a == "--set"] == [s for s in TINY if "=" in s]
     monkeypatch.setattr(records, "write_record", real)
-    assert main([*args, "--checkpoint-dir", str(folder), "--eval-only"]) == 0
+    assert main(command[4:]) == 0  # exactly what was printed
     out = capsys.readouterr().out.strip().splitlines()
     rec = json.loads(Path(out[-1]).read_text())
     assert rec["method"] == "ce" and 0 <= rec["metrics"]["fine_test_acc"] <= 1
-    assert out[-2].startswith("mnist ce (smoke, seed 0): fine_test_acc ")  # the headline before the path
+    assert rec["provenance"]["config"]["train_size"] == 128 and Path(out[-1]).is_relative_to(tmp_path / "r")
+    assert out[-2].startswith("mnist ce (smoke+batch_size=32,") and "seed 0): fine_test_acc " in out[-2]
 
 
 @pytest.mark.data
@@ -339,3 +361,106 @@ def test_a_robustness_run_without_umap_is_refused_before_training(monkeypatch, t
     from spreadcon.runs.cost import DATASET_SIZES
 
     assert set(ROBUSTNESS_NAMES) == {d for d, s in DATASET_SIZES.items() if s.task == "robustness"}
+
+
+# --------------------------------------------------------------------------- trust: names, settings, commands
+
+
+def test_run_experiment_takes_everything_but_dataset_and_method_by_keyword():
+    import inspect
+
+    from spreadcon.runs.experiment import _train, run_experiment
+
+    for fn, positional in ((run_experiment, ["dataset", "method"]), (_train, ["m", "ds", "cfg"])):
+        params = inspect.signature(fn).parameters.values()
+        assert [p.name for p in params if p.kind is p.POSITIONAL_OR_KEYWORD] == positional
+
+
+def test_the_checks_and_the_command_line_import_no_training_code():
+    code = ("import sys; import spreadcon.runs.checks, spreadcon.runs.cli, spreadcon.runs.names; "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('spreadcon.train')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stderr
+
+
+BAD_SETS = ["lr=inf", "temperature=inf", "ce_weight=nan", "recon_weight=-1", "eval_batch_size=0", "knn_k=-1",
+            "probe_epochs=0", "probe_weight_decay=nan", "encoder=bogus", "epochs=1.5", "clamp=inf"]
+
+
+def test_every_bad_config_value_exits_2_in_one_line_before_torch_is_imported(tmp_path):
+    """Each of these was accepted before: lr=inf trained, probe_weight_decay=nan exited 0 with a NaN in the
+    record, encoder=bogus raised a traceback after the data loaded."""
+    code = ("import contextlib, io, json, sys; from spreadcon.runs.cli import main\n"
+            "out = []\n"
+            f"for item in {BAD_SETS!r}:\n"
+            "    err = io.StringIO()\n"
+            "    with contextlib.redirect_stderr(err):\n"
+            f"        rc = main(['mnist', 'spread', '--set', item, '--results', {str(tmp_path)!r}])\n"
+            "    out.append([item, rc, err.getvalue().strip().splitlines()])\n"
+            "print(json.dumps({'torch': 'torch' in sys.modules, 'runs': out}))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
+    got = json.loads(out.stdout)
+    assert got["torch"] is False, "a setting was checked after torch was imported"
+    for item, rc, err in got["runs"]:
+        key = item.split("=")[0]
+        assert rc == 2 and len(err) == 1 and f"config {key}=" in err[0], (item, rc, err)
+    assert not list(tmp_path.rglob("*.json"))
+
+
+def test_a_batch_the_processes_cannot_share_is_a_setting_error(monkeypatch, tmp_path, capsys):
+    import spreadcon.data as sdata
+
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setattr(sdata, "load", lambda *a, **k: pytest.fail("data loaded before the settings were checked"))
+    assert main(["mnist", "ce", "--preset", "smoke", "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "batch_size=64 must be divisible by the number of processes (3" in err[0]
+
+
+@pytest.mark.data
+def test_a_one_off_run_never_replaces_the_presets_record(data_root, tmp_path, capsys):
+    """--set epochs=2 on the smoke preset used to write smoke/<method>_seed0.json over the committed one."""
+    committed = tmp_path / "transfer" / "mnist" / "smoke" / "random-init_seed0.json"
+    committed.parent.mkdir(parents=True)
+    committed.write_text('{"committed": true}\n')
+    args = ["mnist", "random-init", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path),
+            "--set", "epochs=2", "--set", "epochs=2", "--set", "knn_k=10", *TINY]  # knn_k=10 is smoke's own value
+    assert main(args) == 0
+    path = Path(capsys.readouterr().out.strip().splitlines()[-1])
+    assert committed.read_text() == '{"committed": true}\n'
+    name = "smoke+batch_size=32,epochs=2,probe_epochs=20,test_size=128,train_size=128,val_size=64"
+    assert path == tmp_path / "transfer" / "mnist" / name / "random-init_seed0.json"
+    rec = json.loads(path.read_text())
+    assert rec["preset"] == name and rec["provenance"]["config"]["epochs"] == 2
+    json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in a record"))  # strict JSON
+
+
+@pytest.mark.data
+def test_alphas_that_differ_after_the_sixth_digit_get_two_records(data_root, tmp_path):
+    from spreadcon.runs.experiment import run_experiment
+
+    over = {"train_size": 128, "val_size": 64, "test_size": 128, "batch_size": 32, "probe_epochs": 20}
+    paths = [run_experiment("mnist", "random-init", preset="smoke", data_root=data_root, results_dir=tmp_path,
+                            overrides=over, alpha=a, progress=False) for a in (0.1234561, 0.1234564)]
+    assert paths[0] != paths[1] and all(p.is_file() for p in paths)
+    assert [json.loads(p.read_text())["provenance"]["config"]["alpha"] for p in paths] == [0.1234561, 0.1234564]
+    # the sweep's alphas keep the names their committed records have
+    from spreadcon.runs.names import resolve_run
+
+    assert resolve_run("cpu", "mnist", "spread", alpha=0.25)[1] == "cpu"
+    assert resolve_run("cpu", "mnist", "spread")[1] == "cpu"
+
+
+@pytest.mark.data
+def test_a_checkpoint_of_another_run_is_a_setting_error_before_training(data_root, tmp_path, capsys):
+    ck = tmp_path / "ck"
+    args = ["mnist", "ce", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
+            "--checkpoint-dir", str(ck), *TINY]
+    assert main(args) == 0
+    before = _sha(ck / "last.pt")
+    capsys.readouterr()
+    for mode in ("--resume", "--eval-only"):
+        assert main([*args, "--set", "lr=0.01", mode]) == 2  # another config: not this run's checkpoint
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "belongs to a different run" in err[0], err
+    assert _sha(ck / "last.pt") == before

@@ -8,7 +8,7 @@ Each failure is a :class:`SettingError` with a one-line message; the command
 line prints it and exits 2.
 
 The name lists are written here, without importing the registries behind them
-(which import torch); ``tests/test_settings.py`` checks that they match.
+(which import torch); ``tests/test_run_reliability.py`` checks that they match.
 
 Example:
     >>> check_seed(-1)
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 __all__ = ["SettingError", "DATASET_NAMES", "METHOD_NAMES", "check_names", "check_seed", "check_writable",
-           "check_device", "check_basic", "check_settings", "MAX_SEED"]
+           "check_device", "check_basic", "check_settings", "check_world_size", "MAX_SEED"]
 
 #: :data:`spreadcon.data.DATASETS`, without importing it
 DATASET_NAMES = ("mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet", "waterbirds", "celeba", "isic",
@@ -138,18 +138,31 @@ def check_basic(*, dataset: str, method: str, preset: str, seed: Any, overrides:
         raise SettingError("--resume, --fresh and --eval-only exclude each other; pass one")
     if (resume or eval_only) and checkpoint_dir is None:
         raise SettingError(f"--{'resume' if resume else 'eval-only'} needs --checkpoint-dir")
-    if alpha is not None and not (isinstance(alpha, (int, float)) and 0.0 <= float(alpha) <= 1.0):
+    if alpha is not None and (isinstance(alpha, bool) or not (isinstance(alpha, (int, float))
+                                                             and 0.0 <= float(alpha) <= 1.0)):
         raise SettingError(f"--alpha must be in [0, 1]; got {alpha!r}")
     try:
-        cfg = resolve(preset, dataset, overrides)
+        cfg = resolve(preset, dataset, overrides)  # every key against its rule (spreadcon.presets.RULES)
     except ValueError as exc:
         raise SettingError(str(exc)) from None
+    check_world_size(cfg.batch_size)
     if dataset in ROBUSTNESS_NAMES:
         check_subgroup_clustering(cfg.subgroup_cluster)
     check_writable(results_dir, "results", "--results")
     if checkpoint_dir is not None:
         check_writable(checkpoint_dir, "checkpoint", "--checkpoint-dir")
     return cfg
+
+
+def check_world_size(batch_size: int) -> None:
+    """Under ``torchrun`` (``$WORLD_SIZE`` processes) each process takes an equal share of a batch."""
+    try:
+        world = max(1, int(os.environ.get("WORLD_SIZE", "1")))
+    except ValueError:
+        world = 1
+    if batch_size % world:
+        raise SettingError(f"config batch_size={batch_size} must be divisible by the number of processes "
+                           f"({world}, $WORLD_SIZE)")
 
 
 def check_subgroup_clustering(cluster: str) -> None:

@@ -12,9 +12,17 @@ training is data-parallel (gloo on CPU, NCCL on GPU); rank 0 evaluates and
 writes the record while the other ranks leave as soon as training ends.
 
 Exit codes: 0 done; 1 an error after training started (the message says where
-the trained weights are, if training finished); 2 a bad setting, found before
-any data loads; 3 a dataset that is not under the data root; 4 a dataset that
-is there but damaged or unreadable; 130 SIGINT; 143 SIGTERM.
+the trained weights are, if training finished, and the command that evaluates
+them); 2 a bad setting, found before any data loads (every config key is
+checked against its rule, :data:`spreadcon.presets.RULES`), or a checkpoint
+that belongs to another run, found before training; 3 a dataset that is not
+under the data root; 4 a dataset that is there but damaged or unreadable;
+130 SIGINT; 143 SIGTERM.
+
+Where the record goes: ``<results>/<task>/<dataset>/<preset>/...``, where a run
+whose config differs from its preset's (a ``--set`` that changes a value) is
+filed under ``<preset>+<key>=<value>,...`` (:mod:`spreadcon.runs.names`), so a
+one-off run never replaces the preset's committed record.
 
 Checkpoints: with ``--checkpoint-dir DIR`` the run checkpoints there, keeping
 the last two (``last.pt``, ``prev.pt``). A rerun into a folder that holds a
@@ -126,6 +134,11 @@ def _headline(path: str) -> list[str]:
     return [f"{rec['dataset']} {rec['method']} ({rec['preset']}, seed {rec['seed']}): " + ", ".join(parts)]
 
 
+def _one_line(exc: BaseException) -> str:
+    """An error's message on one line (a checkpoint's load error may quote a multi-line one)."""
+    return " ".join(str(exc).split())
+
+
 def _interrupted_message(exc: BaseException, checkpoint_dir: str | None) -> str:
     name = "SIGINT" if isinstance(exc, KeyboardInterrupt) else exc.signum and signal.Signals(exc.signum).name
     folder = checkpoint_dir or getattr(exc, "checkpoint_dir", None)
@@ -161,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
                     alpha=args.alpha, results_dir=args.results, checkpoint_dir=args.checkpoint_dir,
                     resume=args.resume, fresh=args.fresh, eval_only=args.eval_only)
     except SettingError as exc:
-        print(f"spreadcon run: {exc}", file=sys.stderr)
+        print(f"spreadcon run: {_one_line(exc)}", file=sys.stderr)
         return EXIT_SETTING
     previous = {}
     try:
@@ -181,8 +194,8 @@ def main(argv: list[str] | None = None) -> int:
                               alpha=args.alpha, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                               fresh=args.fresh, eval_only=args.eval_only, device=args.device,
                               progress=not args.no_progress, eval_epochs=eval_epochs, cache=args.cache)
-    except SettingError as exc:
-        print(f"spreadcon run: {exc}", file=sys.stderr)
+    except SettingError as exc:  # before any data loads, or a checkpoint of another run before training
+        print(f"spreadcon run: {_one_line(exc)}", file=sys.stderr)
         code = EXIT_SETTING
     except (KeyboardInterrupt, Interrupted) as exc:
         print(f"spreadcon run: {_interrupted_message(exc, args.checkpoint_dir)}", file=sys.stderr)

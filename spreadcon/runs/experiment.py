@@ -43,10 +43,12 @@ Example:
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -56,8 +58,9 @@ from torch import Tensor, nn
 
 from spreadcon import distributed as D
 from spreadcon.methods import get_method
-from spreadcon.presets import Config, resolve
+from spreadcon.presets import Config
 from spreadcon.runs.checks import SettingError, check_settings
+from spreadcon.runs.names import resolve_run, value_text
 
 __all__ = ["run_experiment", "ConcatEncoder", "subset_dataset", "DATA_SEED", "TrainingSaved"]
 
@@ -114,51 +117,105 @@ def _say(progress: bool):
     return lambda msg: print(f"spreadcon: {msg}", file=sys.stderr, flush=True)
 
 
-def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0, data_root: str | Path | None = None,
-                   results_dir: str | Path = "results", overrides: dict[str, Any] | None = None,
-                   alpha: float | None = None, checkpoint_dir: str | Path | None = None, resume: bool = False,
-                   device: str | None = None, progress: bool = True, *, fresh: bool = False,
-                   eval_only: bool = False, eval_epochs: tuple[int, ...] | None = None,
-                   cache: str | Path | None = None) -> Path | None:
+@dataclass(frozen=True)
+class _Request:
+    """One call of :func:`run_experiment`, as given: what the eval-only command is rebuilt from."""
+
+    dataset: str
+    method: str
+    preset: str
+    seed: int
+    data_root: str | Path | None
+    results_dir: str | Path
+    overrides: dict[str, Any]
+    alpha: float | None
+    device: str | None
+    eval_epochs: tuple[int, ...]
+    cache: str | Path | None
+
+    def eval_only_command(self, checkpoint_dir: str | Path) -> str:
+        """The command line that evaluates the training in ``checkpoint_dir`` as this call would have."""
+        args = [self.dataset, self.method, "--preset", self.preset, "--seed", str(self.seed)]
+        args += [] if self.alpha is None else ["--alpha", repr(float(self.alpha))]
+        for key, value in self.overrides.items():
+            args += ["--set", f"{key}={value_text(value)}"]
+        for flag, value in (("--results", self.results_dir), ("--data-root", self.data_root),
+                            ("--cache", self.cache)):
+            args += [] if value is None else [flag, os.path.abspath(value)]
+        args += ["--eval-epochs", ",".join(map(str, self.eval_epochs))] if self.eval_epochs else []
+        args += [] if self.device is None else ["--device", self.device]
+        args += ["--checkpoint-dir", os.path.abspath(checkpoint_dir), "--eval-only"]
+        return "python -m spreadcon run " + " ".join(shlex.quote(str(a)) for a in args)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a checked request resolves to: the method, the config, and the record's preset name."""
+
+    method: Any  # spreadcon.methods.Method
+    cfg: Config
+    record_preset: str
+    eval_epochs: tuple[int, ...]
+
+
+def _plan(req: _Request, *, checkpoint_dir, resume: bool, fresh: bool, eval_only: bool) -> _Plan:
+    """Check every setting of ``req`` (:func:`check_settings`) and resolve it; nothing loads.
+
+    Raises:
+        SettingError: the first setting that cannot work.
+    """
+    if any(e < 1 for e in req.eval_epochs):
+        raise SettingError(f"--eval-epochs must be epochs >= 1; got {list(req.eval_epochs)}")
+    check_settings(dataset=req.dataset, method=req.method, preset=req.preset, seed=req.seed,
+                   overrides={**req.overrides, **({} if req.alpha is None else {"alpha": req.alpha})},
+                   alpha=req.alpha, results_dir=req.results_dir, checkpoint_dir=checkpoint_dir, resume=resume,
+                   fresh=fresh, eval_only=eval_only, device=req.device)
+    cfg, name = resolve_run(req.preset, req.dataset, req.method, overrides=req.overrides, alpha=req.alpha)
+    if req.eval_epochs and max(req.eval_epochs) > cfg.epochs:
+        raise SettingError(f"--eval-epochs {max(req.eval_epochs)} is past the run's {cfg.epochs} epochs")
+    return _Plan(method=get_method(req.method), cfg=cfg, record_preset=name, eval_epochs=req.eval_epochs)
+
+
+def run_experiment(dataset: str, method: str, *, preset: str = "cpu", seed: int = 0,
+                   data_root: str | Path | None = None, results_dir: str | Path = "results",
+                   overrides: dict[str, Any] | None = None, alpha: float | None = None,
+                   checkpoint_dir: str | Path | None = None, resume: bool = False, fresh: bool = False,
+                   eval_only: bool = False, device: str | None = None, progress: bool = True,
+                   eval_epochs: tuple[int, ...] | None = None, cache: str | Path | None = None) -> Path | None:
     """Train and evaluate one (dataset, method, preset, seed); write its record.
 
     Args:
-        dataset: a name in :data:`spreadcon.data.DATASETS`.
-        method: a name in :data:`spreadcon.methods.METHODS`.
+        dataset, method: names in :data:`spreadcon.data.DATASETS` and :data:`spreadcon.methods.METHODS`.
         preset: a name in :data:`spreadcon.presets.PRESETS` (``smoke``, ``cpu``, ``paper``, ...).
         seed: initialisation / shuffling / augmentation seed, ``0 <= seed <= MAX_SEED``.
         data_root: dataset folder; None = ``$SPREADCON_DATA`` or the default root.
         results_dir: where records go.
-        overrides: ``{config_key: value}`` on top of the preset.
-        alpha: cNCE weight; overrides ``cfg.alpha`` and adds ``_alpha<A>`` to
-            the record's file name.
-        checkpoint_dir: folder for training checkpoints (one subfolder per
-            backbone for composite methods). None: a private temporary folder,
-            removed after the record is written and kept if anything fails.
-        resume: continue from the newest loadable checkpoint in
-            ``checkpoint_dir`` (start from scratch if there is none). A
-            finished checkpoint is not trained again: only evaluated.
+        overrides: ``{config_key: value}`` on top of the preset. A run whose config then differs
+            from the preset's is filed under a preset name that says how (:mod:`spreadcon.runs.names`).
+        alpha: cNCE weight; overrides ``cfg.alpha`` and adds ``_alpha<A>`` to the record's file name.
+        checkpoint_dir: folder for training checkpoints (one subfolder per backbone for composite
+            methods). None: a private temporary folder, removed after the record is written and
+            kept if anything fails.
+        resume: continue from the newest loadable checkpoint in ``checkpoint_dir`` (start from
+            scratch if there is none). A finished checkpoint is not trained again: only evaluated.
+        fresh: delete the checkpoints in ``checkpoint_dir`` and start over. Without ``resume``,
+            ``fresh`` or ``eval_only`` an existing checkpoint is an error: it is never overwritten.
+        eval_only: evaluate the finished checkpoint in ``checkpoint_dir`` without training.
         device: ``cpu``, ``cuda`` ...; None = CUDA if available.
         progress: progress bars and one-line status messages on stderr.
-        fresh: delete the checkpoints in ``checkpoint_dir`` and start over.
-            Without ``resume``, ``fresh`` or ``eval_only`` an existing
-            checkpoint is an error: it is never overwritten.
-        eval_only: evaluate the finished checkpoint in ``checkpoint_dir``
-            without training.
-        eval_epochs: also evaluate the encoder(s) as they were after each of
-            these epochs (from snapshots the training keeps, no retraining);
-            the record gets ``metrics_by_epoch = {"<epoch>": {metric: value}}``.
-            The final ``metrics`` stay those of the selected (best-val) model.
-        cache: the folder for decoded dataset caches (None:
-            :func:`spreadcon.data.cache_dir`, ``$SPREADCON_CACHE`` or the user cache).
+        eval_epochs: also evaluate the encoder(s) as they were after each of these epochs (from
+            snapshots the training keeps, no retraining); the record gets ``metrics_by_epoch =
+            {"<epoch>": {metric: value}}``. The final ``metrics`` stay those of the selected model.
+        cache: the folder for decoded dataset caches (None: :func:`spreadcon.data.cache_dir`).
 
     Returns:
         The record's path (None on ranks other than 0 under DDP).
 
     Raises:
-        spreadcon.runs.checks.SettingError: a bad setting, before any data loads.
-        TrainingSaved: evaluation or the record write failed after training;
-            the message names the checkpoint and the command that evaluates it.
+        spreadcon.runs.checks.SettingError: a bad setting, before any data loads, or a checkpoint
+            that does not belong to this run, before training.
+        TrainingSaved: evaluation or the record write failed after training; the message names
+            the checkpoint and the command that evaluates it.
     """
     from spreadcon import data as sdata
     from spreadcon.runs import records
@@ -166,20 +223,11 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
 
     keep_freed_memory()  # for the evaluation's large tensors too (spreadcon.util.malloc)
     source_hash = records.source_hash()  # the code as it is when the run starts
-    overrides = dict(overrides or {})
-    if alpha is not None:
-        overrides["alpha"] = alpha
-    eval_epochs = tuple(sorted({int(e) for e in eval_epochs or ()}))
-    if any(e < 1 for e in eval_epochs):
-        raise SettingError(f"--eval-epochs must be epochs >= 1; got {list(eval_epochs)}")
-    check_settings(dataset=dataset, method=method, preset=preset, seed=seed, overrides=overrides, alpha=alpha,
-                   results_dir=results_dir, checkpoint_dir=checkpoint_dir, resume=resume, fresh=fresh,
-                   eval_only=eval_only, device=device)
-    m = get_method(method)
-    overrides.update(dict(m.config))  # a method's fixed keys win (see Method.config)
-    cfg = resolve(preset, dataset, overrides)
-    if eval_epochs and max(eval_epochs) > cfg.epochs:
-        raise SettingError(f"--eval-epochs {max(eval_epochs)} is past the run's {cfg.epochs} epochs")
+    req = _Request(dataset=dataset, method=method, preset=preset, seed=seed, data_root=data_root,
+                   results_dir=results_dir, overrides=dict(overrides or {}), alpha=alpha, device=device,
+                   eval_epochs=tuple(sorted({int(e) for e in eval_epochs or ()})), cache=cache)
+    plan = _plan(req, checkpoint_dir=checkpoint_dir, resume=resume, fresh=fresh, eval_only=eval_only)
+    m, cfg = plan.method, plan.cfg
     started, t0 = _now(), time.perf_counter()
     dev = _init_device(device)
     say = _say(progress)
@@ -192,8 +240,9 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None, download=True,
                                   cache=cache), cfg)
     try:
-        encoders, train_info = _train(m, ds, cfg, seed, dev, ck_root, resume or eval_only, fresh, progress,
-                                      eval_epochs)
+        encoders, train_info = _train(m, ds, cfg, seed=seed, dev=dev, checkpoint_dir=ck_root,
+                                      resume=resume or eval_only, fresh=fresh, progress=progress,
+                                      eval_epochs=plan.eval_epochs)
     except BaseException as exc:
         if own:
             _keep_or_remove(ck_root, exc)
@@ -201,43 +250,55 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     if D.rank() != 0:
         return None  # the other ranks leave now: rank 0 evaluates alone, no barrier to time out in
     try:
-        say(f"evaluating ({ds.task}) ...")
-        encoder = encoders[0] if len(encoders) == 1 else ConcatEncoder(encoders)
-        metrics = _evaluate(ds, encoder, cfg, seed, dev, retrain=cfg.dro_retrain and not m.untrained)
-        if ds.task == "robustness" and m.name == "ce" and cfg.dro_retrain:
-            metrics.update(_oracle_retrain(ds, cfg, seed, dev))
-        metrics.update({k: v for k, v in train_info.items() if not k.startswith("_")})
-        by_epoch = {}
-        for e in eval_epochs if not m.untrained else ():
-            say(f"evaluating the snapshot of epoch {e} ...")
-            by_epoch[str(e)] = _evaluate(ds, _snapshot_encoder(encoders, m, seed, ck_root, e), cfg, seed, dev)
+        metrics, extra = _evaluate_run(ds, encoders, train_info, plan, seed=seed, dev=dev, ck_root=ck_root, say=say)
         rec = records.make_record(
-            dataset=dataset, method=m.name, preset=preset, seed=seed, task=ds.task, metrics=metrics,
+            dataset=dataset, method=m.name, preset=plan.record_preset, seed=seed, task=ds.task, metrics=metrics,
             config=cfg.to_dict(), started_at=started, wall_time_s=time.perf_counter() - t0,
             device=records.device_name(dev),
-            extra={"alpha_override": None if alpha is None else float(alpha), "world_size": D.world_size(),
-                   **({"untrained": True} if m.untrained else {}),
-                   **({"metrics_by_epoch": by_epoch} if by_epoch else {})},
+            extra={"alpha_override": None if alpha is None else float(alpha), "world_size": D.world_size(), **extra},
             provenance_extra={"source_hash": source_hash, **train_info["_provenance"]},
         )
         path = records.write_record(rec, results_dir)
     except Exception as exc:
         if ck_root is None or m.untrained:
             raise
-        argv = f"{dataset} {method} --preset {preset} --seed {seed}" + ("" if alpha is None else f" --alpha {alpha}")
         raise TrainingSaved(f"{type(exc).__name__}: {exc}. Training finished and is saved in {ck_root}; "
-                            f"evaluate it again without retraining: python -m spreadcon run {argv} "
-                            f"--checkpoint-dir {ck_root} --eval-only") from exc
+                            f"evaluate it again without retraining: {req.eval_only_command(ck_root)}") from exc
     except BaseException as exc:  # a signal during evaluation: the training stays where it is, and is named
-        if ck_root is not None:
-            try:
-                exc.checkpoint_dir = ck_root
-            except AttributeError:
-                pass
+        _name_checkpoint(exc, ck_root)
         raise
     if own:
         shutil.rmtree(ck_root, ignore_errors=True)
     return path
+
+
+def _evaluate_run(ds, encoders: list[nn.Module], train_info: dict, plan: _Plan, *, seed: int, dev: torch.device,
+                  ck_root: Path | None, say) -> tuple[dict, dict]:
+    """The run's metrics (the training's included) and the record's extra keys (``untrained``,
+    ``metrics_by_epoch``)."""
+    m, cfg = plan.method, plan.cfg
+    say(f"evaluating ({ds.task}) ...")
+    encoder = encoders[0] if len(encoders) == 1 else ConcatEncoder(encoders)
+    metrics = _evaluate(ds, encoder, cfg, seed, dev, retrain=cfg.dro_retrain and not m.untrained)
+    if ds.task == "robustness" and m.name == "ce" and cfg.dro_retrain:
+        metrics.update(_oracle_retrain(ds, cfg, seed, dev))
+    metrics.update({k: v for k, v in train_info.items() if not k.startswith("_")})
+    by_epoch = {}
+    for e in plan.eval_epochs if not m.untrained else ():
+        say(f"evaluating the snapshot of epoch {e} ...")
+        by_epoch[str(e)] = _evaluate(ds, _snapshot_encoder(encoders, m, seed, ck_root, e), cfg, seed, dev)
+    return metrics, {**({"untrained": True} if m.untrained else {}),
+                     **({"metrics_by_epoch": by_epoch} if by_epoch else {})}
+
+
+def _name_checkpoint(exc: BaseException, folder: Path | None) -> None:
+    """Tell ``exc`` where the training is (``exc.checkpoint_dir``), for the interruption message."""
+    if folder is None:
+        return
+    try:
+        exc.checkpoint_dir = folder
+    except AttributeError:
+        pass
 
 
 def _snapshot_encoder(encoders: list[nn.Module], m, seed: int, ck_root: Path, epoch: int) -> nn.Module:
@@ -259,10 +320,7 @@ def _keep_or_remove(folder: Path, exc: BaseException) -> None:
     """A private checkpoint folder after a failed or interrupted training: kept if it holds a
     checkpoint (the exception learns where, as ``exc.checkpoint_dir``), else removed."""
     if any(folder.rglob("*.pt")):
-        try:
-            exc.checkpoint_dir = folder
-        except AttributeError:
-            pass
+        _name_checkpoint(exc, folder)
     else:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -275,14 +333,19 @@ def _init_device(device: str | None) -> torch.device:
     return auto if device is None else torch.device(device)
 
 
-def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress, eval_epochs=()):
+def _train(m, ds, cfg: Config, *, seed: int, dev: torch.device, checkpoint_dir: str | Path | None, resume: bool,
+           fresh: bool, progress: bool, eval_epochs: tuple[int, ...] = ()) -> tuple[list[nn.Module], dict]:
     """Train the method's backbone(s); return frozen encoders and training metrics.
 
     ``info["_provenance"]`` holds what the record's provenance needs: the precision, and for a
     resumed run from which epoch, how many attempts and the training time over all of them
     (summed over backbones).
+
+    Raises:
+        SettingError: a checkpoint in the folder that does not belong to this run, or does not load
+            (:class:`spreadcon.train.loop.CheckpointError`, raised before that backbone trains).
     """
-    from spreadcon.train.loop import coarse_accuracy, precision, train
+    from spreadcon.train.loop import CheckpointError, coarse_accuracy, precision, train
     from spreadcon.methods import build_model
 
     prov = {"precision": precision(cfg, dev), "resumed_from_epoch": None, "attempts": 1, "train_time_total_s": 0.0}
@@ -296,8 +359,11 @@ def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress, eval_
     encoders, info = [], {}
     for i, (name, bseed, sub) in enumerate(runs):
         ck = None if checkpoint_dir is None else Path(checkpoint_dir) / sub
-        result = train(name, ds, cfg, seed=bseed, device=dev, checkpoint_dir=ck,
-                       resume=resume, fresh=fresh, progress=progress, snapshot_epochs=tuple(eval_epochs))
+        try:
+            result = train(name, ds, cfg, seed=bseed, device=dev, checkpoint_dir=ck,
+                           resume=resume, fresh=fresh, progress=progress, snapshot_epochs=tuple(eval_epochs))
+        except CheckpointError as exc:  # raised before this backbone trains: the folder is a wrong setting
+            raise SettingError(str(exc)) from exc
         enc = result.model.encoder.eval()
         for p in enc.parameters():
             p.requires_grad_(False)
