@@ -181,7 +181,7 @@ def test_temporaries_are_ignored_by_git():
 def test_the_package_is_not_ignored_but_smoke_records_are():
     """``runs/`` (reproduce's executed notebooks) used to hide new files of ``spreadcon/runs/`` from git."""
     def ignored(path: str) -> bool:
-        return subprocess.run(["git", "check-ignore", "-q", path], cwd=REPO).returncode == 0
+        return subprocess.run(["git", "check-ignore", "-q", "--no-index", path], cwd=REPO).returncode == 0
 
     assert not ignored("spreadcon/runs/__init__.py") and not ignored("spreadcon/runs/names.py")
     assert ignored("runs/smoke/mnist/ce_seed0.ipynb")
