@@ -114,14 +114,20 @@ def test_cuda_device_without_a_gpu_is_a_setting_error(tmp_path):
 # --------------------------------------------------------------------------- checkpoints
 
 
-@pytest.mark.data
-def test_rerun_without_resume_refuses_and_leaves_the_checkpoint(data_root, tmp_path, capsys):
+def _trained(data_root: Path, tmp_path: Path, capsys) -> tuple[Path, list[str], str]:
+    """A finished smoke run of ``ce`` checkpointed in ``tmp_path/ck``: the folder, the run's
+    arguments and the sha256 of its ``last.pt``."""
     ck = tmp_path / "ck"
     args = ["mnist", "ce", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
             "--checkpoint-dir", str(ck), *TINY]
     assert main(args) == 0
-    before = _sha(ck / "last.pt")
     capsys.readouterr()
+    return ck, args, _sha(ck / "last.pt")
+
+
+@pytest.mark.data
+def test_rerun_without_resume_refuses_and_leaves_the_checkpoint(data_root, tmp_path, capsys):
+    ck, args, before = _trained(data_root, tmp_path, capsys)
     assert main(args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1
@@ -453,12 +459,7 @@ def test_alphas_that_differ_after_the_sixth_digit_get_two_records(data_root, tmp
 
 @pytest.mark.data
 def test_a_checkpoint_of_another_run_is_a_setting_error_before_training(data_root, tmp_path, capsys):
-    ck = tmp_path / "ck"
-    args = ["mnist", "ce", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
-            "--checkpoint-dir", str(ck), *TINY]
-    assert main(args) == 0
-    before = _sha(ck / "last.pt")
-    capsys.readouterr()
+    ck, args, before = _trained(data_root, tmp_path, capsys)
     for mode in ("--resume", "--eval-only"):
         assert main([*args, "--set", "lr=0.01", mode]) == 2  # another config: not this run's checkpoint
         err = capsys.readouterr().err.strip().splitlines()

@@ -33,7 +33,8 @@ and the papermill template call. What a run does:
      network's own head (``head_worst_group_acc``), and for ``ce`` the whole
      network retrained on the true groups (``oracle_retrain_*``).
 
-5. write the record (:mod:`spreadcon.runs.records`).
+5. write the record (:mod:`spreadcon.runs.records`), filed under the preset name that
+   says how its config differs from the preset's, if it does (:mod:`spreadcon.runs.names`).
 
 Example:
     >>> from spreadcon.runs.experiment import run_experiment
