@@ -26,6 +26,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from spreadcon.book.markup import escape_md
 from spreadcon.eval import evaluate
 from spreadcon.theory import model as theory
 
@@ -154,6 +155,6 @@ def metrics_markdown(rows: Sequence[Mapping[str, float]], digits: int = 3) -> st
         v = round(float(v), digits)
         return str(int(v)) if v.is_integer() else str(v)
 
-    lines = ["| " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|" + "---:|" * len(keys)]
+    lines = ["| " + " | ".join(escape_md(k.replace("_", " ")) for k in keys) + " |", "|" + "---:|" * len(keys)]
     lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in rows]
     return "\n".join(lines)
