@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from spreadcon.book.markup import escape_md
-from spreadcon.eval import evaluate
+from spreadcon.eval.embed import embed
+from spreadcon.eval.probe import linear_probe
 from spreadcon.theory import model as theory
 
 #: L2 penalty of the probes (L-BFGS logistic regression on standardised embeddings).
@@ -66,7 +67,7 @@ def embedding_metrics(ztr: torch.Tensor, train_split: Any, zte: torch.Tensor, te
     """
     w_tr, b_tr = theory.class_cosines(ztr, train_split.coarse)
     w_te, b_te = theory.class_cosines(zte, test_split.coarse)
-    probe = lambda label: evaluate.linear_probe(  # noqa: E731
+    probe = lambda label: linear_probe(  # noqa: E731
         ztr, getattr(train_split, label), zte, getattr(test_split, label), l2=PROBE_L2).accuracy
     return {
         "within_train": w_tr, "between_train": b_tr, "within_test": w_te, "between_test": b_te,
@@ -84,8 +85,8 @@ def frozen_metrics(encoder: torch.nn.Module, ds: Any, aug: Any) -> dict[str, flo
             (its ``normalize`` is applied before the encoder, as in training).
     """
     tr, te = ds.splits["train"], ds.splits["test"]
-    ztr = evaluate.embed(encoder, tr, normalize_fn=aug.normalize)
-    zte = evaluate.embed(encoder, te, normalize_fn=aug.normalize)
+    ztr = embed(encoder, tr, normalize_fn=aug.normalize)
+    zte = embed(encoder, te, normalize_fn=aug.normalize)
     return embedding_metrics(ztr, tr, zte, te)
 
 
