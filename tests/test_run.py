@@ -23,7 +23,7 @@ def test_cli_smoke_run_writes_a_valid_record_and_prints_its_path_last(data_root,
                  "--results", str(tmp_path), "--alpha", "0.25", *TINY])
     out = capsys.readouterr().out.strip().splitlines()
     assert code == 0
-    preset = "smoke+batch_size=32,probe_epochs=20,test_size=128,train_size=128,val_size=64"  # TINY's changes
+    preset = "smoke.set.batch_size-32.probe_epochs-20.test_size-128.train_size-128.val_size-64"  # TINY's changes
     path = tmp_path / "transfer" / "mnist" / preset / "spread_seed2_alpha0.25.json"
     assert out[-1] == str(path)
     rec = json.loads(path.read_text())
@@ -52,7 +52,7 @@ def test_thanos_concatenates_two_backbones_and_robustness_runs(data_root, tmp_pa
     rec = json.loads(path.read_text())
     assert rec["task"] == "robustness" and path.parent.parent == tmp_path / "robustness" / "mnist-cifar"
     # test_size=256 is smoke's own value: only what differs names the preset
-    assert path.parent.name == rec["preset"] == "smoke+batch_size=32,dro_epochs=10,train_size=256,val_size=64"
+    assert path.parent.name == rec["preset"] == "smoke.set.batch_size-32.dro_epochs-10.train_size-256.val_size-64"
     m = rec["metrics"]
     assert 0.0 <= m["worst_group_acc"] <= m["avg_acc"] <= 1.0
     assert m["oracle_worst_group_acc"] <= m["oracle_avg_acc"] and "erm_worst_group_acc" in m

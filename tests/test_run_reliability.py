@@ -192,8 +192,8 @@ def test_the_package_is_not_ignored_but_smoke_records_are():
     assert not ignored("spreadcon/runs/__init__.py") and not ignored("spreadcon/runs/names.py")
     assert ignored("runs/smoke/mnist/ce_seed0.ipynb")
     assert ignored("results/transfer/mnist/smoke/ce_seed0.json")
-    assert ignored("results/transfer/mnist/smoke+epochs=2/ce_seed0.json")
-    assert not ignored("results/transfer/mnist/cpu+epochs=2/ce_seed0.json")
+    assert ignored("results/transfer/mnist/smoke.set.epochs-2/ce_seed0.json")
+    assert not ignored("results/transfer/mnist/cpu.set.epochs-2/ce_seed0.json")
 
 
 # --------------------------------------------------------------------------- signals and late errors
@@ -273,7 +273,7 @@ def test_a_failed_record_write_keeps_the_training_and_eval_only_finishes_it(data
     rec = json.loads(Path(out[-1]).read_text())
     assert rec["method"] == "ce" and 0 <= rec["metrics"]["fine_test_acc"] <= 1
     assert rec["provenance"]["config"]["train_size"] == 128 and Path(out[-1]).is_relative_to(tmp_path / "r")
-    assert out[-2].startswith("mnist ce (smoke+batch_size=32,") and "seed 0): fine_test_acc " in out[-2]
+    assert out[-2].startswith("mnist ce (smoke.set.batch_size-32.") and "seed 0): fine_test_acc " in out[-2]
 
 
 @pytest.mark.data
@@ -434,11 +434,26 @@ def test_a_one_off_run_never_replaces_the_presets_record(data_root, tmp_path, ca
     assert main(args) == 0
     path = Path(capsys.readouterr().out.strip().splitlines()[-1])
     assert committed.read_text() == '{"committed": true}\n'
-    name = "smoke+batch_size=32,epochs=2,probe_epochs=20,test_size=128,train_size=128,val_size=64"
+    name = "smoke.set.batch_size-32.epochs-2.probe_epochs-20.test_size-128.train_size-128.val_size-64"
     assert path == tmp_path / "transfer" / "mnist" / name / "random-init_seed0.json"
     rec = json.loads(path.read_text())
     assert rec["preset"] == name and rec["provenance"]["config"]["epochs"] == 2
     json.loads(path.read_text(), parse_constant=lambda c: pytest.fail(f"{c} in a record"))  # strict JSON
+
+
+def test_record_preset_names_are_distinct_and_safe_folder_names():
+    """A name is a folder: only letters, digits, ``.``, ``_`` and ``-`` (a record's names may hold no
+    other), and two different configs never share one, however their values print."""
+    from spreadcon.presets import resolve
+    from spreadcon.runs.names import MAX_NAME, NAME_PATTERN, resolve_run
+
+    many = {k: v for k, v in resolve("paper", "cifar10").to_dict().items() if k not in ("alpha", "image_size")}
+    cases = [{"lr": 1e20}, {"lr": 1e21}, {"lr": 0.1 + 0.2}, {"lr": 0.3}, {"clamp": "1e+3"}, {"clamp": "1e3"},
+             {"subgroup_cluster": "kmeans-raw"}, {"compile": True}, many, {**many, "knn_k": 7}]
+    names = [resolve_run("cpu-long", "mnist", "spread", overrides=o)[1] for o in cases]
+    assert len(set(names)) == len(cases), names
+    assert all(NAME_PATTERN.fullmatch(n) and len(n) <= MAX_NAME and n.startswith("cpu-long.set.") for n in names)
+    assert names[2:4] == ["cpu-long.set.lr-0.30000000000000004", "cpu-long.set.lr-0.3"]
 
 
 @pytest.mark.data

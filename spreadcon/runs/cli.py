@@ -21,7 +21,7 @@ under the data root; 4 a dataset that is there but damaged or unreadable;
 
 Where the record goes: ``<results>/<task>/<dataset>/<preset>/...``, where a run
 whose config differs from its preset's (a ``--set`` that changes a value) is
-filed under ``<preset>+<key>=<value>,...`` (:mod:`spreadcon.runs.names`), so a
+filed under ``<preset>.set.<key>-<value>...`` (:mod:`spreadcon.runs.names`), so a
 one-off run never replaces the preset's committed record.
 
 Checkpoints: with ``--checkpoint-dir DIR`` the run checkpoints there, keeping

@@ -5,12 +5,14 @@ A record lives at ``<results>/<task>/<dataset>/<preset>/<method>_seed<N>[_alpha<
 (a ``--set`` that changes a value, for instance) must not be filed, and so must not overwrite a
 committed record, under the preset's name. Its record's ``preset`` says what differs:
 
-* ``<preset>+<key>=<value>[,<key>=<value>...]``, keys sorted, each value as ``--set`` takes it
-  (floats in their shortest exact form), e.g. ``cpu+epochs=1`` or ``smoke+batch_size=32,lr=0.01``;
-* ``<preset>+overrides-<12 hex digits>`` (a SHA-256 of the list above) when that list would make
-  the name longer than :data:`MAX_NAME` characters. The record's ``config`` holds every value.
+* ``<preset>.set.<key>-<value>[.<key>-<value>...]``, keys sorted, each value exact (floats in
+  their shortest round-trip form), e.g. ``cpu.set.epochs-1`` or ``smoke.set.batch_size-32.lr-0.01``;
+* ``<preset>.set.<12 hex digits>`` (a SHA-256 of that list, with every value as ``repr`` gives
+  it) when the list would be longer than :data:`MAX_NAME` characters or hold a character that
+  a record's names may not (:data:`NAME_PATTERN`: letters, digits, ``.``, ``_``, ``-``). The
+  record's ``config`` holds every value.
 
-The part before ``+`` is always the preset the run started from.
+The part before ``.set.`` is always the preset the run started from (preset names hold no dot).
 
 ``--alpha A`` is the one difference the record's file name states itself (``_alpha<A>``, the
 alpha sweep files its records beside the preset's): it stays out of the list as long as that
@@ -25,27 +27,32 @@ that looks for a run's record should ask it too. Importing this module imports n
 Example:
     >>> from spreadcon.presets import resolve
     >>> base = resolve("cpu", "mnist")
-    >>> record_preset("cpu", resolve("cpu", "mnist", {"epochs": "1"}), base)
-    'cpu+epochs=1'
+    >>> record_preset("cpu", resolve("cpu", "mnist", {"epochs": "1", "lr": "1e-05"}), base)
+    'cpu.set.epochs-1.lr-1e-05'
     >>> record_preset("cpu", resolve("cpu", "mnist", {"epochs": "5"}), base)   # the preset's own value
     'cpu'
     >>> record_preset("cpu", resolve("cpu", "mnist", {"alpha": 0.25}), base, alpha=0.25)
     'cpu'
     >>> record_preset("cpu", resolve("cpu", "mnist", {"alpha": 0.1234567}), base, alpha=0.1234567)
-    'cpu+alpha=0.1234567'
+    'cpu.set.alpha-0.1234567'
+    >>> record_preset("cpu", resolve("cpu", "mnist", {"lr": 1e20}), base)   # "+" is not a name character
+    'cpu.set.bd726adea81c'
 """
 
 from __future__ import annotations
 
 import hashlib
+import re
 from typing import Any
 
 from spreadcon.presets import Config, resolve
 
-__all__ = ["resolve_run", "record_preset", "value_text", "alpha_named_exactly", "MAX_NAME"]
+__all__ = ["resolve_run", "record_preset", "value_text", "alpha_named_exactly", "MAX_NAME", "NAME_PATTERN"]
 
-#: the longest ``<preset>+key=value,...`` name before the hashed form takes over
+#: the longest ``<preset>.set.<key>-<value>...`` name before the hashed form takes over
 MAX_NAME = 100
+#: the characters of a record's ``dataset``, ``method`` and ``preset`` (they name folders and files)
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
 
 def value_text(value: Any) -> str:
@@ -87,11 +94,11 @@ def record_preset(preset: str, cfg: Config, base: Config, *, alpha: float | None
         differ = [k for k in differ if k != "alpha"]
     if not differ:
         return preset
-    listed = ",".join(f"{k}={value_text(ours[k])}" for k in differ)
-    name = f"{preset}+{listed}"
-    if len(name) <= MAX_NAME:
+    name = f"{preset}.set." + ".".join(f"{k}-{value_text(ours[k])}" for k in differ)
+    if len(name) <= MAX_NAME and NAME_PATTERN.fullmatch(name):
         return name
-    return f"{preset}+overrides-{hashlib.sha256(listed.encode()).hexdigest()[:12]}"
+    exact = ",".join(f"{k}={ours[k]!r}" for k in differ)
+    return f"{preset}.set.{hashlib.sha256(exact.encode()).hexdigest()[:12]}"
 
 
 def resolve_run(preset: str, dataset: str, method: str, *, overrides: dict[str, Any] | None = None,
@@ -105,7 +112,7 @@ def resolve_run(preset: str, dataset: str, method: str, *, overrides: dict[str, 
     Example:
         >>> cfg, name = resolve_run("smoke", "mnist", "supcon-quirks", overrides={"epochs": "2"})
         >>> cfg.reference_quirks, name
-        (True, 'smoke+epochs=2')
+        (True, 'smoke.set.epochs-2')
     """
     from spreadcon.methods import get_method  # imports torch
 
