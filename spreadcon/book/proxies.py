@@ -336,29 +336,36 @@ def group_counts(labels, names: list[str]) -> list[tuple[str, int, float]]:
 
 def records_at_commit(commit: str, *, task: str = "robustness", dataset: str | None = None,
                       preset: str | None = None, repo: str | None = None) -> list[dict[str, Any]]:
-    """The result records that ``results/`` held at git ``commit`` (e.g. :data:`FIRST_EDITION_COMMIT`).
+    """The good result records that ``results/`` held at git ``commit`` (e.g. :data:`FIRST_EDITION_COMMIT`).
 
-    Read with ``git show``, so nothing is checked out. Returns ``[]`` when git,
-    the repository or the commit is not there (a shallow clone, an installed
-    package), so a chapter can show the comparison only where history exists.
+    Read with ``git show``, so nothing is checked out, and judged as
+    :func:`spreadcon.runs.records.load_records` judges files: a damaged or
+    duplicate one is left out and named in one line on stderr. Returns ``[]``
+    when git, the repository or the commit is not there (a shallow clone, an
+    installed package), so a chapter can show the comparison only where
+    history exists.
     """
-    import json
     import subprocess
     from pathlib import Path
 
     from spreadcon.book.report import default_results_dir
+    from spreadcon.runs.records import Records, check_record, name_problems
 
     cwd = repo or str(Path(default_results_dir()).parent)
     under = "/".join(p for p in ("results", task, dataset, preset) if p)
     try:
-        names = subprocess.run(["git", "ls-tree", "-r", "--name-only", commit, under + "/"], cwd=cwd,
-                               capture_output=True, text=True, check=True, timeout=30).stdout.split()
-        out = []
-        for name in names:
-            if name.endswith(".json"):
-                text = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=cwd, capture_output=True,
-                                      text=True, check=True, timeout=30).stdout
-                out.append(json.loads(text))
-        return out
-    except (OSError, subprocess.SubprocessError, ValueError):
+        names = subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", commit, under + "/"], cwd=cwd,
+                               capture_output=True, text=True, check=True, timeout=30).stdout.split("\0")
+        good, problems = [], []
+        for name in (n for n in names if n.endswith(".json")):
+            text = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=cwd, capture_output=True,
+                                  text=True, check=True, timeout=30).stdout
+            record, problem = check_record(Path(name), "results", text=text)
+            if problem is None:
+                good.append(record)
+            else:
+                problems.append(problem)
+    except (OSError, subprocess.SubprocessError):
         return []
+    name_problems(f"{p} (at commit {commit[:10]})" for p in problems)
+    return Records(good, problems)

@@ -589,9 +589,8 @@ def run_live(dataset: str, methods: Sequence[str], preset: str, seeds: Sequence[
         The records written, each with ``"path"`` and, for the alpha sweep,
         the top-level ``"alpha_override"`` that ``run_experiment`` stores.
     """
-    import json
-
     from spreadcon.runs.experiment import run_experiment
+    from spreadcon.runs.records import check_record, name_problems
 
     out = []
     for method in methods:
@@ -600,7 +599,10 @@ def run_live(dataset: str, methods: Sequence[str], preset: str, seeds: Sequence[
                 path = run_experiment(dataset, method, preset=preset, seed=seed, data_root=data_root,
                                       results_dir=results_dir, overrides=dict(overrides or {}),
                                       alpha=alpha, progress=progress)
-                rec = json.loads(Path(path).read_text())
+                rec, problem = check_record(path, results_dir)  # strict, as every record is read
+                if problem is not None:
+                    name_problems([problem])
+                    continue
                 rec["path"] = str(path)
                 out.append(rec)
     return out
