@@ -226,28 +226,24 @@ def paired_difference(records: Iterable[Mapping[str, Any]], dataset: str, method
 
 
 def beyond_noise(a, b) -> tuple[float, float, str]:
-    """Compare two :class:`~spreadcon.book.report.Summary` cells: ``(a − b, its se, direction)``.
+    """Compare two :class:`~spreadcon.book.report.Summary` cells: ``(a − b, t·se, direction)``.
 
-    ``direction`` is ``"higher"`` / ``"lower"`` when the difference clears twice
-    its standard error (the verdict rule's interval), ``"within noise"`` when it
-    does not or a side has one seed, ``"not run"`` when a side is missing.
+    ``t·se`` is the half width of the difference's 95% interval (NaN with one seed on a side).
+
+    ``direction`` is ``"higher"`` / ``"lower"`` when the difference's 95% interval
+    (:data:`~spreadcon.book.report.VERDICT_RULE`: Welch's t) excludes 0, ``"within
+    noise"`` when it does not or a side has one seed, ``"not run"`` when a side is missing.
 
     Example:
         >>> from spreadcon.book.report import summary_of
         >>> beyond_noise(summary_of([5.0, 6.0], [0, 1]), summary_of([1.0, 2.0], [0, 1]))[2]
         'higher'
     """
-    import math
+    from spreadcon.book.report import AGREES, NOT_RUN, OPPOSITE, verdict
 
-    from spreadcon.book.report import INCONCLUSIVE, NOT_RUN, classify
-
-    if a is None or b is None:
-        return math.nan, math.nan, "not run"
-    delta = a.mean - b.mean
-    se = math.sqrt(a.sem ** 2 + b.sem ** 2)
-    status = classify(delta, se, 1e-9)
-    return delta, se, ("within noise" if status == INCONCLUSIVE else "not run" if status == NOT_RUN
-                       else "lower" if delta < 0 else "higher")
+    v = verdict(a, b)
+    direction = {NOT_RUN: "not run", AGREES: "higher", OPPOSITE: "lower"}.get(v.status, "within noise")
+    return v.delta, v.half_width, direction
 
 
 def explanation_rows(records: Iterable[Mapping[str, Any]], dataset: str, methods: list[str],
@@ -313,7 +309,7 @@ def explanation_markdown(rows: list[dict[str, Any]], names: Mapping[str, str] | 
            "|---|---|---|---|---|---|"]
     for r in rows:
         d, se, direction = r["tilt_vs_base"]
-        spread = "" if se != se else f" ± {se:.1f}"  # NaN: a side has one seed, no noise estimate
+        spread = "" if se != se else f" ± {se:.1f}"  # t·se; NaN: a side has one seed, no noise estimate
         against = ("(baseline)" if r["method"] == baseline else "–" if direction == "not run" else
                    f"{d:+.1f}{spread} ({direction})")
         ng = "–" if r["n_groups"] is None else f"{r['n_groups'].mean:.1f}"
