@@ -299,69 +299,90 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 5, device: str = "cpu", dty
     return 2 * n**3 / median_time(lambda: a @ b, repeats=repeats, warmup=1, device=device)
 
 
-def vit_train_step(batch: int, views: int = 2) -> Callable[[], None]:
+def cpu_has_amx_bf16() -> bool:
+    """Whether this CPU advertises AMX bf16 tiles (``amx_bf16`` in ``/proc/cpuinfo``)."""
+    try:
+        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+
+
+def vit_train_step(batch: int, views: int = 2, *, precision: str = "fp32") -> Callable[[], None]:
     """One training step of the paper's ViT, as a closure: ``views`` x ``batch`` random 32x32 images
-    (seeded) through the encoder in train mode, float32, ``L_spread`` (alpha 0.5, tau 0.5), backward, AdamW."""
+    (seeded) through the encoder in train mode, ``L_spread`` (alpha 0.5, tau 0.5), backward, AdamW.
+
+    ``precision``: ``"fp32"``, or ``"bf16"`` for CPU bf16 autocast (the loss still sums in float32).
+    """
     from spreadcon.models import build_encoder
 
     torch.manual_seed(0)
     enc = build_encoder("vit", image_shape=(3, 32, 32)).train()
-    opt = torch.optim.AdamW(enc.parameters(), lr=3e-4, weight_decay=1e-2)
+    opt = torch.optim.AdamW(enc.parameters(), lr=3e-4, weight_decay=1e-2, fused=True)
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch * views, 3, 32, 32, generator=g)
     y = torch.randint(0, 10, (batch,), generator=g)
+    autocast = precision == "bf16"
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        z = enc(x).view(views, batch, -1).transpose(0, 1)  # view-major batch -> (B, V, D)
-        spread_loss(z, y, 0.5, 0.5).backward()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            z = enc(x).view(views, batch, -1).transpose(0, 1)  # view-major batch -> (B, V, D)
+        spread_loss(z.float(), y, 0.5, 0.5).backward()
         opt.step()
 
     return step
 
 
+_STEP_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
 def bench_train_step(
     batch: int = 128, views: int = 2, repeats: int = 5, warmup: int = 1, matmul_n: int = 2048,
-    threads: int | None = None,
+    threads: int | None = None, *, precision: str = "fp32",
 ) -> dict:  # fmt: skip
-    """One full training step of the paper's ViT on CPU, against this machine's matmul throughput.
+    """One full training step of the paper's ViT on CPU, against this machine's matmul throughput
+    in the same precision (bf16 autocast against a bf16 matmul, fp32 against sgemm).
 
     The step: ``views`` x ``batch`` random 32x32 images through the ViT
-    encoder (train mode, float32, no autocast), ``L_spread`` (alpha 0.5,
-    tau 0.5), backward and an AdamW step. FLOPs are the encoder's forward +
-    backward from :func:`spreadcon.models.vit.vit_train_step_flops` (matmuls,
-    convolutions and attention, ``torch.utils.flop_counter``; the loss and
-    optimiser are a rounding error and not counted). The step and a float32
-    ``matmul_n``-square sgemm are timed round-robin; the fraction is
-    ``(flops / step_s) / (2 matmul_n^3 / sgemm_s)``.
+    encoder (train mode), ``L_spread`` (alpha 0.5, tau 0.5), backward and a
+    fused AdamW step. FLOPs are the encoder's forward + backward from
+    :func:`spreadcon.models.vit.vit_train_step_flops` (matmuls, convolutions
+    and attention, ``torch.utils.flop_counter``; the loss and optimiser are a
+    rounding error and not counted). The step and a ``matmul_n``-square matmul
+    of the same dtype are timed round-robin; the fraction is
+    ``(flops / step_s) / (2 matmul_n^3 / matmul_s)``.
 
-    Returns:
-        ``train_step_flops_fraction_cpu``, ``train_step_flops``,
-        ``train_step_s``, ``train_step_images_per_s`` (source images, each in
-        ``views`` views), ``train_step_views_per_s``, ``matmul_flops_per_s``,
-        ``train_step_achieved_flops_per_s``, settings; or ``None`` with
-        ``train_step_flops_fraction_cpu_reason`` if the model is unavailable.
+    Returns (``P`` = ``""`` for fp32, the CONTRACT §5 keys; ``"bf16_"`` for bf16):
+        ``train_step_{P}flops_fraction_cpu``, ``train_step_{P}s``,
+        ``train_step_{P}images_per_s``, ``matmul_{P}flops_per_s``,
+        ``train_step_{P}achieved_flops_per_s`` and the settings; or ``None``
+        with ``..._reason`` if the model is unavailable.
     """
-    key = "train_step_flops_fraction_cpu"
+    p = "" if precision == "fp32" else f"{precision}_"
+    key = f"train_step_{p}flops_fraction_cpu"
     try:
         from spreadcon.models.vit import vit_train_step_flops
     except Exception as e:  # pragma: no cover - a broken install
         return {key: None, f"{key}_reason": f"spreadcon.models ViT unavailable: {type(e).__name__}: {e}"}
     with torch_threads(threads) as used:
-        step = vit_train_step(batch, views)
+        step = vit_train_step(batch, views, precision=precision)
         n = matmul_n
-        a, b = torch.randn(n, n), torch.randn(n, n)
-        times = interleaved_times({"step": step, "sgemm": lambda: a @ b}, repeats=repeats, warmup=warmup)
+        a, b = torch.randn(n, n, dtype=_STEP_DTYPE[precision]), torch.randn(n, n, dtype=_STEP_DTYPE[precision])
+        times = interleaved_times({"step": step, "matmul": lambda: a @ b}, repeats=repeats, warmup=warmup)
     flops = vit_train_step_flops(batch * views, (3, 32, 32))
-    peak = 2 * n**3 / times["sgemm"]
+    peak = 2 * n**3 / times["matmul"]
     achieved = flops / times["step"]
-    return {
-        key: achieved / peak, "train_step_flops": flops, "train_step_s": times["step"],
-        "train_step_achieved_flops_per_s": achieved, "matmul_flops_per_s": peak, "matmul_n": n,
-        "train_step_images_per_s": batch / times["step"], "train_step_views_per_s": batch * views / times["step"],
-        "train_step_batch": batch, "train_step_views": views, "train_step_threads": used,
-        "train_step_repeats": repeats,
-    }  # fmt: skip
+    out = {
+        key: achieved / peak, f"train_step_{p}s": times["step"], f"train_step_{p}achieved_flops_per_s": achieved,
+        f"matmul_{p}flops_per_s": peak, f"train_step_{p}images_per_s": batch / times["step"],
+        f"train_step_{p}views_per_s": batch * views / times["step"],
+    }
+    if not p:
+        out.update({"train_step_flops": flops, "matmul_n": n, "train_step_batch": batch, "train_step_views": views,
+                    "train_step_threads": used, "train_step_repeats": repeats})
+    else:
+        out["cpu_amx_bf16"] = cpu_has_amx_bf16()
+    return out  # fmt: skip
 
 
 # --------------------------------------------------------------------------- augmentation
@@ -605,8 +626,9 @@ def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None
         out["losses"] = losses
         out["chunked"] = bench_chunked(bv=s["chunk_bv"], chunk_size=s["chunk_size"], repeats=s["chunk_repeats"],
                                        device=device)  # fmt: skip
-    out.update(bench_train_step(batch=s["vit_batch"], repeats=s["vit_repeats"], matmul_n=s["matmul_n"],
-                                threads=threads))  # fmt: skip
+    for precision in ("fp32", "bf16"):  # each against the matmul peak of its own dtype
+        out.update(bench_train_step(batch=s["vit_batch"], repeats=s["vit_repeats"], matmul_n=s["matmul_n"],
+                                    threads=threads, precision=precision))  # fmt: skip
     out.update(bench_augment(n=s["aug_n"], repeats=s["aug_repeats"], device=device))
     out.update(bench_allocator(batch=s["alloc_batch"], steps=s["alloc_steps"], rounds=s["alloc_rounds"]))
     out["gpu"] = bench_gpu(device)

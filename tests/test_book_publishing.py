@@ -3,6 +3,8 @@ they do (actionlint checks their syntax in .ci/run; this checks their intent).""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import yaml
@@ -60,9 +62,44 @@ def test_make_ci_is_what_ci_runs():
     makefile = (REPO / "Makefile").read_text()
     ci = makefile.split("\nci:", 1)[1].split("\n\n", 1)[0]
     assert "check-pairs" in ci and "lint-workflows" in ci
-    assert '$(MAKE) test PYTEST_ARGS="--overwrite -p no:cacheprovider"' in ci
-    assert "$(MAKE) book-from-executed" in ci
+    cold_test = '.ci/cold $(MAKE) test TESTS="book tests" PYTEST_ARGS="--overwrite -p no:cacheprovider"'
+    assert cold_test in ci and "$(MAKE) book-from-executed" in ci
     run = (REPO / ".ci" / "run").read_text()
-    for step in ("make check-pairs", "make lint-workflows", 'make test PYTEST_ARGS="--overwrite -p no:cacheprovider"',
-                 "make book-from-executed"):
-        assert step in run
+    steps = ["rm -rf _build", "make setup", "make check-pairs", "make lint-workflows",
+             '.ci/cold make test TESTS="book tests" PYTEST_ARGS="--overwrite -p no:cacheprovider"',
+             ".ci/cold .venv/bin/python .ci/colab_sim.py", "make book-from-executed"]
+    assert [run.index(step) for step in steps] == sorted(run.index(step) for step in steps)  # in this order
+
+
+def test_ci_executes_the_chapters_before_any_package_test():
+    """On a new machine the chapters decode CIFAR-10 and the proxies first; with the package tests first,
+    CI met warm caches and never saw what a chapter prints when it decodes."""
+    def pytest_args(*make_args: str) -> list[str]:
+        out = subprocess.run(["make", "-n", "test", *make_args], cwd=REPO, capture_output=True, text=True,
+                             check=True).stdout
+        line = next(line for line in out.splitlines() if "pytest --nbmake" in line)
+        return line.split("pytest", 1)[1].split()
+
+    assert pytest_args("TESTS=book tests", "PYTEST_ARGS=--overwrite")[-3:] == ["--overwrite", "book", "tests"]
+    assert pytest_args()[-2:] == ["tests", "book"]  # the README's `make test` is unchanged
+
+
+def test_cold_runs_a_command_on_empty_caches_it_removes_afterwards(tmp_path):
+    warm = tmp_path / "warm"
+    (warm / "decoded").mkdir(parents=True)
+    (warm / "decoded" / "cifar10-jpeg-0123456789abcdef.pt").write_bytes(b"x")
+    (warm / "matplotlib").mkdir()
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PIP_CACHE_DIR"}
+    env.update(XDG_CACHE_HOME=str(warm), SPREADCON_CACHE=str(warm / "decoded"), TMPDIR=str(temp))
+    script = ('printf "%s\\n" "$SPREADCON_CACHE" "$XDG_CACHE_HOME" "$PIP_CACHE_DIR"; ls -A "$XDG_CACHE_HOME"; '
+              'test ! -e "$SPREADCON_CACHE" || echo "not empty"; exit 7')
+    r = subprocess.run([str(REPO / ".ci" / "cold"), "sh", "-c", script], env=env, capture_output=True, text=True)
+    assert r.returncode == 7, r.stderr                     # the command's exit status
+    cache, xdg, pip, *listing = r.stdout.splitlines()
+    assert Path(cache).parent == Path(xdg).parent and Path(xdg).parent.parent == temp
+    assert listing == ["matplotlib"]                       # other tools' caches stay in use: matplotlib's,
+    assert pip == str(warm / "pip")                        # and pip's
+    assert list(temp.iterdir()) == []                      # removed afterwards
+    assert (warm / "decoded" / "cifar10-jpeg-0123456789abcdef.pt").is_file()  # the user's caches untouched

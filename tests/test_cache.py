@@ -8,8 +8,11 @@ writers of ``test_data_fixtures``), points ``HOME``, ``XDG_CACHE_HOME`` and
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
+import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -50,7 +53,14 @@ def homes(tmp_path, monkeypatch):
     monkeypatch.setenv("HOME", str(home))
     monkeypatch.setenv("XDG_CACHE_HOME", str(xdg))
     monkeypatch.delenv("SPREADCON_CACHE", raising=False)
+    monkeypatch.delenv(C.VERBOSE_ENV, raising=False)
     return home, xdg
+
+
+@pytest.fixture
+def verbose(monkeypatch):
+    """Status lines on, wherever stderr goes (here: pytest's capture, not a terminal)."""
+    monkeypatch.setenv(C.VERBOSE_ENV, "1")
 
 
 CACHED = {"mnist": [], "cifar10": ["cifar10-jpeg"], "tinyimagenet": ["tinyimagenet"], "folder": []}
@@ -143,7 +153,7 @@ def test_env_override_reaches_data_cache(tmp_path, homes, monkeypatch, capsys):
     assert out["cache_dir"] == str(tmp_path / "env") and len(out["caches"]) == 1
 
 
-def test_truncated_cache_is_rebuilt_and_equals_a_fresh_build(tmp_path, homes, capsys):
+def test_truncated_cache_is_rebuilt_and_equals_a_fresh_build(tmp_path, homes, verbose, capsys):
     root, cache = tmp_path / "data", tmp_path / "c"
     write_root("tinyimagenet", root)
     first = load("tinyimagenet", root, cache=cache)
@@ -164,7 +174,7 @@ def test_truncated_cache_is_rebuilt_and_equals_a_fresh_build(tmp_path, homes, ca
     assert entry.path.stat().st_size == size and C.load_cache(entry.path) is not None  # rewritten whole
 
 
-def test_unwritable_cache_folder_only_costs_speed(tmp_path, homes, capsys):
+def test_unwritable_cache_folder_only_costs_speed(tmp_path, homes, verbose, capsys):
     root = tmp_path / "data"
     write_root("cifar10", root)
     blocker = tmp_path / "a-file"
@@ -177,7 +187,7 @@ def test_unwritable_cache_folder_only_costs_speed(tmp_path, homes, capsys):
 
 
 @pytest.mark.parametrize("disk", ["simulated", "tmpfs"])
-def test_a_full_disk_only_costs_speed(disk, tmp_path, homes, capsys, request):
+def test_a_full_disk_only_costs_speed(disk, tmp_path, homes, verbose, capsys, request):
     """The cache write fails midway (ENOSPC inside torch.save): one line, the data loads, nothing is left."""
     root = tmp_path / "data"
     write_root("cifar10", root)  # its decoded cache is ~150 kB, more than the disk has room for
@@ -203,7 +213,7 @@ class _Exploit:
         return (Path.touch, (self.marker,))
 
 
-def test_a_cache_never_executes_pickled_code(tmp_path, homes, capsys):
+def test_a_cache_never_executes_pickled_code(tmp_path, homes, verbose, capsys):
     root, cache = tmp_path / "data", tmp_path / "c"
     write_root("cifar10", root)
     marker = tmp_path / "pwned"
@@ -225,3 +235,57 @@ def test_data_cache_points_at_caches_an_earlier_version_left_in_the_data_root(tm
     assert f"older caches in the data root: 2.0 kB in {root / '.cache'}" in out
     assert data_cli(["cache", "--cache", str(root / ".cache"), "--clear"]) == 0
     assert list((root / ".cache").iterdir()) == []
+
+
+class _Terminal(io.StringIO):
+    """A stderr that says it is a terminal."""
+
+    def isatty(self) -> bool:
+        return True
+
+
+def _fake_kernel(monkeypatch) -> None:
+    """What ``import IPython; IPython.get_ipython()`` returns inside a Jupyter kernel: a shell with a kernel."""
+    shell = types.SimpleNamespace(kernel=object())
+    monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+
+
+def test_a_first_decode_off_a_terminal_prints_nothing(tmp_path, homes, capsys):
+    """The book's pages (chapter 6 decoding CIFAR-10 into an empty cache) showed this line as a stderr box."""
+    root, cache = tmp_path / "data", tmp_path / "empty"
+    write_root("cifar10", root)
+    assert len(load("cifar10", root, cache=cache).splits["test"]) == 20
+    assert [e.name for e in C.list_caches(cache)] == ["cifar10-jpeg"]  # it did decode into the empty cache
+    assert capsys.readouterr().err == ""
+
+
+def test_status_lines_go_to_a_terminal_and_never_into_a_jupyter_kernel(tmp_path, homes, monkeypatch):
+    root = tmp_path / "data"
+    write_root("cifar10", root)
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    load("cifar10", root, cache=tmp_path / "c1")
+    assert terminal.getvalue().count("\n") == 1 and "decoded cifar10-jpeg once into" in terminal.getvalue()
+
+    _fake_kernel(monkeypatch)
+    monkeypatch.setenv(C.VERBOSE_ENV, "1")  # even when asked: a kernel's stderr ends up on a page
+    terminal.seek(0)
+    terminal.truncate()
+    load("cifar10", root, cache=tmp_path / "c2")
+    with C.status_lines():
+        load("cifar10", root, cache=tmp_path / "c3")
+    assert [e.name for e in C.list_caches(tmp_path / "c3")] == ["cifar10-jpeg"]
+    assert terminal.getvalue() == ""
+
+
+def test_verbose_env_decides_off_a_terminal_and_on_one(tmp_path, homes, monkeypatch, capsys):
+    root = tmp_path / "data"
+    write_root("cifar10", root)
+    monkeypatch.setenv(C.VERBOSE_ENV, "1")
+    load("cifar10", root, cache=tmp_path / "c1")
+    assert "decoded cifar10-jpeg once into" in capsys.readouterr().err
+    monkeypatch.setenv(C.VERBOSE_ENV, "0")
+    terminal = _Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    load("cifar10", root, cache=tmp_path / "c2")
+    assert terminal.getvalue() == ""

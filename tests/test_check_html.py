@@ -13,10 +13,15 @@ _spec = importlib.util.spec_from_file_location("check_html", REPO / ".ci" / "che
 check_html = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(check_html)
 
-# The shape of a myst-nb page: prose with typeset math, a code cell and its output.
-CLEAN = r"""<html><head><script src="_static/mathjax/tex-chtml-full.js"></script></head><body>
+# The shape of a myst-nb page under sphinx-book-theme: the theme's scripts in <head> and at the end of
+# <body>, its onclick buttons in the header, sphinx-thebe's two scripts at the end of the article; in the
+# article, prose with typeset math, a code cell and its output.
+CLEAN = r"""<html><head><script src="_static/mathjax/tex-chtml-full.js"></script>
+<script>DOCUMENTATION_OPTIONS.pagename = 'book/02_spread';</script></head><body>
 <nav>contents</nav>
-<article>
+<div class="bd-header-article"><button onclick="window.print()">.pdf</button>
+<button onclick="toggleFullScreen()">full screen</button></div>
+<article class="bd-article">
 <h1>2. Spread<a class="headerlink" href="#spread">#</a></h1>
 <p>The weight <span class="math notranslate nohighlight">\(\alpha\)</span> sets the spread, and
 <span class="math notranslate nohighlight">\(\tau &lt; K/\bigl((K-1)\log n\bigr)\)</span> keeps it.</p>
@@ -30,7 +35,12 @@ CLEAN = r"""<html><head><script src="_static/mathjax/tex-chtml-full.js"></script
 <p>Set <code>SPREADCON_DATA=$HOME/data</code> to read the data elsewhere:</p>
 <div class="highlight-bash notranslate"><div class="highlight"><pre>make book   # creates .venv, then builds /tmp-free HTML
 SPREADCON_DATA=/home/me/data make test</pre></div></div>
-</article></body></html>"""
+<script type="text/x-thebe-config">
+    { requestKernel: true, kernelOptions: { name: "python3", path: "./book" }, predefinedOutput: true }
+</script>
+<script>kernelName = 'python3'</script>
+</article>
+<script defer src="_static/scripts/pydata-sphinx-theme.js"></script></body></html>"""
 
 
 def seeded(snippet: str) -> str:
@@ -63,6 +73,13 @@ def test_clean_page_passes():
     ("<script type=\"application/vnd.jupyter.widget-view+json\">{\"model_id\": \"ab\"}</script>", "progress widget"),
     ("<p>as the contract says (CONTRACT §1)</p>", "readers do not have"),
     ("<figcaption><strong>0 of 3 have `paper` records.</strong></figcaption>", "unrendered Markdown"),
+    # a record's device and git commit, rendered raw into a table by chapter 4 (stored script injection)
+    ("<table><tr><td><img src=x onerror=alert(1)></td></tr></table>", "event-handler attribute"),
+    ("<table><tr><td><script>alert(1)</script></td></tr></table>", "<script> element"),
+    ("<div class=\"cell_output\"><script>document.title = 'x'</script></div>", "<script> element"),
+    ("<p><a href=\" javascript:alert(1)\">x</a></p>", "javascript: URL"),
+    ("<p><svg onload=\"alert(1)\"></svg></p>", "event-handler attribute"),
+    ("<script>kernelName = 'python3'; alert(1)</script>", "<script> element"),  # not sphinx-thebe's line
 ])
 def test_seeded_defect_fails(snippet, defect):
     problems = check_html.page_problems(seeded(snippet))
@@ -85,3 +102,67 @@ def test_site_check_reads_the_toc_and_fails_on_a_defect(tmp_path):
     assert len(problems) == 1 and problems[0].startswith(str(html / "book" / "ch.html"))
     (html / "book" / "intro.html").unlink()
     assert any(p.startswith("missing page") for p in check_html.site_problems(html, root)[0])
+
+
+def test_a_record_injected_into_a_table_fails_the_check_however_it_is_hidden():
+    """The check stripped scripts before it looked, so a page carrying them passed."""
+    page = seeded('<div class="cell_output"><table><tr><td><img src=x onerror=alert(1)></td>'
+                  '<td><script>alert(1)</script></td></tr></table></div>')
+    problems = check_html.page_problems(page)
+    assert sorted(p.split(" (")[0] for p in problems) == ["a <script> element in the page body",
+                                                          "an event-handler attribute in the page body"]
+
+
+def _cache_executions(cache_dir: Path, notebooks: dict[str, Path]) -> dict[str, object]:
+    """jupyter-cache records of executed copies of ``notebooks``, as myst-nb stores them; ``{name: notebook}``."""
+    import nbformat
+    from jupyter_cache import get_cache
+    from jupyter_cache.base import CacheBundleIn
+
+    cache, read = get_cache(str(cache_dir)), {}
+    for name, path in notebooks.items():
+        nb = nbformat.read(path, as_version=4)
+        nb.cells[0].outputs = [nbformat.v4.new_output("stream", name="stdout", text="ran\n")]
+        nb.cells[0].execution_count = 1
+        cache.cache_notebook_bundle(CacheBundleIn(nb, str(path)), check_validity=False, overwrite=True)
+        read[name] = nbformat.read(path, as_version=4)
+    return read
+
+
+def test_a_failed_check_forgets_the_failed_chapters_cached_execution(tmp_path):
+    """`make book` after a failed check executed nothing and failed again on the same cached outputs."""
+    import nbformat
+    from jupyter_cache import get_cache
+
+    root, build = tmp_path / "repo", tmp_path / "repo" / "_build"
+    (root / "book").mkdir(parents=True)
+    (root / "_toc.yml").write_text("root: book/intro\nparts:\n  - chapters:\n      - file: book/a\n"
+                                   "      - file: book/b\n")
+    notebooks = {}
+    for name in ("a", "b"):
+        nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(f"print('{name}')")])
+        nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+        notebooks[name] = root / "book" / f"{name}.ipynb"
+        nbformat.write(nb, notebooks[name])
+    read = _cache_executions(build / ".jupyter_cache", notebooks)
+    html = build / "html"
+    (html / "book").mkdir(parents=True)
+    (html / "_static" / "mathjax").mkdir(parents=True)
+    (html / "_static" / "mathjax" / "tex-chtml-full.js").write_text("")
+    for page in ("intro", "a", "b"):
+        (html / "book" / f"{page}.html").write_text(CLEAN)
+    env = build / ".doctrees" / "environment.pickle"
+    env.parent.mkdir(parents=True)
+    env.write_bytes(b"sphinx")
+
+    assert check_html.main([str(html), "--forget-failed", str(build)], root=root) == 0  # a pass forgets nothing
+    assert env.is_file()
+    stderr_box = '<div class="output stderr"><pre>spreadcon: decoded cifar10-jpeg once into /root/.cache/x</pre></div>'
+    (html / "book" / "b.html").write_text(seeded(stderr_box))
+    assert check_html.main([str(html), "--forget-failed", str(build)], root=root) == 1
+    cache = get_cache(str(build / ".jupyter_cache"))
+    assert cache.match_cache_notebook(read["a"]).uri == str(notebooks["a"])  # the passing chapter stays cached
+    with pytest.raises(KeyError):
+        cache.match_cache_notebook(read["b"])  # the failing one executes again on the next build
+    assert not env.exists()  # and Sphinx reads every page again, so it asks the cache
+    assert check_html.main([str(html)], root=root) == 1  # without the option, a failure forgets nothing

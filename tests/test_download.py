@@ -65,10 +65,11 @@ def _one_line(info) -> str:
 
 
 @pytest.mark.parametrize("name", list(PLACES))
-def test_fetch_then_load(tmp_path, archives, server, name, capsys):
+def test_fetch_then_load(tmp_path, archives, server, name, capsys, monkeypatch):
     _, info = archives
     base, _ = server
     root = tmp_path / "fresh" / "root"  # does not exist yet
+    monkeypatch.setenv("SPREADCON_VERBOSE", "1")  # status lines as on a terminal (a page never shows them)
     assert fetch(name, root, base_url=base, checksums=info[name]["checksums"]) == root
     assert _listing(root) == PLACES[name]  # no temporary folder, no lock file
     err = capsys.readouterr().err
@@ -381,3 +382,12 @@ def test_command_line_exit_codes_for_a_damaged_and_an_unreachable_download(tmp_p
     last = p.stderr.strip().splitlines()[-1]
     assert p.returncode == 3 and last.startswith("spreadcon run: cifar10: cannot download cifar-10-python.tar.gz"), p.stderr
     assert not (tmp_path / "run").exists() and not list((tmp_path / "results").rglob("*.json"))  # no record
+
+
+def test_a_download_off_a_terminal_prints_no_status_line(tmp_path, archives, server, capsys, monkeypatch):
+    """In a kernel or a pipe (a chapter being built) a download says nothing on stderr: pages show no paths."""
+    _, info = archives
+    base, _ = server
+    monkeypatch.delenv("SPREADCON_VERBOSE", raising=False)
+    fetch("mnist", tmp_path / "root", base_url=base, checksums=info["mnist"]["checksums"])
+    assert capsys.readouterr().err == ""

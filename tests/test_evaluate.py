@@ -7,18 +7,12 @@ import math
 import pytest
 import torch
 
-from spreadcon.eval.evaluate import (
-    embed,
-    group_accuracies,
-    infer_subgroups,
-    knn_accuracy,
-    linear_probe,
-    linear_probe_augmented,
-    spread_metrics,
-    subclass_ami,
-    train_linear_head,
-    worst_group,
-)
+from spreadcon.eval.embed import embed
+from spreadcon.eval.geometry import spread_metrics, subclass_ami
+from spreadcon.eval.knn import knn_accuracy
+from spreadcon.eval.probe import linear_probe, linear_probe_augmented, train_linear_head
+from spreadcon.eval.subgroups import infer_subgroups
+from spreadcon.eval.worst_group import group_accuracies, worst_group
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # see tests/conftest.py
@@ -303,6 +297,16 @@ def test_group_dro_lowers_the_worst_group_training_loss():
     assert q.sum().item() == pytest.approx(1.0) and (q > 0).all()
 
 
+def test_group_dro_head_stays_finite_when_eta_times_loss_overflows_exp():
+    """exp(200 · ℓ) overflows float32: the update runs as softmax(log q + η ℓ) (the one in
+    ``spreadcon.train.dro_update``), so the weights stay a finite point of the simplex."""
+    x, y, g = spurious_set(400, 0.1, 3)
+    head, info = train_linear_head(x, y, g, "group_dro", epochs=3, batch_size=64, eta=200.0)
+    q = info["q"]
+    assert torch.isfinite(q).all() and q.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert all(torch.isfinite(p).all() for p in head.parameters())
+
+
 def test_group_accuracies_by_hand():
     pred = torch.tensor([0, 0, 1, 1, 1])
     y = torch.tensor([0, 1, 1, 1, 0])
@@ -320,3 +324,16 @@ def test_worst_group_bad_input():
         worst_group(x, y, x, y, g, groups="true")
     with pytest.raises(ValueError, match="method"):
         train_linear_head(x, y, method="irm")
+
+
+@pytest.mark.parametrize("call", [
+    lambda x, y, g: linear_probe(x, y, x, y, "closed_form"),  # method
+    lambda x, y, g: train_linear_head(x, y, g, "erm", 2),  # n_classes
+    lambda x, y, g: infer_subgroups(x, y, 3),  # max_k
+    lambda x, y, g: worst_group(x, y, x, y, g, g, "true"),  # groups
+])
+def test_settings_after_the_data_are_keyword_only(call):
+    """STYLE 21: a setting passed by position (where two floats could swap silently) is a TypeError."""
+    x, y, g = spurious_set(50, 0.1, 0)
+    with pytest.raises(TypeError, match="positional argument"):
+        call(x, y, g)

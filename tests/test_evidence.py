@@ -28,8 +28,12 @@ def test_committed_leaves_out_alpha_sweeps(tmp_path):
     assert evidence.committed(tmp_path, dataset="cifar10") == []
 
 
-def test_every_method_has_a_name():
-    assert set(evidence.NAMES) == set(evidence.METHODS)
+def test_every_headline_method_has_a_name_and_is_a_method_of_the_package():
+    from spreadcon.methods import METHODS
+
+    assert set(evidence.NAMES) == set(evidence.HEADLINE_METHODS) < set(METHODS)
+    assert len(evidence.HEADLINE_METHODS) == 5
+    assert not hasattr(evidence, "METHODS")  # one METHODS in the package: spreadcon.methods's, every method
 
 
 def test_show_closes_the_figure():

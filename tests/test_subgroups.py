@@ -1,4 +1,4 @@
-"""GEORGE step 1 (subgroup discovery) and the subgroup metrics in ``spreadcon.eval.evaluate``.
+"""GEORGE step 1 (subgroup discovery) and the subgroup metrics in ``spreadcon.eval.subgroups``.
 
 The synthetic classes are two Gaussian blobs of unequal size (95 % / 5 %) on
 orthogonal directions, far apart after L2 normalisation, so a faithful
@@ -13,7 +13,7 @@ import math
 import pytest
 import torch
 
-from spreadcon.eval.evaluate import SUBGROUP_CLUSTERINGS, infer_subgroups, minority_recall, subgroup_agreement
+from spreadcon.eval.subgroups import SUBGROUP_CLUSTERINGS, infer_subgroups, minority_recall, subgroup_agreement
 
 D = 32
 

@@ -417,7 +417,7 @@ def test_strict_convexity_and_monotone_alpha_of_rho(form):
 
 def test_same_spread_pair_has_equal_spread_and_different_transfer():
     """Same points per class (equal cosines and loss), but only the structured one lets a probe read the subclass."""
-    from spreadcon.eval.evaluate import linear_probe
+    from spreadcon.eval.probe import linear_probe
 
     a, b, y, f = T.same_spread_pair(K=2, m=3, n_per_subclass=40, seed=1)
     assert T.class_cosines(a, y) == pytest.approx(T.class_cosines(b, y), abs=1e-12)

@@ -26,7 +26,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
-from spreadcon.eval import evaluate
+from spreadcon.book.markup import escape_md
+from spreadcon.eval.embed import embed
+from spreadcon.eval.probe import linear_probe
 from spreadcon.theory import model as theory
 
 #: L2 penalty of the probes (L-BFGS logistic regression on standardised embeddings).
@@ -65,7 +67,7 @@ def embedding_metrics(ztr: torch.Tensor, train_split: Any, zte: torch.Tensor, te
     """
     w_tr, b_tr = theory.class_cosines(ztr, train_split.coarse)
     w_te, b_te = theory.class_cosines(zte, test_split.coarse)
-    probe = lambda label: evaluate.linear_probe(  # noqa: E731
+    probe = lambda label: linear_probe(  # noqa: E731
         ztr, getattr(train_split, label), zte, getattr(test_split, label), l2=PROBE_L2).accuracy
     return {
         "within_train": w_tr, "between_train": b_tr, "within_test": w_te, "between_test": b_te,
@@ -83,8 +85,8 @@ def frozen_metrics(encoder: torch.nn.Module, ds: Any, aug: Any) -> dict[str, flo
             (its ``normalize`` is applied before the encoder, as in training).
     """
     tr, te = ds.splits["train"], ds.splits["test"]
-    ztr = evaluate.embed(encoder, tr, normalize_fn=aug.normalize)
-    zte = evaluate.embed(encoder, te, normalize_fn=aug.normalize)
+    ztr = embed(encoder, tr, normalize_fn=aug.normalize)
+    zte = embed(encoder, te, normalize_fn=aug.normalize)
     return embedding_metrics(ztr, tr, zte, te)
 
 
@@ -154,6 +156,6 @@ def metrics_markdown(rows: Sequence[Mapping[str, float]], digits: int = 3) -> st
         v = round(float(v), digits)
         return str(int(v)) if v.is_integer() else str(v)
 
-    lines = ["| " + " | ".join(k.replace("_", " ") for k in keys) + " |", "|" + "---:|" * len(keys)]
+    lines = ["| " + " | ".join(escape_md(k.replace("_", " ")) for k in keys) + " |", "|" + "---:|" * len(keys)]
     lines += ["| " + " | ".join(cell(row.get(k)) for k in keys) + " |" for row in rows]
     return "\n".join(lines)

@@ -11,8 +11,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-#: The five methods the chapters compare, in table order.
-METHODS = ["ce", "supcon", "spread", "autoencoder", "thanos"]
+from spreadcon.book.markup import escape_md
+
+#: The five methods chapters 5 and 6 compare in their headline tables and figures, in table order
+#: (every method the package can train is in :data:`spreadcon.methods.METHODS`).
+HEADLINE_METHODS = ["ce", "supcon", "spread", "autoencoder", "thanos"]
 #: Their names on a page.
 NAMES = {"ce": "CE", "supcon": "SupCon", "spread": "SupCon + cNCE", "autoencoder": "autoencoder", "thanos": "Thanos"}
 #: Record metric: 1 - ||class mean of unit embeddings||^2 on the test set (0 = collapsed).
@@ -137,6 +140,7 @@ def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> st
             cells[p] = (n, cfg, n * cfg.epochs)
         for p, (n, cfg, seen) in cells.items():
             ratio = "" if p == reference else f" ({cells[reference][2] / seen:,.0f}x fewer)"
-            rows.append(f"| {d}, {p} | {n:,} ({n // N_FINE.get(d, 1):,}) | {cfg.epochs} | {cfg.encoder} "
+            rows.append(f"| {escape_md(d)}, {escape_md(p)} | {n:,} ({n // N_FINE.get(d, 1):,}) | {cfg.epochs} | "
+                        f"{escape_md(cfg.encoder)} "
                         f"{params(cfg, d):.2f}M | {probe(cfg)} | {seen:,}{ratio} |")
     return "\n".join(rows)

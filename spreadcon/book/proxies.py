@@ -30,6 +30,8 @@ from __future__ import annotations
 import statistics
 from typing import Any, Iterable, Mapping
 
+from spreadcon.book.markup import escape_md
+
 __all__ = ["VALIDATION_RULE", "THRESHOLDS", "VARIANTS", "proxy_validation", "validation_markdown",
            "STRATEGIES", "DRO_VARIANTS", "PAPER_SUBGROUP_LIFT", "FIRST_EDITION_COMMIT", "SECOND_EDITION_COMMIT", "strategy_table", "per_group_table",
            "paired_difference", "beyond_noise", "explanation_rows", "explanation_markdown", "group_counts",
@@ -115,9 +117,10 @@ def validation_markdown(results: Mapping[str, Mapping[str, Any]]) -> str:
     out = ["| proxy | check | measured (%) | needed (%) | |", "|---|---|---|---|---|"]
     for d, res in results.items():
         if not res["rows"]:
-            out.append(f"| {d} | no ERM records yet | | | |")
+            out.append(f"| {escape_md(d)} | no ERM records yet | | | |")
         for row in res["rows"]:
-            out.append(f"| {d} | {row['check']} | {row['value'] * 100:.1f} ± {row['std'] * 100:.1f} (n={row['n']}) "
+            out.append(f"| {escape_md(d)} | {escape_md(row['check'])} | {row['value'] * 100:.1f} ± "
+                       f"{row['std'] * 100:.1f} (n={row['n']}) "
                        f"| ≥ {row['threshold'] * 100:.0f} | {'passes' if row['passed'] else '**fails**'} |")
     return "\n".join(out)
 
@@ -306,7 +309,7 @@ def explanation_markdown(rows: list[dict[str, Any]], names: Mapping[str, str] | 
 
     names = dict(names or {})
     out = ["| method | AMI with the true groups (×100) | AMI with the fine label (×100) | fine − groups, "
-           f"paired (×100) | clusters found | fine − groups, against {names.get(baseline, baseline)} |",
+           f"paired (×100) | clusters found | fine − groups, against {escape_md(names.get(baseline, baseline))} |",
            "|---|---|---|---|---|---|"]
     for r in rows:
         d, se, direction = r["tilt_vs_base"]
@@ -314,7 +317,7 @@ def explanation_markdown(rows: list[dict[str, Any]], names: Mapping[str, str] | 
         against = ("(baseline)" if r["method"] == baseline else "–" if direction == "not run" else
                    f"{d:+.1f}{spread} ({direction})")
         ng = "–" if r["n_groups"] is None else f"{r['n_groups'].mean:.1f}"
-        out.append(f"| {names.get(r['method'], r['method'])} | {fmt(r['group_ami'])} | {fmt(r['fine_ami'])} "
+        out.append(f"| {escape_md(names.get(r['method'], r['method']))} | {fmt(r['group_ami'])} | {fmt(r['fine_ami'])} "
                    f"| {fmt(r['fine_minus_group'])} | {ng} | {against} |")
     return "\n".join(out)
 

@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
+from spreadcon.book.markup import escape_md
+
 __all__ = [
     "PAPER_CIFAR10_FINE_ACC", "PAPER_TRANSFER_LIFT", "PAPER_TRANSFER_DATASETS",
     "PAPER_WORST_GROUP_LIFT", "PAPER_ROBUSTNESS_DATASETS", "PAPER_CELEBA_SOTA_MARGIN",
@@ -43,7 +45,7 @@ __all__ = [
     "average_lift_both_ways", "summarize_by_epoch", "lift_by_epoch", "summary_of", "classify",
     "Summary", "Verdict", "summarize", "verdict", "average_lift", "markdown_table",
     "provenance", "provenance_line", "reproduce_command", "plot_bars", "fmt",
-    "claims_markdown", "default_results_dir", "run_live", "separation",
+    "claims_markdown", "default_results_dir", "run_live", "method_gap_vs_noise",
 ]
 
 # ---------------------------------------------------------------------------
@@ -60,13 +62,15 @@ PAPER_CIFAR10_FINE_ACC: dict[str, float] = {
 }
 
 #: Average coarse-to-fine transfer lift of Thanos over SupCon, in points,
-#: across the paper's five transfer datasets (Chen et al., 2022, abstract and
-#: Table 2).
+#: across the paper's five transfer datasets (Chen et al., 2022, abstract; the
+#: per-dataset tables of the paper were not retrieved, so only the abstract's
+#: average is used).
 PAPER_TRANSFER_LIFT: float = 11.1
 PAPER_TRANSFER_DATASETS: tuple[str, ...] = ("mnist", "cifar10", "cifar100", "cifar100u", "tinyimagenet")
 
 #: Average worst-group accuracy lift of Thanos over SupCon, in points, across
-#: Waterbirds, ISIC and CelebA (Chen et al., 2022, abstract and Table 3).
+#: Waterbirds, ISIC and CelebA (Chen et al., 2022, abstract; the per-dataset
+#: table was not retrieved).
 PAPER_WORST_GROUP_LIFT: float = 4.7
 PAPER_ROBUSTNESS_DATASETS: tuple[str, ...] = ("waterbirds", "isic", "celeba")
 
@@ -345,7 +349,7 @@ def average_lift_both_ways(table: Mapping[tuple, Summary], method: str, baseline
                            methods: Sequence[str]) -> dict[str, tuple[Verdict, list[str]]]:
     """:func:`average_lift` over every dataset and over the informative ones only.
 
-    A dataset is left out of the second average when :func:`separation`
+    A dataset is left out of the second average when :func:`method_gap_vs_noise`
     finds that ``methods`` are not separated there beyond seed noise
     (``separated is False``).
 
@@ -353,15 +357,20 @@ def average_lift_both_ways(table: Mapping[tuple, Summary], method: str, baseline
         ``{"all": (verdict, covered), "informative": (verdict, covered),
         "uninformative": ([datasets left out], [])}``.
     """
-    dropped = [d for d in datasets if separation(table, d, methods)["separated"] is False]
+    dropped = [d for d in datasets if method_gap_vs_noise(table, d, methods)["separated"] is False]
     kept = [d for d in datasets if d not in dropped]
     return {"all": average_lift(table, method, baseline, datasets, paper_delta),
             "informative": average_lift(table, method, baseline, kept, paper_delta),
             "uninformative": (dropped, [])}
 
 
-def separation(table: Mapping[tuple, Summary], dataset: str, methods: Sequence[str]) -> dict[str, Any]:
+def method_gap_vs_noise(table: Mapping[tuple, Summary], dataset: str, methods: Sequence[str]) -> dict[str, Any]:
     """Does ``dataset`` tell ``methods`` apart at all, beyond seed noise?
+
+    The gap between the best and the worst method's mean in the table against the
+    seed-to-seed noise: a property of a results table, unlike
+    :func:`spreadcon.theory.model.separation`, the geometric separation of
+    classes in an embedding (within- against between-class cosine).
 
     ``gap`` is the best method's mean minus the worst's, ``noise`` the largest
     seed standard deviation among them (cells with at least 2 seeds), and
@@ -403,14 +412,23 @@ def markdown_table(table: Mapping[tuple, Summary], rows: Sequence[str], cols: Se
     Keys of ``table`` are ``(col, row)``, i.e. ``(dataset, method)`` as
     produced by :func:`summarize`. ``extra_cols`` appends columns given as
     ``{column title: {row: text}}`` (e.g. the paper's target per method).
+    Every label and text cell is shown as text (:func:`~spreadcon.book.markup.escape_md`):
+    dataset and method names come from records.
+
+    Example:
+        >>> t = summarize([{"dataset": "d", "method": "<b>m</b>", "seed": 0, "metrics": {"a": 0.5}}], "a")
+        >>> print(markdown_table(t, ["<b>m</b>"], ["d"]))
+        | method | d |
+        |---|---|
+        | \\<b\\>m\\</b\\> | 50.0 (n=1) |
     """
     extra_cols = dict(extra_cols or {})
     head = [row_title, *cols, *extra_cols]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines = ["| " + " | ".join(map(escape_md, head)) + " |", "|" + "---|" * len(head)]
     for r in rows:
         cells = [fmt(table.get((c, r)), missing) for c in cols]
         cells += [extra.get(r, "") for extra in extra_cols.values()]
-        lines.append(f"| {r} | " + " | ".join(cells) + " |")
+        lines.append(f"| {escape_md(r)} | " + " | ".join(map(escape_md, cells)) + " |")
     return "\n".join(lines)
 
 
@@ -440,14 +458,25 @@ def provenance(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
 
 
 def provenance_line(records: Iterable[Mapping[str, Any]]) -> str:
-    """One sentence of :func:`provenance` for a caption or admonition."""
+    """One sentence of :func:`provenance` for a caption, an admonition or a table cell.
+
+    The records' strings (presets, devices, torch versions, commits, dates) are
+    escaped (:func:`~spreadcon.book.markup.escape_md`), so the sentence is safe
+    inside Markdown; ordinary values (``cpu``, ``2.14.1+cu130``, commit hashes)
+    read the same either way.
+    """
     p = provenance(records)
     if not p["n_records"]:
         return "no records yet"
-    return (f"{p['n_records']} records; preset {', '.join(p['presets'])}; device "
-            f"{', '.join(p['devices'])}; torch {', '.join(p['torch_versions'])}; git "
-            f"{', '.join(p['git_commits'])}; wall time {p['wall_time_s_total'] / 60:.1f} min in all "
-            f"({p['wall_time_s_mean']:.0f} s per run); run {p['first'][:10]} to {p['last'][:10]}")
+
+    def words(key: str) -> str:
+        return ", ".join(escape_md(v) for v in p[key])
+
+    return (f"{p['n_records']} records; preset {words('presets')}; device "
+            f"{words('devices')}; torch {words('torch_versions')}; git "
+            f"{words('git_commits')}; wall time {p['wall_time_s_total'] / 60:.1f} min in all "
+            f"({p['wall_time_s_mean']:.0f} s per run); run {escape_md(str(p['first'])[:10])} to "
+            f"{escape_md(str(p['last'])[:10])}")
 
 
 def reproduce_command(preset: str, datasets: Sequence[str], methods: Sequence[str],
@@ -460,7 +489,7 @@ def reproduce_command(preset: str, datasets: Sequence[str], methods: Sequence[st
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def plot_bars(table: Mapping[tuple, Summary], groups: Sequence[str], series: Sequence[str],
+def plot_bars(table: Mapping[tuple, Summary], groups: Sequence[str], series: Sequence[str], *,
               ax=None, ylabel: str = "accuracy (%)", targets: Mapping[tuple, float] | None = None,
               title: str | None = None):
     """Grouped bars: one group per dataset, one bar per method, seed std as error bars.
@@ -519,6 +548,9 @@ def claims_markdown(rows: Sequence[tuple[str, Verdict, str]]) -> str:
         rows: ``(claim, verdict, evidence)``: the paper's claim in words, our
             :class:`Verdict` for it, and where the measurement comes from
             (datasets, preset, seeds) or the command that would produce it.
+            ``claim`` and ``evidence`` are Markdown the chapter writes (bold,
+            code spans); a record's string inside them must be passed through
+            :func:`~spreadcon.book.markup.escape_md` by the caller.
     """
     lines = ["| the paper claims | we measured | verdict | evidence |", "|---|---|---|---|"]
     for claim, v, evidence in rows:
@@ -544,7 +576,7 @@ def default_results_dir() -> Path:
 
 
 def run_live(dataset: str, methods: Sequence[str], preset: str, seeds: Sequence[int],
-             results_dir: str | Path, alphas: Sequence[float | None] = (None,),
+             results_dir: str | Path, *, alphas: Sequence[float | None] = (None,),
              data_root: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
              progress: bool = False) -> list[dict]:
     """Run a small grid now (each run through :func:`spreadcon.runs.experiment.run_experiment`) and load its records.

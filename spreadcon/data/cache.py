@@ -28,6 +28,13 @@ truncated cache is rebuilt from the source, and an unwritable cache folder
 means decoding from the source on every load. The first build of a cache
 prints one line saying where it went and how large it is.
 
+These status lines are for a terminal, not for a published page
+(:func:`status_lines_wanted`): never inside a Jupyter kernel (a chapter would
+show them as a stderr box with this machine's paths); else when
+``$SPREADCON_VERBOSE`` says so (``1`` on, ``0`` off); else when a command asks
+for them (``python -m spreadcon data`` does, :func:`status_lines`); else only
+when stderr is a terminal.
+
 Example:
     >>> import tempfile, torch
     >>> d = Path(tempfile.mkdtemp())
@@ -42,6 +49,8 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -58,6 +67,9 @@ from spreadcon.util.atomic import atomic_torch_save, atomic_write
 
 CACHE_VERSION = 1
 CACHE_ENV = "SPREADCON_CACHE"
+#: ``1`` prints the cache's status lines wherever stderr goes, ``0`` never (a Jupyter kernel: never).
+VERBOSE_ENV = "SPREADCON_VERBOSE"
+_ASKED: contextvars.ContextVar[bool | None] = contextvars.ContextVar("spreadcon_status_lines", default=None)
 _CACHE_FILE = re.compile(r"^(?P<name>.+)-(?P<key>[0-9a-f]{16})\.pt$")
 _TEMP_FILE = re.compile(r"^\..+-[0-9a-f]{16}\.(pt|json)\.[A-Za-z0-9_]+\.tmp$")  # atomic_write's temporary files
 
@@ -82,9 +94,57 @@ def cache_dir(cache: str | Path | None = None) -> Path:
     return base / "spreadcon" / "decoded"
 
 
+def _in_jupyter_kernel() -> bool:
+    """True inside a Jupyter kernel (a notebook, a chapter executed by the book build or nbmake)."""
+    ipython = sys.modules.get("IPython")
+    get_ipython = getattr(ipython, "get_ipython", None)
+    shell = get_ipython() if callable(get_ipython) else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def status_lines_wanted() -> bool:
+    """Whether :func:`notice` prints: never in a Jupyter kernel; else ``$SPREADCON_VERBOSE`` (``0``/``1``)
+    when set; else what :func:`status_lines` asked; else whether stderr is a terminal.
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, {VERBOSE_ENV: "1"}):
+        ...     status_lines_wanted()
+        True
+        >>> with mock.patch.dict(os.environ, {VERBOSE_ENV: "0"}), status_lines():
+        ...     status_lines_wanted()
+        False
+    """
+    if _in_jupyter_kernel():
+        return False
+    env = os.environ.get(VERBOSE_ENV, "").strip().lower()
+    if env:
+        return env not in ("0", "false", "no", "off")
+    if _ASKED.get() is not None:
+        return bool(_ASKED.get())
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # no stderr, or a closed one
+        return False
+
+
+@contextlib.contextmanager
+def status_lines(on: bool = True):
+    """Within the block, print the status lines (``on``) or not, whatever stderr is (a kernel: never)."""
+    token = _ASKED.set(on)
+    try:
+        yield
+    finally:
+        _ASKED.reset(token)
+
+
 def notice(message: str) -> None:
-    """One line on stderr, prefixed ``spreadcon:``: what a cache did that costs time or space."""
-    print(f"spreadcon: {message}", file=sys.stderr, flush=True)
+    """One line on stderr, prefixed ``spreadcon:``: what a cache did that costs time or space.
+
+    Printed only where :func:`status_lines_wanted` says so: on a terminal, not on a page.
+    """
+    if status_lines_wanted():
+        print(f"spreadcon: {message}", file=sys.stderr, flush=True)
 
 
 def human_bytes(n: int) -> str:
@@ -160,7 +220,8 @@ def cached(
         quiet: no notices on stderr.
 
     A damaged cache is rebuilt, and an unwritable folder only costs speed;
-    either says so in one line on stderr (unless ``quiet``).
+    either says so in one line on stderr (unless ``quiet``, and only where
+    :func:`status_lines_wanted`).
     """
     say = (lambda m: None) if quiet else notice
     path = cache_dir(cache) / f"{name}-{cache_key(name, sources)}.pt"

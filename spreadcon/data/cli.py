@@ -29,7 +29,7 @@ import argparse
 import json
 import sys
 
-from .cache import CACHE_ENV, cache_dir, clear_caches, human_bytes, list_caches
+from .cache import CACHE_ENV, cache_dir, clear_caches, human_bytes, list_caches, status_lines
 from .datasets import default_root
 from .errors import DataError, exit_code
 from .registry import DATASETS, load
@@ -174,8 +174,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"spreadcon data: unknown dataset {args.name!r}; valid: {', '.join(DATASETS)}", file=sys.stderr)
         return 2
     try:
-        ds = load(args.name, args.root, seed=args.seed, image_size=args.image_size, download=args.download,
-                  cache=args.cache)
+        with status_lines():  # a command for people: say where a first decode went, even into a pipe
+            ds = load(args.name, args.root, seed=args.seed, image_size=args.image_size, download=args.download,
+                      cache=args.cache)
     except DataError as e:
         print(f"spreadcon data: {' '.join(str(e).split())}", file=sys.stderr)  # one line, whatever the cause says
         return exit_code(e)

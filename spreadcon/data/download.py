@@ -76,6 +76,7 @@ from pathlib import Path, PurePosixPath
 from types import MappingProxyType
 from typing import Iterator, Mapping
 
+from .cache import status_lines_wanted
 from .errors import CorruptDataset, DataError, DatasetNotFound
 
 __all__ = ["SOURCES", "ISIC_STEPS", "CorruptDownload", "Resource", "Source", "fetch", "resource_urls"]
@@ -424,7 +425,8 @@ class _Unreachable(Exception):
 
 def _download(source: Source, res: Resource, url: str, dest: Path, root: Path, *, checksum, progress) -> Path:
     """Stream ``url`` to ``dest/<filename>``, hashing as it goes; check its length and checksum."""
-    print(f"downloading {source.name} from {url} into {root}", file=sys.stderr, flush=True)
+    if progress and status_lines_wanted():  # a terminal, never a published page (spreadcon.data.cache)
+        print(f"downloading {source.name} from {url} into {root}", file=sys.stderr, flush=True)
     try:
         response = _open(url)
     except TimeoutError as e:
@@ -519,7 +521,7 @@ def _parse_checksum(value: str | None) -> tuple[str, str]:
 @contextmanager
 def _bar(label: str, total: int | None, enabled: bool):
     """A progress callback ``bar(n_bytes)`` drawing to stderr: tqdm where installed, else a plain percentage."""
-    if not enabled:
+    if not (enabled and status_lines_wanted()):
         yield lambda n: None
         return
     try:

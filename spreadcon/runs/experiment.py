@@ -17,7 +17,7 @@ and the papermill template call. What a run does:
    checkpoint folder checkpoints into a private temporary one, removed once
    the record is written and kept (and named) if anything fails after
    training, so ``--eval-only`` can evaluate it again without retraining;
-4. evaluate with :mod:`spreadcon.eval.evaluate`:
+4. evaluate with :mod:`spreadcon.eval`:
 
    * transfer datasets: ``fine_test_acc`` -- a linear probe on frozen
      embeddings trained with the *fine* train labels (selected on val);
@@ -341,34 +341,38 @@ def _evaluate(ds, encoder: nn.Module, cfg: Config, seed: int, dev: torch.device,
     The probe's L2 strength is chosen on val from ``probe_weight_decay x
     {0.1, 1, 10}`` (``lbfgs``); the ``adamw`` probe keeps its best val epoch.
     """
-    from spreadcon.eval import evaluate as E
+    from spreadcon.eval.embed import embed
+    from spreadcon.eval.geometry import spread_metrics, subclass_ami
+    from spreadcon.eval.knn import knn_accuracy
+    from spreadcon.eval.probe import linear_probe, linear_probe_augmented
 
     aug = _augment(ds)
     amp = dev.type == "cuda" and cfg.amp != "off"
     splits = {k: ds.splits[k] for k in ("train", "val", "test")}
-    z = {k: E.embed(encoder, s, aug.normalize, cfg.eval_batch_size, dev, amp) for k, s in splits.items()}
+    z = {k: embed(encoder, s, aug.normalize, batch_size=cfg.eval_batch_size, device=dev, amp=amp)
+         for k, s in splits.items()}
     tr, va, te = splits["train"], splits["val"], splits["test"]
     metrics: dict[str, float] = {}
     if ds.task == "transfer":
         l2_grid = [cfg.probe_weight_decay * f for f in (0.1, 1.0, 10.0)]
         for label, n_classes in (("fine", ds.n_fine), ("coarse", ds.n_coarse)):
             if cfg.probe == "lbfgs":
-                res = E.linear_probe(z["train"], getattr(tr, label), z["test"], getattr(te, label), "lbfgs",
-                                     l2=l2_grid, max_iter=cfg.probe_epochs, val_x=z["val"],
-                                     val_y=getattr(va, label), n_classes=n_classes)
+                res = linear_probe(z["train"], getattr(tr, label), z["test"], getattr(te, label), method="lbfgs",
+                                   l2=l2_grid, max_iter=cfg.probe_epochs, val_x=z["val"],
+                                   val_y=getattr(va, label), n_classes=n_classes)
             else:
-                res = E.linear_probe_augmented(
+                res = linear_probe_augmented(
                     encoder, tr, te, aug, aug.normalize, n_classes, label=label, epochs=cfg.probe_epochs,
                     lr=cfg.probe_lr, weight_decay=cfg.probe_weight_decay, batch_size=cfg.batch_size, val=va,
                     device=dev, generator=torch.Generator().manual_seed(seed), amp=amp)
             metrics[f"{label}_test_acc"] = res.accuracy
             if res.val_accuracy is not None:
                 metrics[f"{label}_val_acc_probe"] = res.val_accuracy
-        metrics["knn_fine_test_acc"] = E.knn_accuracy(z["train"], tr.fine, z["test"], te.fine, k=cfg.knn_k)
-        spread = E.spread_metrics(z["test"], te.coarse)
+        metrics["knn_fine_test_acc"] = knn_accuracy(z["train"], tr.fine, z["test"], te.fine, k=cfg.knn_k)
+        spread = spread_metrics(z["test"], te.coarse)
         metrics["spread"] = float(spread["spread"])
         metrics["within_class_cosine"] = float(spread["within_cosine"])
-        metrics["subclass_ami"] = float(E.subclass_ami(z["test"], te.coarse, te.fine, seed=seed)["ami"])
+        metrics["subclass_ami"] = float(subclass_ami(z["test"], te.coarse, te.fine, seed=seed)["ami"])
         return metrics
     return {**metrics, **_robustness(ds, encoder, z, cfg, seed, dev, retrain=retrain)}
 
@@ -386,24 +390,25 @@ def _robustness(ds, encoder, z: dict, cfg: Config, seed: int, dev: torch.device,
        selected on val by the worst inferred group. References on the same embeddings: Group DRO with
        the true groups (``oracle_*``) and plain ERM (``erm_*``).
     """
-    from spreadcon.eval import evaluate as E
+    from spreadcon.eval.subgroups import infer_subgroups, minority_recall, subgroup_agreement
+    from spreadcon.eval.worst_group import worst_group
 
     tr, va, te = ds.splits["train"], ds.splits["val"], ds.splits["test"]
-    sub = E.infer_subgroups(z["train"], tr.coarse, max_k=cfg.max_clusters, seed=seed, cluster=cfg.subgroup_cluster)
+    sub = infer_subgroups(z["train"], tr.coarse, max_k=cfg.max_clusters, seed=seed, cluster=cfg.subgroup_cluster)
     out: dict = {"inferred_n_groups": float(sub.n_groups),
-                 "minority_recall": E.minority_recall(sub.groups, tr.group, tr.coarse)}
-    agree = E.subgroup_agreement(sub.groups, tr.group, tr.coarse)
+                 "minority_recall": minority_recall(sub.groups, tr.group, tr.coarse)}
+    agree = subgroup_agreement(sub.groups, tr.group, tr.coarse)
     out.update(inferred_group_ami=agree["ami"], inferred_group_ari=agree["ari"],
-               inferred_fine_ami=E.subgroup_agreement(sub.groups, tr.fine, tr.coarse)["ami"])
+               inferred_fine_ami=subgroup_agreement(sub.groups, tr.fine, tr.coarse)["ami"])
     if cfg.subgroup_cluster != "kmeans-raw":  # the first edition's clustering, beside GEORGE's, for comparison
-        raw = E.infer_subgroups(z["train"], tr.coarse, max_k=cfg.max_clusters, seed=seed, cluster="kmeans-raw")
-        out.update(kmeans_raw_group_ami=E.subgroup_agreement(raw.groups, tr.group, tr.coarse)["ami"],
-                   kmeans_raw_minority_recall=E.minority_recall(raw.groups, tr.group, tr.coarse),
+        raw = infer_subgroups(z["train"], tr.coarse, max_k=cfg.max_clusters, seed=seed, cluster="kmeans-raw")
+        out.update(kmeans_raw_group_ami=subgroup_agreement(raw.groups, tr.group, tr.coarse)["ami"],
+                   kmeans_raw_minority_recall=minority_recall(raw.groups, tr.group, tr.coarse),
                    kmeans_raw_n_groups=float(raw.n_groups))
     dro = dict(max_k=cfg.max_clusters, epochs=cfg.dro_epochs, seed=seed)
     for prefix, mode, groups in (("", "true", sub.groups), ("oracle_", "true", tr.group), ("erm_", "none", None)):
-        res = E.worst_group(z["train"], tr.coarse, z["test"], te.coarse, te.group, train_groups=groups,
-                            groups=mode, **dro)
+        res = worst_group(z["train"], tr.coarse, z["test"], te.coarse, te.group, train_groups=groups,
+                          groups=mode, **dro)
         out[f"{prefix}worst_group_acc"] = res["worst_group_acc"]
         out[f"{prefix}avg_acc"] = res["avg_acc"]
         out[f"{prefix}per_group_acc"] = res["per_group"]

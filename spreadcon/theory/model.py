@@ -1090,7 +1090,7 @@ def _subclass_views_at(data: SubclassData, idx: torch.Tensor, generator: torch.G
 def subclass_recovery(encoder: torch.nn.Module, train: SubclassData, test: SubclassData, seed: int = 0) -> dict[str, float]:
     """How much of the latent subclass structure a frozen encoder keeps.
 
-    Uses ``spreadcon.eval.evaluate``: a fine-label linear probe (train on
+    Uses :mod:`spreadcon.eval`: a fine-label linear probe (train on
     ``train``, score on ``test``), per-class k-means AMI on the test
     embeddings, and the within-class cosine.
 
@@ -1098,7 +1098,8 @@ def subclass_recovery(encoder: torch.nn.Module, train: SubclassData, test: Subcl
         ``{"fine_acc", "coarse_acc", "ami", "within_cosine"}``; fine accuracy at
         chance within each class is ``1/m``.
     """
-    from spreadcon.eval.evaluate import linear_probe, spread_metrics, subclass_ami
+    from spreadcon.eval.geometry import spread_metrics, subclass_ami
+    from spreadcon.eval.probe import linear_probe
 
     with torch.no_grad():
         ztr, zte = encoder(train.x).float(), encoder(test.x).float()

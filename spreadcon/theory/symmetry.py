@@ -29,7 +29,7 @@ decoder spend ``u`` on the within-class position instead of the class.
 ``autoencoder-z`` is the same with a decoder that sees ``u`` only.
 
 Evaluation is on the normalised test embeddings: per-class k-means AMI
-against the fine labels (``spreadcon.eval.evaluate.subclass_ami``), a fine-label
+against the fine labels (``spreadcon.eval.geometry.subclass_ami``), a fine-label
 linear probe, the coarse probe (the classes must stay separable) and the
 within-class cosine. The reference is the raw input: the same AMI of k-means
 on ``x`` itself (``raw_input_ami``).
@@ -234,7 +234,8 @@ def embedding_scores(z_train: torch.Tensor, train: SubclassData, z_test: torch.T
         k-means AMI on the test set, fine and coarse linear probes (fit on
         train, scored on test), and the mean cosines within and between classes on test.
     """
-    from spreadcon.eval.evaluate import linear_probe, subclass_ami
+    from spreadcon.eval.geometry import subclass_ami
+    from spreadcon.eval.probe import linear_probe
     from spreadcon.theory.model import class_cosines
 
     if normalize:
@@ -254,7 +255,7 @@ def raw_input_ami(data: SubclassData, seed: int = 0, n_init: int = 3) -> float:
         >>> raw_input_ami(d) > 0.9
         True
     """
-    from spreadcon.eval.evaluate import subclass_ami
+    from spreadcon.eval.geometry import subclass_ami
 
     return float(subclass_ami(data.x, data.coarse, data.fine, seed=seed, n_init=n_init, normalize=False)["ami"])
 

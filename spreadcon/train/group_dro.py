@@ -1,6 +1,6 @@
 """GEORGE step 2(b): retrain a whole network from scratch with online Group DRO on given groups.
 
-:func:`spreadcon.eval.evaluate.worst_group` measures robustness with a linear head
+:func:`spreadcon.eval.worst_group.worst_group` measures robustness with a linear head
 trained on *frozen* embeddings. GEORGE (Sohoni et al. 2020) instead trains a
 new network from scratch with Group DRO (Sagawa et al. 2020, Algorithm 1) on
 the subgroups it inferred, and selects the epoch on validation worst-group
@@ -54,46 +54,9 @@ from torch import Tensor, nn
 
 from spreadcon.methods import MethodModel
 from spreadcon.presets import Config
+from spreadcon.train.dro_update import group_dro_step
 
 __all__ = ["group_dro_step", "RetrainResult", "retrain_group_dro", "predict_coarse", "evaluate_retrained"]
-
-
-def group_dro_step(losses: Tensor, groups: Tensor, q: Tensor, eta: float) -> tuple[Tensor, Tensor]:
-    """One online Group DRO update (Sagawa et al. 2020, Algorithm 1) on a minibatch.
-
-    With ``l_g`` the mean loss of the images of group ``g`` in the batch,
-
-    ``q_g <- q_g exp(eta l_g)`` for the groups present (the others keep their
-    weight), ``q <- q / sum_h q_h``, and the loss to minimise is
-    ``L = sum_g q_g l_g`` with the *updated* ``q`` (absent groups have
-    ``l_g = 0``). The update is computed as ``softmax(log q + eta l 1[present])``,
-    which is the same number without overflow for large ``eta l``. Nothing
-    is read back to the host, so the step does not stall a GPU.
-
-    Args:
-        losses: float ``(B,)`` per-image losses (gradients flow through them into ``L``).
-        groups: int64 ``(B,)`` group ids in ``[0, G)``, on the same device.
-        q: float ``(G,)`` current group weights on the simplex (not modified).
-        eta: the exponentiated-gradient step size, ``> 0``.
-
-    Returns:
-        ``(L, q_new)``: the 0-dim loss and the new ``(G,)`` weights (detached).
-
-    Example:
-        >>> losses = torch.tensor([1.0, 3.0, 2.0], dtype=torch.float64)
-        >>> loss, q = group_dro_step(losses, torch.tensor([0, 2, 2]), torch.full((3,), 1 / 3, dtype=torch.float64), 1.0)
-        >>> [round(v, 4) for v in q.tolist()], round(loss.item(), 4)  # q ~ (e^1, 1, e^2.5): group 1 is absent
-        ([0.171, 0.0629, 0.7662], 2.0863)
-    """
-    n_groups = q.shape[0]
-    sums = torch.zeros(n_groups, dtype=losses.dtype, device=losses.device).index_add(0, groups, losses)
-    counts = torch.zeros(n_groups, dtype=losses.dtype, device=losses.device).index_add(
-        0, groups, torch.ones_like(losses))  # not bincount: its output size is read on the host
-    group_loss = sums / counts.clamp_min(1)
-    with torch.no_grad():
-        step = torch.where(counts > 0, eta * group_loss.detach(), torch.zeros_like(group_loss))
-        q_new = torch.softmax(torch.log(q.to(losses.dtype)) + step, dim=0)
-    return (q_new * group_loss).sum(), q_new
 
 
 @dataclass
@@ -157,14 +120,14 @@ def predict_coarse(model: MethodModel, split, ds, cfg: Config, device) -> Tensor
 
     Images are normalised as evaluation normalises them
     (``TwoViewAugment.for_dataset(ds).normalize``, no augmentation) and embedded by
-    :func:`spreadcon.eval.evaluate.embed` (bf16 autocast on CUDA unless ``cfg.amp == "off"``,
+    :func:`spreadcon.eval.embed.embed` (bf16 autocast on CUDA unless ``cfg.amp == "off"``,
     as :mod:`spreadcon.runs.experiment` does), then ``argmax(head(z))``.
 
     Returns:
         int64 ``(N,)`` on the CPU.
     """
     from spreadcon.data.augment import TwoViewAugment
-    from spreadcon.eval.evaluate import embed
+    from spreadcon.eval.embed import embed
 
     device = torch.device(device)
     aug = TwoViewAugment.for_dataset(ds)
@@ -182,14 +145,14 @@ def evaluate_retrained(model: MethodModel, split, ds, cfg: Config, device) -> di
     """Group accuracies of a retrained model's coarse head on ``split``'s **true** groups.
 
     Returns:
-        :func:`spreadcon.eval.evaluate.group_accuracies` of the predictions
+        :func:`spreadcon.eval.worst_group.group_accuracies` of the predictions
         (:func:`predict_coarse`): ``worst_group_acc``, ``avg_acc``, ``group_mean_acc``,
         ``per_group``, ``group_counts``.
 
     Raises:
         ValueError: the split has no group labels (a transfer dataset).
     """
-    from spreadcon.eval.evaluate import group_accuracies
+    from spreadcon.eval.worst_group import group_accuracies
 
     if split.group is None:
         raise ValueError("split has no group labels (split.group is None); evaluate_retrained needs a "
@@ -272,7 +235,7 @@ def retrain_group_dro(ds, train_groups: Tensor | None, cfg: Config, *, seed: int
             ``epochs < 1``, an unknown ``method``, a split missing or too small).
         RuntimeError: a non-finite loss, or a call under ``torch.distributed``.
     """
-    from spreadcon.eval.evaluate import group_accuracies
+    from spreadcon.eval.worst_group import group_accuracies
     from spreadcon.train.loop import Recipe, train
 
     train_groups, epochs = _check_arguments(ds, train_groups, cfg, val_groups=val_groups, eta=eta, epochs=epochs,
