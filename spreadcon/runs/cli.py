@@ -40,6 +40,7 @@ import sys
 from typing import Any
 
 from spreadcon.runs.checks import DATASET_NAMES, METHOD_NAMES, SettingError, check_basic
+from spreadcon.train.checkpoint import CheckpointBusy, CheckpointError, CheckpointMismatch  # torch-free
 
 __all__ = ["main"]
 
@@ -131,7 +132,7 @@ def _interrupted_message(exc: BaseException, checkpoint_dir: str | None) -> str:
     folder = checkpoint_dir or getattr(exc, "checkpoint_dir", None)
     if folder is None:
         return f"interrupted by {name}; no checkpoint had been written yet"
-    from spreadcon.train.loop import describe_checkpoint
+    from spreadcon.train.checkpoint import describe_checkpoint
 
     found = describe_checkpoint(folder) if os.path.isdir(folder) else None
     for sub in [] if found else sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
@@ -173,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
     path, code = None, 0
     try:
         from spreadcon.data.errors import DataError, exit_code
-        from spreadcon.train.loop import CheckpointError
         from spreadcon.runs.experiment import TrainingSaved, run_experiment
 
         path = run_experiment(args.dataset, args.method, preset=args.preset, seed=args.seed,
@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
                               alpha=args.alpha, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                               fresh=args.fresh, eval_only=args.eval_only, device=args.device,
                               progress=not args.no_progress, eval_epochs=eval_epochs, cache=args.cache)
-    except SettingError as exc:
+    except (SettingError, CheckpointMismatch, CheckpointBusy) as exc:  # another run's folder: found before training
         print(f"spreadcon run: {exc}", file=sys.stderr)
         code = EXIT_SETTING
     except (KeyboardInterrupt, Interrupted) as exc:

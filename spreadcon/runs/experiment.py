@@ -184,16 +184,16 @@ def run_experiment(dataset: str, method: str, preset: str = "cpu", seed: int = 0
     dev = _init_device(device)
     say = _say(progress)
 
-    own = checkpoint_dir is None and D.rank() == 0 and not m.untrained
-    ck_root = Path(tempfile.mkdtemp(prefix="spreadcon-checkpoints-")) if own else checkpoint_dir
     say(f"loading {dataset} (preset {preset}) ...")
     # a dataset missing from the root is fetched when the network allows it (with a progress bar);
     # one that is present is only read
     ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None, download=True,
                                   cache=cache), cfg)
+    own = checkpoint_dir is None and D.rank() == 0 and not m.untrained  # made once the data loaded: none left empty
+    ck_root = Path(tempfile.mkdtemp(prefix="spreadcon-checkpoints-")) if own else checkpoint_dir
     try:
         encoders, train_info = _train(m, ds, cfg, seed, dev, ck_root, resume or eval_only, fresh, progress,
-                                      eval_epochs)
+                                      eval_epochs, data_root=sdata.default_root() if data_root is None else data_root)
     except BaseException as exc:
         if own:
             _keep_or_remove(ck_root, exc)
@@ -275,7 +275,7 @@ def _init_device(device: str | None) -> torch.device:
     return auto if device is None else torch.device(device)
 
 
-def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress, eval_epochs=()):
+def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress, eval_epochs=(), data_root=None):
     """Train the method's backbone(s); return frozen encoders and training metrics.
 
     ``info["_provenance"]`` holds what the record's provenance needs: the precision, and for a
@@ -297,7 +297,8 @@ def _train(m, ds, cfg, seed, dev, checkpoint_dir, resume, fresh, progress, eval_
     for i, (name, bseed, sub) in enumerate(runs):
         ck = None if checkpoint_dir is None else Path(checkpoint_dir) / sub
         result = train(name, ds, cfg, seed=bseed, device=dev, checkpoint_dir=ck,
-                       resume=resume, fresh=fresh, progress=progress, snapshot_epochs=tuple(eval_epochs))
+                       resume=resume, fresh=fresh, progress=progress, snapshot_epochs=tuple(eval_epochs),
+                       data_root=data_root)
         enc = result.model.encoder.eval()
         for p in enc.parameters():
             p.requires_grad_(False)
