@@ -230,25 +230,44 @@ def _call_epoch_hook(fn: Callable[..., Any], row: dict[str, float], core: Method
         core.train(was_training)
 
 
+def cpu_has_native_bf16() -> bool:
+    """Whether this CPU computes bf16 natively: AMX tiles (``amx_bf16``) or AVX-512 BF16
+    (``avx512_bf16``), read from ``/proc/cpuinfo``; False where that file does not exist.
+
+    Measured (``book/appendix_performance``): on an AMD EPYC with ``avx512_bf16``, one
+    thread, the ``cpu`` preset's step took 0.24 s in bf16 against 0.55 s in float32, and
+    three seeds of MNIST / spread / ``cpu`` agreed within seed noise in every metric.
+    """
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return False
+    return bool(flags & {"amx_bf16", "avx512_bf16"})
+
+
 def precision(cfg: Config, device: torch.device) -> str:
     """What training computes in: ``"fp32"``, ``"bf16"`` (autocast) or ``"fp16"`` (autocast with a
     gradient scaler).
 
     ``cfg.amp = "auto"``: bf16 on a GPU that supports it (Ampere and later), fp16 with a
     :class:`torch.amp.GradScaler` on one that does not (a T4, Colab's free GPU, has no bf16
-    tensor cores), fp32 on a CPU. ``"bf16"`` forces bf16; ``"off"`` is fp32.
+    tensor cores); on a CPU, bf16 where the CPU computes it natively
+    (:func:`cpu_has_native_bf16`), else fp32. The losses sum in float32 under autocast
+    either way. ``"bf16"`` forces bf16; ``"off"`` is fp32.
 
     Example:
         >>> from spreadcon.presets import resolve
-        >>> precision(resolve("smoke"), torch.device("cpu"))
+        >>> precision(resolve("smoke", overrides={"amp": "off"}), torch.device("cpu"))
         'fp32'
+        >>> precision(resolve("smoke"), torch.device("cpu")) == ("bf16" if cpu_has_native_bf16() else "fp32")
+        True
     """
     if cfg.amp == "off":
         return "fp32"
     if cfg.amp == "bf16":
         return "bf16"
     if device.type != "cuda":
-        return "fp32"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
     return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
 
 
