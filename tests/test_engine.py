@@ -252,9 +252,9 @@ def test_a_training_step_never_waits_for_the_device(method, encoder, monkeypatch
     no call that reads a device value on the host (spreadcon.util.syncs.HostSyncs). The
     losses read one size on the host where that is free (CPU tensors); the test takes
     the GPU's path."""
-    import spreadcon.losses.contrastive
+    import spreadcon.losses._kernel
 
-    monkeypatch.setattr(spreadcon.losses.contrastive, "_host_reads_are_free", lambda device: False)
+    monkeypatch.setattr(spreadcon.losses._kernel, "_host_reads_are_free", lambda device: False)
     from spreadcon.data import batches
     from spreadcon.data.augment import TwoViewAugment
     from spreadcon.methods import Objective, build_model
