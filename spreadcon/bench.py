@@ -299,14 +299,6 @@ def matmul_flops_per_s(n: int = 2048, repeats: int = 5, device: str = "cpu", dty
     return 2 * n**3 / median_time(lambda: a @ b, repeats=repeats, warmup=1, device=device)
 
 
-def cpu_has_amx_bf16() -> bool:
-    """Whether this CPU advertises AMX bf16 tiles (``amx_bf16`` in ``/proc/cpuinfo``)."""
-    try:
-        return "amx_bf16" in Path("/proc/cpuinfo").read_text().split()
-    except OSError:
-        return False
-
-
 def vit_train_step(batch: int, views: int = 2, *, precision: str = "fp32") -> Callable[[], None]:
     """One training step of the paper's ViT, as a closure: ``views`` x ``batch`` random 32x32 images
     (seeded) through the encoder in train mode, ``L_spread`` (alpha 0.5, tau 0.5), backward, AdamW.
@@ -381,7 +373,9 @@ def bench_train_step(
         out.update({"train_step_flops": flops, "matmul_n": n, "train_step_batch": batch, "train_step_views": views,
                     "train_step_threads": used, "train_step_repeats": repeats})
     else:
-        out["cpu_amx_bf16"] = cpu_has_amx_bf16()
+        from spreadcon.train.loop import cpu_has_native_bf16
+
+        out["cpu_native_bf16"] = cpu_has_native_bf16()
     return out  # fmt: skip
 
 

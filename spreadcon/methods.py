@@ -48,7 +48,7 @@ The terms, on embeddings ``z = encoder(x): (B, V, D)``:
   image's own other views are its only positives).
 * ``recon``: the **class-conditional autoencoder**. A decoder maps each view's
   embedding back to that (augmented, normalised) view, and the term is
-  :class:`spreadcon.losses.contrastive.ReconstructionLoss`, the mean squared error over
+  :class:`spreadcon.losses.reconstruction.ReconstructionLoss`, the mean squared error over
   pixels, channels and views. The class conditioning
   enters through the *shared embedding*: the same ``z`` must also feed the
   coarse CE head, so the code is class-aware (linearly separable by coarse
@@ -248,7 +248,7 @@ class Objective(nn.Module):
     def __init__(self, method: Method | str, cfg: "Config", *, num_classes: int | None = None,
                  check_values: bool = True) -> None:
         super().__init__()
-        from spreadcon.losses import contrastive as losses
+        from spreadcon import losses
 
         self.method = get_method(method) if isinstance(method, str) else method
         if self.method.backbones:

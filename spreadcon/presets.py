@@ -126,7 +126,7 @@ class Config:
     grad_clip: float = 0.0        # max global grad norm; 0 = off
 
     # ---- runtime --------------------------------------------------------
-    amp: str = "auto"             # "auto" = bf16 autocast on CUDA, fp32 on CPU; "bf16"; "off"
+    amp: str = "auto"             # "auto" = bf16 autocast where the hardware has bf16 (CUDA; AMX / AVX-512 BF16 CPUs), else fp32 (fp16 on a T4); "bf16"; "off"
     compile: bool = False         # torch.compile the model (GPU runs; slow to warm up on CPU)
     checkpoint_every: int = 5     # epochs between checkpoints (plus one at the end)
     log_every: int = 20           # steps between host syncs for the progress bar

@@ -4,7 +4,7 @@ No timing is asserted: the numbers depend on the machine and its load. What is
 asserted is what the numbers mean: the CLI prints one JSON object with the
 keys and types the contract names, the per-anchor loop computes the same loss
 as ``SpreadLoss(reference_quirks=True)`` (so the speed-up compares like with
-like), and the fused fast path of :mod:`spreadcon.losses.contrastive` gives the same
+like), and the fused fast path of :mod:`spreadcon.losses._kernel` gives the same
 values and gradients as its masked-logsumexp fallback.
 """
 
@@ -21,6 +21,7 @@ import pytest
 import torch
 
 from spreadcon import bench
+from spreadcon.losses import _kernel as K
 from spreadcon.losses import contrastive as L
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +79,7 @@ def test_fused_path_matches_logsumexp_path(monkeypatch, anchors, denominator, cl
     y = torch.tensor([0, 0, 1, 1, 1, 2, 0, 1, 3])  # class 3 has one sample: no positive across samples
     results = []
     for fused in (True, False):
-        monkeypatch.setattr(L, "_fused_ok", lambda *a, fused=fused: fused)
+        monkeypatch.setattr(K, "_fused_ok", lambda *a, fused=fused: fused)
         for alpha, chunk in ((0.0, None), (0.4, None), (1.0, 4)):
             t = z.clone().requires_grad_(True)
             loss = L.spread_loss(t, y, alpha, 0.3, clamp=clamp, anchors=anchors, denominator=denominator,
@@ -94,8 +95,8 @@ def test_small_temperature_uses_the_exact_path_and_stays_finite():
     g = torch.Generator().manual_seed(4)
     z = torch.randn(64, 2, 16, generator=g)
     y = torch.randint(0, 3, (64,), generator=g)
-    assert not L._fused_ok(torch.ones(1), 1 / 0.01, "row", torch.float32)  # logits span 200 > float32 exp range
-    assert L._fused_ok(torch.ones(1), 1 / 0.5, "row", torch.float32)
+    assert not K._fused_ok(torch.ones(1), 1 / 0.01, "row", torch.float32)  # logits span 200 > float32 exp range
+    assert K._fused_ok(torch.ones(1), 1 / 0.5, "row", torch.float32)
     for quirks in (False, True):
         t = z.clone().requires_grad_(True)
         loss = L.spread_loss(t, y, 0.5, 0.01, reference_quirks=quirks)

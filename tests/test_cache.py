@@ -186,6 +186,23 @@ def test_unwritable_cache_folder_only_costs_speed(tmp_path, homes, verbose, caps
     assert err.count("\n") == 1 and "cannot write the cache" in err and "SPREADCON_CACHE" in err
 
 
+@pytest.mark.parametrize("disk", ["simulated", "tmpfs"])
+def test_a_full_disk_only_costs_speed(disk, tmp_path, homes, verbose, capsys, request):
+    """The cache write fails midway (ENOSPC inside torch.save): one line, the data loads, nothing is left."""
+    root = tmp_path / "data"
+    write_root("cifar10", root)  # its decoded cache is ~150 kB, more than the disk has room for
+    if disk == "tmpfs":
+        cache = request.getfixturevalue("tiny_tmpfs")  # a real 64 KiB file system (skipped where it cannot mount)
+    else:
+        cache = tmp_path / "c"
+        request.getfixturevalue("full_disk")()  # files that take 64 KiB, then refuse with ENOSPC: runs everywhere
+    ds = load("cifar10", root, cache=cache)
+    assert len(ds.splits["train"]) == 40 and len(ds.splits["test"]) == 20
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "cannot write the cache" in err and "No space left on device" in err
+    assert sorted(p.name for p in cache.iterdir()) == []  # no partial cache, no temporary file
+
+
 class _Exploit:
     """Unpickling this would create ``marker``: what a hostile cache file could do."""
 

@@ -100,6 +100,78 @@ def test_resume_refuses_a_checkpoint_of_another_run(tmp_path):
         train("ce", ds, tiny_cfg(epochs=2), seed=0, progress=False, checkpoint_dir=tmp_path, resume=True)
 
 
+def test_resume_refuses_a_checkpoint_of_other_data_and_says_what_differs(tmp_path):
+    """A checkpoint records its dataset, data root, data fingerprint and config (issue "trust"): a resume on
+    other data is refused before any training; the same data read from another folder resumes."""
+    import dataclasses
+    from pathlib import Path
+
+    from spreadcon.train.checkpoint import CheckpointMismatch, data_source
+
+    ds, cfg = synthetic_dataset(), tiny_cfg(epochs=2)
+    train("ce", ds, cfg, seed=0, progress=False, checkpoint_dir=tmp_path / "ck", max_epochs_this_call=1,
+          data_root=tmp_path / "a")
+    state = engine.load_checkpoint(tmp_path / "ck" / "last.pt")
+    assert (state["dataset"], state["data_root"], state["data_source"]) == ("synthetic", str(tmp_path / "a"),
+                                                                           data_source(ds))
+    assert state["config"] == cfg.to_dict()
+    resume = dict(seed=0, progress=False, checkpoint_dir=tmp_path / "ck", resume=True)
+    with pytest.raises(CheckpointMismatch, match="dataset 'synthetic', not 'other'"):
+        train("ce", dataclasses.replace(ds, name="other"), cfg, **resume)
+    with pytest.raises(CheckpointMismatch, match="data fingerprint"):  # the same name, other images
+        train("ce", synthetic_dataset(seed=1), cfg, **resume)
+    with pytest.raises(CheckpointMismatch, match=r"config .*lr=0.001 \(now 0.002\)"):
+        train("ce", ds, tiny_cfg(epochs=2, lr=2e-3), **resume)
+    assert engine.load_checkpoint(tmp_path / "ck" / "last.pt")["epoch"] == 1  # untouched
+    rest = train("ce", ds, cfg, data_root=Path(tmp_path / "b"), **resume)
+    assert rest.finished and rest.extra["resumed_from_epoch"] == 1
+
+
+def test_a_fresh_start_removes_the_previous_runs_snapshots(tmp_path):
+    """``--fresh`` used to keep ``snapshots/``: a later ``--eval-only --eval-epochs 1`` then reported
+    the previous run's epoch 1 as this run's."""
+    ds, cfg = synthetic_dataset(), tiny_cfg(epochs=2, select_on_val=False)
+    train("spread", ds, cfg, seed=0, progress=False, checkpoint_dir=tmp_path, snapshot_epochs=(1, 2))
+    second = train("spread", ds, cfg, seed=1, progress=False, checkpoint_dir=tmp_path, fresh=True,
+                   snapshot_epochs=(2,))
+    assert sorted(p.name for p in (tmp_path / "snapshots").iterdir()) == ["epoch-0002.pt"]
+    saved = torch.load(engine.snapshot_path(tmp_path, 2), weights_only=True)
+    final = second.model.encoder.state_dict()
+    assert all(torch.equal(saved[k], final[k]) for k in final)  # the second run's own epoch 2
+    train("spread", ds, cfg, seed=1, progress=False, checkpoint_dir=tmp_path, fresh=True)
+    assert not (tmp_path / "snapshots").exists()
+
+
+def test_a_folder_in_use_by_another_process_is_refused_and_freed_when_it_dies(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from spreadcon.train.checkpoint import CheckpointBusy
+
+    code = ("import sys\nfrom spreadcon.train.checkpoint import lock_folder\n"
+            "with lock_folder(sys.argv[1]):\n    print('locked', flush=True)\n    sys.stdin.read()\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(CheckpointBusy, match=rf"in use by another run \(process {holder.pid}\)"):
+            train("ce", synthetic_dataset(), tiny_cfg(epochs=1), seed=0, progress=False, checkpoint_dir=tmp_path)
+        assert engine.checkpoint_files(tmp_path) == []
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+    train("ce", synthetic_dataset(), tiny_cfg(epochs=1), seed=0, progress=False, checkpoint_dir=tmp_path)
+    assert engine.checkpoint_files(tmp_path) == [tmp_path / "last.pt"]  # a killed holder's lock is gone
+
+
+def test_a_full_disk_at_a_checkpoint_is_one_clear_error(tmp_path, full_disk):
+    full_disk()  # every file written takes 64 KiB, then ENOSPC: torch.save fails midway
+    with pytest.raises(CheckpointError, match="cannot write the checkpoint .*No space left on device.*intact"):
+        train("ce", synthetic_dataset(), tiny_cfg(epochs=1), seed=0, progress=False, checkpoint_dir=tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".lock"]  # no partial checkpoint
+
+
 def test_corrupt_checkpoint_gives_a_clear_error(tmp_path):
     ds = synthetic_dataset()
     train("ce", ds, tiny_cfg(epochs=1), seed=0, progress=False, checkpoint_dir=tmp_path)
@@ -180,9 +252,9 @@ def test_a_training_step_never_waits_for_the_device(method, encoder, monkeypatch
     no call that reads a device value on the host (spreadcon.util.syncs.HostSyncs). The
     losses read one size on the host where that is free (CPU tensors); the test takes
     the GPU's path."""
-    import spreadcon.losses.contrastive
+    import spreadcon.losses._kernel
 
-    monkeypatch.setattr(spreadcon.losses.contrastive, "_host_reads_are_free", lambda device: False)
+    monkeypatch.setattr(spreadcon.losses._kernel, "_host_reads_are_free", lambda device: False)
     from spreadcon.data import batches
     from spreadcon.data.augment import TwoViewAugment
     from spreadcon.methods import Objective, build_model

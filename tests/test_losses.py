@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-from spreadcon.losses.contrastive import (
+from spreadcon.losses import (
     CNCELoss,
     ReconstructionLoss,
     SimCLRLoss,
@@ -188,6 +188,36 @@ def test_reference_quirks_is_the_official_switch_combination():
     no_clamp = spread_loss(z, y, 0.0, 0.5, reference_quirks=True, clamp=None)
     want = float(ref_supcon(z, y, 0.5, anchors="cross_view", denominator="one_positive", clamp=None, norm="broadcast"))
     assert float(no_clamp) == pytest.approx(want, rel=1e-12)
+
+
+def test_switches_are_a_frozen_value_and_the_quirks_differ_from_l_out_in_the_four_documented_fields():
+    """The module table of spreadcon.losses.switches: REFERENCE_QUIRKS and L_OUT differ in exactly
+    anchors, denominator, clamp and norm, with the values it gives; L_OUT_CLAMPED only in the clamp.
+    A named form cannot be changed in place (assigning raises), and a bad value cannot be made."""
+    import dataclasses
+
+    from spreadcon.losses import L_OUT, L_OUT_CLAMPED, PAPER, REFERENCE_QUIRKS, Switches
+
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        REFERENCE_QUIRKS.clamp = None
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        L_OUT.anchors = "cross_view"
+    assert REFERENCE_QUIRKS.clamp == 1.0 and L_OUT.anchors == "all"  # nothing changed
+
+    def differ(a, b):
+        return {f.name: (getattr(a, f.name), getattr(b, f.name)) for f in dataclasses.fields(Switches)
+                if getattr(a, f.name) != getattr(b, f.name)}  # fmt: skip
+
+    assert differ(L_OUT, REFERENCE_QUIRKS) == {
+        "anchors": ("all", "cross_view"), "denominator": ("all", "one_positive"),
+        "clamp": (None, 1.0), "norm": ("row", "broadcast"),
+    }  # fmt: skip
+    assert differ(L_OUT, L_OUT_CLAMPED) == {"clamp": (None, 1.0)}
+    assert PAPER == L_OUT and Switches() == L_OUT
+    assert SpreadLoss(reference_quirks=True).switches == REFERENCE_QUIRKS and SpreadLoss().switches == L_OUT
+    assert SpreadLoss(reference_quirks=True, clamp=None).switches == REFERENCE_QUIRKS.replace(clamp=None)
+    with pytest.raises(ValueError, match="norm"):
+        L_OUT.replace(norm="columns")
 
 
 def test_float32_within_tolerance_of_float64_reference():
@@ -404,10 +434,10 @@ def test_sync_free_loss_makes_no_host_syncing_call(monkeypatch):
     device value on the host (paper switches); the defaults do, which shows the detector works.
     On a CPU tensor the loss reads the largest class size (free there: no device to wait for),
     so the test takes the path a GPU takes."""
-    import spreadcon.losses.contrastive as L
+    import spreadcon.losses._kernel as K
     from spreadcon.util.syncs import HostSyncs
 
-    monkeypatch.setattr(L, "_host_reads_are_free", lambda device: False)
+    monkeypatch.setattr(K, "_host_reads_are_free", lambda device: False)
     z, y = _data(B=16, V=2, D=8, n_cls=4, dtype=torch.float32)
     for fn in (lambda z: spread_loss(z, y, 0.5, 0.5, num_classes=4, check_values=False),
                lambda z: simclr_loss(z, 0.5, check_values=False),
@@ -433,12 +463,12 @@ def test_unchecked_loss_returns_nan_instead_of_raising():
 def test_gpu_width_of_the_positives_gather_gives_the_cpu_result(monkeypatch, anchors, denominator, clamp):
     """The fused path gathers each row's same-class columns into a (M, P) block: P is the largest
     class on a CPU and every column on a GPU (no host read). Both give the same loss and gradient."""
-    import spreadcon.losses.contrastive as L
+    import spreadcon.losses._kernel as K
 
     z, y = _data(B=12, V=3, D=6, n_cls=4, dtype=torch.float64)
     out = []
     for free in (True, False):
-        monkeypatch.setattr(L, "_host_reads_are_free", lambda device, free=free: free)
+        monkeypatch.setattr(K, "_host_reads_are_free", lambda device, free=free: free)
         t = z.clone().requires_grad_(True)
         loss = spread_loss(t, y, 0.4, 0.5, clamp=clamp, anchors=anchors, denominator=denominator)
         loss.backward()
@@ -504,14 +534,14 @@ def _close(got, want, rtol):
 @pytest.mark.parametrize("alpha", [0.0, 0.5])
 def test_gradient_on_hard_cases_matches_double_loop_and_exact_path(case, anchors, denominator, clamp, norm, alpha,
                                                                     monkeypatch):  # fmt: skip
-    import spreadcon.losses.contrastive as L
+    import spreadcon.losses._kernel as K
 
     z, y = _issue_repro() if case == "issue_repro" else _hard_case(case)
     tau = 0.5
     sw = dict(anchors=anchors, denominator=denominator, clamp=clamp, norm=norm)
     want = _grad(lambda t: _ref_spread(t, y, alpha, tau, sw), z, torch.float64)
     fast64, fast32 = (_grad(lambda t: spread_loss(t, y, alpha, tau, **sw), z, dt) for dt in (torch.float64, torch.float32))
-    monkeypatch.setattr(L, "_fused_ok", lambda *a, **k: False)
+    monkeypatch.setattr(K, "_fused_ok", lambda *a, **k: False)
     exact64 = _grad(lambda t: spread_loss(t, y, alpha, tau, **sw), z, torch.float64)
     _close(exact64, want, 1e-8)
     _close(fast64, want, 1e-8)

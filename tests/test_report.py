@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import pytest
+from scipy import stats
 
 from spreadcon.book import report
 
@@ -28,24 +30,77 @@ def test_summarize_mean_and_sample_std_in_percent():
     assert s.sem == pytest.approx(10.0 / math.sqrt(3))
 
 
+def welch(a, b):
+    """Welch's se and Welch–Satterthwaite df from the per-seed values (points), written out."""
+    va, vb = statistics.variance(a) / len(a), statistics.variance(b) / len(b)
+    return math.sqrt(va + vb), (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+
+
 @pytest.mark.parametrize("a, b, paper, status", [
-    ([0.60, 0.62], [0.50, 0.52], 11.1, report.REPRODUCED),      # +10, se 1.0, >= 5.55
-    ([0.53, 0.55], [0.50, 0.52], 11.1, report.PARTIAL),         # +3 - 2 se > 0 but < 11.1 / 2
+    ([0.60, 0.62], [0.50, 0.52], 11.1, report.AGREES),          # +10, se 1.41, df 2: 10 - 4.30 se > 0, >= 5.55
+    ([0.57, 0.59], [0.50, 0.52], 15.0, report.SMALLER),         # +7 - 4.30 se > 0 but < 15 / 2
+    ([0.53, 0.55], [0.50, 0.52], 11.1, report.INCONCLUSIVE),    # +3, se 1.41: beyond 2 se, not beyond 4.30 se
     ([0.40, 0.80], [0.50, 0.52], 11.1, report.INCONCLUSIVE),    # +9 but se 14.1: the interval holds 0
-    ([0.70], [0.50], 11.1, report.INCONCLUSIVE),                # one seed: noise unknown
     ([0.50, 0.51], [0.50, 0.52], 4.7, report.INCONCLUSIVE),     # -0.5 within noise
     ([0.50, 0.52], [0.50, 0.52], 4.7, report.INCONCLUSIVE),     # exactly 0
-    ([0.40, 0.41], [0.50, 0.52], 4.7, report.CONTRADICTED),     # -10.5 beyond noise
+    ([0.40, 0.41], [0.50, 0.52], 4.7, report.OPPOSITE),         # -10.5 beyond noise at df 1.47
 ])
 def test_verdict_rule(a, b, paper, status):
     recs = [rec("d", "A", i, v) for i, v in enumerate(a)] + [rec("d", "B", i, v) for i, v in enumerate(b)]
     t = report.summarize(recs, "fine_test_acc")
     v = report.verdict(t["d", "A"], t["d", "B"], paper)
+    se, df = welch([100 * x for x in a], [100 * x for x in b])
     assert v.status == status
     assert v.delta == pytest.approx(100 * (sum(a) / len(a) - sum(b) / len(b)))
+    assert v.se == pytest.approx(se) and v.df == pytest.approx(df)
+    assert v.t == pytest.approx(stats.t.ppf(0.975, df)) and v.half_width == pytest.approx(v.t * se)
 
 
-def test_verdict_not_run_and_bad_claim():
+def test_one_seed_on_a_side_has_no_interval():
+    v = report.verdict(report.summary_of([70.0], [0]), report.summary_of([50.0, 51.0], [0, 1]), 11.1)
+    assert v.status == report.INCONCLUSIVE and math.isnan(v.se) and math.isnan(v.t)
+    assert v.describe() == "+19.5 pts (one seed: no noise estimate; paper +11.1)"
+
+
+def test_three_seeds_a_side_use_t_at_four_degrees_of_freedom_not_two():
+    """Equal spreads, 3 seeds a side: Welch's df is exactly 4, so the interval is ± 2.776 se; a gain of 3 with
+    se 1.22 clears 2 se (2.45, the first edition's rule: 'reproduced') but not t_4 se (3.40)."""
+    a, b = [60.0, 63.0, 61.5], [57.0, 60.0, 58.5]
+    v = report.verdict(report.summary_of(a, [0, 1, 2]), report.summary_of(b, [0, 1, 2]), 5.0)
+    assert v.df == pytest.approx(4.0) and v.t == pytest.approx(2.7764451, abs=1e-6)
+    assert v.se == pytest.approx(math.sqrt(1.5 ** 2 / 3 * 2))
+    assert v.delta - 2 * v.se > 0 and v.status == report.INCONCLUSIVE
+    assert v.describe() == "+3.0 ± 2.78·1.2 pts (df 4; paper +5.0)"
+    # unequal spreads: the df falls toward the noisier side's n - 1, and t grows with it
+    a2 = [60.0, 66.0, 63.0]
+    v2 = report.verdict(report.summary_of(a2, [0, 1, 2]), report.summary_of(b, [0, 1, 2]), 5.0)
+    assert v2.df == pytest.approx(welch(a2, b)[1]) and 2 < v2.df < 4
+    assert v2.t == pytest.approx(stats.t.ppf(0.975, welch(a2, b)[1]))
+
+
+def test_two_se_was_88_percent_and_the_paired_rule_82():
+    """What the first edition's Δ ± 2·se meant: P(|T_4| < 2) and P(|T_2| < 2), in closed form."""
+    assert 2 * stats.t.cdf(2, 4) - 1 == pytest.approx(0.8839, abs=1e-4)
+    assert 2 * stats.t.cdf(2, 2) - 1 == pytest.approx(math.sqrt(2 / 3))
+    assert report.critical_value(4) == pytest.approx(stats.t.ppf(0.975, 4))
+    assert math.isnan(report.critical_value(0)) and math.isnan(report.critical_value(math.nan))
+
+
+def test_paired_verdict_uses_n_minus_one_degrees_of_freedom():
+    d = report.summary_of([1.0, 3.0, 5.0], [0, 1, 2])   # mean 3, s 2, se 2 / sqrt 3 = 1.155
+    v = report.paired_verdict(d)
+    assert v.df == 2 and v.t == pytest.approx(4.3026527, abs=1e-6) and v.n == (3,)
+    assert v.delta - 2 * v.se > 0 and v.status == report.INCONCLUSIVE   # 3 < 4.30 * 1.155
+    assert report.paired_verdict(report.summary_of([4.0, 5.0, 6.0], [0, 1, 2])).status == report.AGREES
+    assert report.paired_verdict(report.summary_of([-4.0, -5.0, -6.0], [0, 1, 2])).status == report.OPPOSITE
+    assert report.paired_verdict(None).status == report.NOT_RUN
+
+
+def test_direction_only_claims_and_bad_claims():
+    small = report.verdict(report.summary_of([51.0, 51.1, 51.2], [0, 1, 2]),
+                           report.summary_of([50.0, 50.1, 50.2], [0, 1, 2]))
+    assert small.status == report.AGREES and small.paper_delta is None   # +1 beyond noise, no size claimed
+    assert small.describe() == "+1.0 ± 2.78·0.1 pts (df 4)"
     t = report.summarize([rec("d", "A", 0, 0.5)], "fine_test_acc")
     assert report.verdict(t["d", "A"], None, 1.0).status == report.NOT_RUN
     assert report.verdict(t["d", "A"], None, 1.0).describe() == "–"
@@ -61,12 +116,30 @@ def test_average_lift_over_covered_datasets_only():
     v, covered = report.average_lift(t, "A", "B", ["d1", "d2", "d3"], 11.1)
     assert covered == ["d1", "d2"]
     assert v.delta == pytest.approx((10.0 + 21.0) / 2)
-    se1 = math.sqrt(2 * (math.sqrt(0.5) / math.sqrt(2)) ** 2)   # both sides std 0.707, n 2
-    se2 = math.sqrt((math.sqrt(2.0) / math.sqrt(2)) ** 2)       # A std 1.414, B std 0
-    assert v.se == pytest.approx(math.sqrt(se1 ** 2 + se2 ** 2) / 2)
-    assert v.status == report.REPRODUCED
+    parts = [0.5 / 2, 0.5 / 2, 2.0 / 2, 0.0]                  # s²/n of the four cells (points²)
+    assert v.se == pytest.approx(math.sqrt(sum(parts)) / 2)
+    assert v.df == pytest.approx(sum(parts) ** 2 / sum(p ** 2 / 1 for p in parts))   # Satterthwaite, n - 1 = 1 each
+    assert v.t == pytest.approx(stats.t.ppf(0.975, v.df))
+    # 2 of the claim's 3 datasets: beyond noise and above half the claim, yet not "agrees" outright
+    assert v.coverage == (2, 3) and v.status == report.coverage_status(2, 3) == "direction agrees (2 of 3 datasets)"
+    assert v.describe().endswith("; 2 of 3 datasets)")
+    full, covered = report.average_lift(t, "A", "B", ["d1", "d2"], 11.1)
+    assert full.coverage == (2, 2) and full.status == report.AGREES
     none, covered = report.average_lift(t, "A", "B", ["d3"], 11.1)
     assert none.status == report.NOT_RUN and covered == []
+
+
+def test_claims_table_states_how_many_comparisons_it_makes():
+    a, b = report.summary_of([60.0, 62.0, 61.0], [0, 1, 2]), report.summary_of([50.0, 52.0, 51.0], [0, 1, 2])
+    rows = [("x", report.verdict(a, b, 11.1), "e"), ("y", report.verdict(b, a, 1.0), "e"),
+            ("z", report.verdict(a, None, 1.0), "e")]
+    assert report.comparison_count(rows) == 2
+    md = report.claims_markdown(rows).splitlines()
+    assert md[0] == "| the paper claims | we measured (Δ ± t·se) | verdict | evidence |"
+    assert md[2] == "| x | +10.0 ± 2.78·0.8 pts (df 4; paper +11.1) | **direction agrees, beyond noise** | e |"
+    assert md[3].split(" | ")[2] == "**opposite direction**"
+    assert md[-1] == "2 comparisons with records in this table, each a 95% interval, not corrected for multiplicity."
+    assert report.claims_markdown(rows[2:]).splitlines()[-1] == "No comparison in this table has records yet."
 
 
 def test_table_provenance_and_command():
@@ -135,6 +208,9 @@ def test_average_lift_both_ways_drops_the_uninformative_dataset():
     assert both["uninformative"][0] == ["b"]
     assert both["informative"][1] == ["a"] and both["informative"][0].delta == pytest.approx(10.0)
     assert both["all"][1] == ["a", "b"] and both["all"][0].delta == pytest.approx(5.0)
+    # the informative average covers 1 of the claim's 2 datasets, and says so
+    informative = both["informative"][0]
+    assert informative.coverage == (1, 2) and informative.status == "direction agrees (1 of 2 datasets)"
 
 
 def test_book_functions_take_more_than_six_inputs_by_keyword():

@@ -79,8 +79,16 @@ def test_grid_writes_records_skips_them_and_reports_failures(data_root, tmp_path
     assert "1 already recorded" in out and f"skip (record {path})" in out
 
 
-def _stand_in_template(path: Path, payload: str, sleep: float = 2.0) -> Path:
-    """A stand-in template: writes ``payload`` (a dict expression) as its run's record, in ~``sleep`` s.
+#: What a stand-in template writes besides its payload: the least a record must hold to count.
+STAND_IN_RECORD = ("{'dataset': dataset, 'method': method, 'preset': preset, 'seed': seed, 'task': 'transfer', "
+                   "'metrics': {'fine_test_acc': 0.5, 'coarse_test_acc': 0.5}, "
+                   "'provenance': {'git_commit': 'stand-in', 'torch_version': 'none', 'device': 'cpu', "
+                   "'started_at': '2026-01-01T00:00:00+00:00', 'wall_time_s': 0.0, 'config': {}}}")
+
+
+def _stand_in_template(path: Path, payload: str, sleep: float = 2.0, before: str = "") -> Path:
+    """A stand-in template: writes a valid record with ``payload`` (a dict expression) merged in, in
+    ~``sleep`` s, after running the statement ``before``.
 
     Its parameters cell has the template's names; ``start`` and ``time`` are in scope for ``payload``.
     """
@@ -96,10 +104,11 @@ def _stand_in_template(path: Path, payload: str, sleep: float = 2.0) -> Path:
         "import json, os, time\n"
         "from spreadcon.runs.records import record_path\n"
         "start = time.time()\n"
+        f"{before or 'pass'}\n"
         f"time.sleep({sleep})\n"
         "p = record_path(results_dir, task='transfer', dataset=dataset, preset=preset, method=method, seed=seed)\n"
         "p.parent.mkdir(parents=True, exist_ok=True)\n"
-        f"p.write_text(json.dumps({payload}))")
+        f"p.write_text(json.dumps({{**{STAND_IN_RECORD}, **{payload}}}))")
     nb.cells = [params, body]
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, path)
@@ -347,3 +356,108 @@ def test_a_missing_dataset_exits_3_as_from_run_and_data(tmp_path):
                          capture_output=True, text=True, timeout=300, env=env)
     assert out.returncode == 3, out.stdout + out.stderr
     assert "DatasetNotFound" in out.stdout
+
+
+# ------------------------------------------------ damaged records, relative paths, killed workers
+
+
+def _argv(tmp_path, template, *extra):
+    return ["--preset", "smoke", "--datasets", "mnist", "--methods", "ce", "--results", str(tmp_path / "results"),
+            "--runs", str(tmp_path / "runs"), "--checkpoints", str(tmp_path / "ck"), "--template", str(template),
+            "--no-progress", *extra]
+
+
+def _good_record(results: Path, seed: int) -> Path:
+    from spreadcon.runs.records import make_record, write_record
+
+    return write_record(make_record(dataset="mnist", method="ce", preset="smoke", seed=seed, task="transfer",
+                                    metrics={"fine_test_acc": 0.25, "coarse_test_acc": 0.75}, config={},
+                                    started_at="2026-01-01T00:00:00+00:00", wall_time_s=1.0, git="0" * 40),
+                        results)
+
+
+def test_a_damaged_record_is_rerun_after_being_set_aside_and_a_duplicate_never_counts(tmp_path, capsys):
+    """seed 0: a truncated record (rerun; the damaged bytes kept as .damaged); seed 1: good (skipped) with a
+    copy beside it (named, untouched); seed 2: only a copy under another name (named, not counted: runs)."""
+    import shutil
+
+    template = _stand_in_template(tmp_path / "template.ipynb", "{'rerun': True}", sleep=0)
+    results = tmp_path / "results"
+    cut = _good_record(results, 0)
+    cut.write_text(cut.read_text()[:80])
+    damaged_bytes = cut.read_bytes()
+    shutil.copy(_good_record(results, 1), cut.with_name("ce_seed1 (1).json"))
+    only_copy = cut.with_name("ce_seed2 (1).json")
+    shutil.copy(_good_record(results, 2), only_copy)
+    (results / "transfer" / "mnist" / "smoke" / "ce_seed2.json").unlink()
+    argv = _argv(tmp_path, template, "--seeds", "0", "1", "2")
+
+    assert reproduce.main([*argv, "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert "1 already recorded" in out[0]
+    named = [ln for ln in out if " record " in ln and ": " in ln and "run ->" not in ln and "skip" not in ln]
+    assert len(named) == 3, out  # one line per file that does not count
+    assert any(ln.strip().startswith(f"damaged record {cut}:") and "ce_seed0.json.damaged" in ln for ln in named)
+    assert sum(ln.strip().startswith("duplicate record ") for ln in named) == 2
+    assert cut.read_bytes() == damaged_bytes  # a dry run moves nothing
+
+    assert reproduce.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "finished 2, skipped 1, failed 0" in out, out
+    assert cut.with_name("ce_seed0.json.damaged").read_bytes() == damaged_bytes  # nothing lost
+    fresh = {r["seed"]: r for r in load_records(results)}
+    assert sorted(fresh) == [0, 1, 2] and fresh[0].get("rerun") and fresh[2].get("rerun") and "rerun" not in fresh[1]
+    assert only_copy.is_file() and cut.with_name("ce_seed1 (1).json").is_file()  # named, never deleted
+
+    assert reproduce.main(argv) == 0  # now every cell holds a good record
+    assert "finished 0, skipped 3, failed 0" in capsys.readouterr().out
+
+
+def test_relative_data_and_cache_folders_are_the_callers_not_the_kernels(tmp_path, capsys, monkeypatch):
+    """The kernel works in the template's folder (book/); SPREADCON_DATA=data means ./data of the caller,
+    as it does for `run`."""
+    (tmp_path / "book").mkdir()
+    template = _stand_in_template(
+        tmp_path / "book" / "template.ipynb",
+        "{'data': str(__import__('spreadcon.data.datasets', fromlist=['x']).default_root().resolve()), "
+        "'cache': str(__import__('spreadcon.data.cache', fromlist=['x']).cache_dir().resolve())}", sleep=0)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SPREADCON_DATA", "data")
+    monkeypatch.setenv("SPREADCON_CACHE", "caches/decoded")
+    assert reproduce.main(_argv(tmp_path, template)) == 0, capsys.readouterr()
+    rec = load_records(tmp_path / "results")[0]
+    assert (rec["data"], rec["cache"]) == (str((tmp_path / "data").resolve()),
+                                           str((tmp_path / "caches" / "decoded").resolve()))
+    assert (os.environ["SPREADCON_DATA"], os.environ["SPREADCON_CACHE"]) == ("data", "caches/decoded")  # restored
+
+
+def test_a_killed_worker_fails_its_own_run_only(tmp_path, capsys):
+    """seed 1's worker process is killed (SIGKILL, as the OOM killer does) while seed 0 runs beside it:
+    seed 1 fails, naming the signal; seeds 0, 2 and 3 finish."""
+    template = _stand_in_template(
+        tmp_path / "template.ipynb", "{}", sleep=3,
+        before="if seed == 1:\n    import signal\n    os.kill(os.getppid(), signal.SIGKILL)\n    os._exit(0)")
+    argv = _argv(tmp_path, template, "--seeds", "0", "1", "2", "3", "--jobs", "2", "--threads", "1")
+    assert reproduce.main(argv) == 1
+    out = capsys.readouterr().out
+    assert "finished 3, skipped 0, failed 1" in out, out
+    failed = out.split("failed runs:")[1].strip().splitlines()
+    assert len(failed) == 1 and failed[0].startswith("mnist/smoke/ce_seed1:") and "SIGKILL" in failed[0]
+    assert sorted(r["seed"] for r in load_records(tmp_path / "results")) == [0, 2, 3]
+
+
+def test_grid_functions_take_their_many_inputs_by_keyword_and_stay_short():
+    import ast
+    import inspect
+
+    for fn in (reproduce.plan_grid, reproduce.execute_run, reproduce.run_grid):
+        positional = [p for p in inspect.signature(fn).parameters.values()
+                      if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        assert len(positional) <= 4, (fn.__name__, [p.name for p in positional])
+    from spreadcon.runs import cost, records
+
+    for module in (reproduce, records, cost):
+        for node in ast.walk(ast.parse(inspect.getsource(module))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                n_pos = len(node.args.posonlyargs) + len(node.args.args)
+                assert n_pos <= 6 and node.end_lineno - node.lineno < 100, (module.__name__, node.name)

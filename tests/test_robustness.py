@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from spreadcon.runs import records
@@ -100,6 +102,8 @@ def test_explanation_rows_pair_fine_against_group_ami_and_compare_with_ce():
     assert sp["group_vs_base"][2] == "lower" and sp["fine_vs_base"][2] == "higher"
     assert sp["tilt_vs_base"][0] == pytest.approx(35.0 - (-10.0)) and sp["tilt_vs_base"][2] == "higher"
     assert rows["supcon"]["group_vs_base"][2] == "within noise"
+    # the second element is the half width t·se of the 95% interval: both sides s = 1, n = 3 -> se = sqrt(2/3), df 4
+    assert sp["group_vs_base"][1] == pytest.approx(2.7764451 * math.sqrt(2 / 3), abs=1e-6)
     md = explanation_markdown(list(rows.values()), {"spread": "SupCon + cNCE"})
     assert "| SupCon + cNCE | 5.0 ± 1.0 (n=3) | 40.0 ± 1.0 (n=3) | 35.0 ± 2.0 (n=3) | 6.0 |" in md
 

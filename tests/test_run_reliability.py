@@ -157,6 +157,77 @@ def test_previous_checkpoint_is_kept_and_resume_falls_back_to_it(data_root, tmp_
     assert second["metrics"]["fine_test_acc"] == first["metrics"]["fine_test_acc"]
 
 
+@pytest.mark.data
+def test_resume_on_another_dataset_or_other_data_is_refused_before_training(data_root, tmp_path, capsys,
+                                                                             monkeypatch):  # fmt: skip
+    """A cifar10 checkpoint used to resume a cifar-patch run (exit 0, a cifar-patch record from the CIFAR-10
+    encoder). Another dataset is refused from the checkpoint alone, before any data loads; other data under
+    the same name (here another subset) once the data is loaded, before any step. One line, exit 2."""
+    import spreadcon.data as sdata
+
+    ck = tmp_path / "ck"
+    common = ["spread", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
+              "--checkpoint-dir", str(ck), *TINY]
+    assert main(["cifar10", *common]) == 0
+    before = _sha(ck / "last.pt")
+    capsys.readouterr()
+    real_load = sdata.load
+    monkeypatch.setattr(sdata, "load", lambda *a, **k: pytest.fail("data loaded before the checkpoint was checked"))
+    assert main(["cifar-patch", *common, "--resume"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "belongs to a different run (dataset 'cifar10', not 'cifar-patch')" in err[0], err
+    monkeypatch.setattr(sdata, "load", real_load)
+    monkeypatch.setattr(engine, "train_step", lambda *a, **k: pytest.fail("trained on other data"))
+    assert main(["cifar10", *common, "--resume", "--set", "train_size=96"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "data fingerprint" in err[0] and "train_size=128 (now 96)" in err[0], err
+    assert _sha(ck / "last.pt") == before
+    assert [p.name for p in (tmp_path / "r").rglob("*.json")] == ["spread_seed0.json"]  # the cifar10 record only
+
+
+@pytest.mark.data
+def test_a_second_run_into_a_folder_in_use_is_refused(data_root, tmp_path, monkeypatch, capsys):
+    """Two runs writing one --checkpoint-dir would interleave last.pt and prev.pt (or --fresh would delete
+    the other's): the second is refused in one line, exit 2, before its data loads."""
+    import spreadcon.data as sdata
+
+    ck = tmp_path / "ck"
+    args = ["mnist", "ce", "--preset", "smoke", "--data-root", str(data_root), "--results", str(tmp_path / "r"),
+            "--checkpoint-dir", str(ck), "--set", "epochs=40", *TINY]
+    first = _cli(*args)
+    try:
+        _wait_for(lambda: (ck / "last.pt").exists(), 240, first)  # training, and holding the folder
+        monkeypatch.setattr(sdata, "load", lambda *a, **k: pytest.fail("data loaded before the folder was checked"))
+        for mode in ("--resume", "--fresh"):
+            assert main([*args, mode]) == 2
+            err = capsys.readouterr().err.strip().splitlines()
+            assert len(err) == 1 and f"{ck} is in use by another run (process {first.pid})" in err[0], err
+        assert first.poll() is None  # the first run goes on, untouched
+    finally:
+        first.kill()
+        first.communicate(timeout=120)
+
+
+@pytest.mark.parametrize("damage,code", [("missing", 3), ("corrupt", 4)])
+def test_a_data_error_leaves_no_temporary_checkpoint_folder(damage, code, tmp_path, monkeypatch, capsys):
+    import tempfile
+
+    import numpy as np
+    from test_data_fixtures import write_mnist
+
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))  # where a run without --checkpoint-dir makes its folder
+    root = tmp_path / "data"
+    root.mkdir()
+    if damage == "corrupt":
+        write_mnist(root, labels=np.array([12] + [i % 10 for i in range(1, 50)]))  # a label out of range
+    assert main(["mnist", "ce", "--preset", "smoke", "--data-root", str(root), "--results", str(tmp_path / "r"),
+                 *TINY]) == code
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith("spreadcon run: ")
+    assert list(temp.iterdir()) == []  # was: an empty spreadcon-checkpoints-XXXX per failed run
+
+
 def _killed_writer(folder: Path) -> None:
     code = ("import os, signal, sys; from spreadcon.util.atomic import atomic_write; "
             "atomic_write(sys.argv[1], lambda f: (f.write(b'half'), f.flush(), os.kill(os.getpid(), signal.SIGKILL)))")
@@ -241,7 +312,10 @@ def test_resumed_record_says_from_which_epoch_and_the_total_time(data_root, tmp_
     prov = json.loads(path.read_text())["provenance"]
     assert prov["resumed_from_epoch"] == 2 and prov["attempts"] == 2
     assert prov["train_time_total_s"] > part.wall_time_s
-    assert prov["precision"] == "fp32" and len(prov["source_hash"]) == 64
+    from spreadcon.train.loop import cpu_has_native_bf16
+
+    assert prov["precision"] == ("bf16" if cpu_has_native_bf16() else "fp32")  # amp=auto on this CPU
+    assert len(prov["source_hash"]) == 64
 
 
 @pytest.mark.data

@@ -30,15 +30,21 @@ def committed(results_root: str | Path, **match: Any) -> list[dict[str, Any]]:
     """The records under ``results_root`` that match ``match`` and ran at the preset's alpha.
 
     A record written with a per-run alpha (``alpha_override``, the sweeps) is
-    left out, so a method's row in a table is always its preset setting.
+    left out, so a method's row in a table is always its preset setting. A
+    damaged or duplicate record file is left out too, and named in one line
+    (:func:`spreadcon.runs.records.load_records`).
 
     Args:
         results_root: a folder of result records (``results/``).
         **match: record fields to match, e.g. ``dataset="mnist", preset="cpu"``.
-    """
-    from spreadcon.runs.records import load_records
 
-    return [r for r in load_records(results_root, **match) if r.get("alpha_override") is None]
+    Returns:
+        :class:`spreadcon.runs.records.Records`: the records, and in ``.problems`` the files left out.
+    """
+    from spreadcon.runs.records import Records, load_records
+
+    loaded = load_records(results_root, **match)
+    return Records([r for r in loaded if r.get("alpha_override") is None], loaded.problems)
 
 
 def show(fig, key: str) -> None:

@@ -226,28 +226,24 @@ def paired_difference(records: Iterable[Mapping[str, Any]], dataset: str, method
 
 
 def beyond_noise(a, b) -> tuple[float, float, str]:
-    """Compare two :class:`~spreadcon.book.report.Summary` cells: ``(a − b, its se, direction)``.
+    """Compare two :class:`~spreadcon.book.report.Summary` cells: ``(a − b, t·se, direction)``.
 
-    ``direction`` is ``"higher"`` / ``"lower"`` when the difference clears twice
-    its standard error (the verdict rule's interval), ``"within noise"`` when it
-    does not or a side has one seed, ``"not run"`` when a side is missing.
+    ``t·se`` is the half width of the difference's 95% interval (NaN with one seed on a side).
+
+    ``direction`` is ``"higher"`` / ``"lower"`` when the difference's 95% interval
+    (:data:`~spreadcon.book.report.VERDICT_RULE`: Welch's t) excludes 0, ``"within
+    noise"`` when it does not or a side has one seed, ``"not run"`` when a side is missing.
 
     Example:
         >>> from spreadcon.book.report import summary_of
         >>> beyond_noise(summary_of([5.0, 6.0], [0, 1]), summary_of([1.0, 2.0], [0, 1]))[2]
         'higher'
     """
-    import math
+    from spreadcon.book.report import AGREES, NOT_RUN, OPPOSITE, verdict
 
-    from spreadcon.book.report import INCONCLUSIVE, NOT_RUN, classify
-
-    if a is None or b is None:
-        return math.nan, math.nan, "not run"
-    delta = a.mean - b.mean
-    se = math.sqrt(a.sem ** 2 + b.sem ** 2)
-    status = classify(delta, se, 1e-9)
-    return delta, se, ("within noise" if status == INCONCLUSIVE else "not run" if status == NOT_RUN
-                       else "lower" if delta < 0 else "higher")
+    v = verdict(a, b)
+    direction = {NOT_RUN: "not run", AGREES: "higher", OPPOSITE: "lower"}.get(v.status, "within noise")
+    return v.delta, v.half_width, direction
 
 
 def explanation_rows(records: Iterable[Mapping[str, Any]], dataset: str, methods: list[str],
@@ -313,7 +309,7 @@ def explanation_markdown(rows: list[dict[str, Any]], names: Mapping[str, str] | 
            "|---|---|---|---|---|---|"]
     for r in rows:
         d, se, direction = r["tilt_vs_base"]
-        spread = "" if se != se else f" ± {se:.1f}"  # NaN: a side has one seed, no noise estimate
+        spread = "" if se != se else f" ± {se:.1f}"  # t·se; NaN: a side has one seed, no noise estimate
         against = ("(baseline)" if r["method"] == baseline else "–" if direction == "not run" else
                    f"{d:+.1f}{spread} ({direction})")
         ng = "–" if r["n_groups"] is None else f"{r['n_groups'].mean:.1f}"
@@ -336,29 +332,36 @@ def group_counts(labels, names: list[str]) -> list[tuple[str, int, float]]:
 
 def records_at_commit(commit: str, *, task: str = "robustness", dataset: str | None = None,
                       preset: str | None = None, repo: str | None = None) -> list[dict[str, Any]]:
-    """The result records that ``results/`` held at git ``commit`` (e.g. :data:`FIRST_EDITION_COMMIT`).
+    """The good result records that ``results/`` held at git ``commit`` (e.g. :data:`FIRST_EDITION_COMMIT`).
 
-    Read with ``git show``, so nothing is checked out. Returns ``[]`` when git,
-    the repository or the commit is not there (a shallow clone, an installed
-    package), so a chapter can show the comparison only where history exists.
+    Read with ``git show``, so nothing is checked out, and judged as
+    :func:`spreadcon.runs.records.load_records` judges files: a damaged or
+    duplicate one is left out and named in one line on stderr. Returns ``[]``
+    when git, the repository or the commit is not there (a shallow clone, an
+    installed package), so a chapter can show the comparison only where
+    history exists.
     """
-    import json
     import subprocess
     from pathlib import Path
 
     from spreadcon.book.report import default_results_dir
+    from spreadcon.runs.records import Records, check_record, name_problems
 
     cwd = repo or str(Path(default_results_dir()).parent)
     under = "/".join(p for p in ("results", task, dataset, preset) if p)
     try:
-        names = subprocess.run(["git", "ls-tree", "-r", "--name-only", commit, under + "/"], cwd=cwd,
-                               capture_output=True, text=True, check=True, timeout=30).stdout.split()
-        out = []
-        for name in names:
-            if name.endswith(".json"):
-                text = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=cwd, capture_output=True,
-                                      text=True, check=True, timeout=30).stdout
-                out.append(json.loads(text))
-        return out
-    except (OSError, subprocess.SubprocessError, ValueError):
+        names = subprocess.run(["git", "ls-tree", "-r", "-z", "--name-only", commit, under + "/"], cwd=cwd,
+                               capture_output=True, text=True, check=True, timeout=30).stdout.split("\0")
+        good, problems = [], []
+        for name in (n for n in names if n.endswith(".json")):
+            text = subprocess.run(["git", "show", f"{commit}:{name}"], cwd=cwd, capture_output=True,
+                                  text=True, check=True, timeout=30).stdout
+            record, problem = check_record(Path(name), "results", text=text)
+            if problem is None:
+                good.append(record)
+            else:
+                problems.append(problem)
+    except (OSError, subprocess.SubprocessError):
         return []
+    name_problems(f"{p} (at commit {commit[:10]})" for p in problems)
+    return Records(good, problems)

@@ -9,8 +9,9 @@ source it is quoted from.
 Three pieces:
 
 * :func:`summarize` -- mean ± sample std over seeds per (dataset, method).
-* :func:`verdict` / :func:`average_lift` -- a claimed gain "A beats B by
-  Delta points" against our measured gain, labelled by :data:`VERDICT_RULE`.
+* :func:`verdict` / :func:`paired_verdict` / :func:`average_lift` -- a claimed
+  gain "A beats B by Delta points" against our measured gain and its 95%
+  Student-t interval, labelled by :data:`VERDICT_RULE` (all through :func:`judge`).
 * :func:`markdown_table`, :func:`provenance`, :func:`reproduce_command` and
   :func:`plot_bars` -- presentation. matplotlib is imported inside the plot
   function only.
@@ -23,7 +24,7 @@ Example:
     >>> round(table["d", "thanos"].mean, 1), table["d", "thanos"].n
     (61.0, 2)
     >>> verdict(table.get(("d", "thanos")), table.get(("d", "supcon")), paper_delta=11.1).status
-    'reproduced'
+    'direction agrees, beyond noise'
 """
 
 from __future__ import annotations
@@ -41,8 +42,10 @@ from spreadcon.book.markup import escape_md
 __all__ = [
     "PAPER_CIFAR10_FINE_ACC", "PAPER_TRANSFER_LIFT", "PAPER_TRANSFER_DATASETS",
     "PAPER_WORST_GROUP_LIFT", "PAPER_ROBUSTNESS_DATASETS", "PAPER_CELEBA_SOTA_MARGIN",
-    "REPRODUCED", "PARTIAL", "INCONCLUSIVE", "CONTRADICTED", "NOT_REPRODUCED", "NOT_RUN", "VERDICT_RULE",
-    "average_lift_both_ways", "summarize_by_epoch", "lift_by_epoch", "summary_of", "classify",
+    "AGREES", "SMALLER", "INCONCLUSIVE", "OPPOSITE", "NOT_RUN", "VERDICT_RULE", "CONFIDENCE",
+    "coverage_status",
+    "judge", "paired_verdict", "critical_value", "comparison_count",
+    "average_lift_both_ways", "summarize_by_epoch", "lift_by_epoch", "summary_of",
     "Summary", "Verdict", "summarize", "verdict", "average_lift", "markdown_table",
     "provenance", "provenance_line", "reproduce_command", "plot_bars", "fmt",
     "claims_markdown", "default_results_dir", "run_live", "method_gap_vs_noise",
@@ -82,27 +85,58 @@ PAPER_CELEBA_SOTA_MARGIN: float = 11.5
 # Verdicts
 # ---------------------------------------------------------------------------
 
-REPRODUCED = "reproduced"
-PARTIAL = "partial"
+#: Two-sided confidence of every verdict's interval.
+CONFIDENCE = 0.95
+
+# The statuses say whether our measurement agrees with the claim's *direction*, and only then how its
+# size compares: a small CNN trained for minutes cannot reproduce a 600-epoch ViT's number, only agree
+# with it or not.
+AGREES = "direction agrees, beyond noise"
+SMALLER = "direction agrees, smaller than claimed"
 INCONCLUSIVE = "inconclusive"
-CONTRADICTED = "contradicted"
+OPPOSITE = "opposite direction"
 NOT_RUN = "not run"
-NOT_REPRODUCED = CONTRADICTED  # the name an earlier edition used for a gain <= 0
 MISSING = "not run yet"  # a table cell without records
+# The names of the first editions, whose words were "reproduced", "partial" and "contradicted".
+REPRODUCED, PARTIAL, CONTRADICTED = AGREES, SMALLER, OPPOSITE
+NOT_REPRODUCED = OPPOSITE
+
+
+def coverage_status(m: int, k: int) -> str:
+    """The status of an average over ``m`` of a claim's ``k`` datasets (``m < k``) whose interval
+    lies on the claimed side of 0: it agrees in direction where measured, and reproduces nothing.
+
+    Example:
+        >>> coverage_status(3, 5)
+        'direction agrees (3 of 5 datasets)'
+    """
+    return f"direction agrees ({m} of {k} datasets)"
+
 
 VERDICT_RULE = (
-    "A claim 'A beats B by Δ_paper points' is compared with our measured gain "
-    "Δ = mean(A) − mean(B) (percentage points, means over seeds) and its standard "
-    "error se = sqrt(s_A²/n_A + s_B²/n_B) from the seed-to-seed sample std; the "
-    "interval is Δ ± 2·se. "
-    "**reproduced**: Δ − 2·se > 0 and Δ ≥ Δ_paper / 2 (clearly above seed noise, and at "
-    "least half the claimed gain). "
-    "**partial**: Δ − 2·se > 0 but Δ < Δ_paper / 2 (the claimed direction beyond noise, "
-    "smaller). "
-    "**inconclusive**: the interval contains 0, or a side has a single seed (no noise "
-    "estimate). "
-    "**contradicted**: Δ + 2·se < 0 (the opposite direction beyond noise). "
-    "**not run**: no records for A or B."
+    "A claim 'A beats B by Δ_paper points' is set against our gain Δ = mean(A) − mean(B) "
+    "(percentage points, means over seeds) and its 95% interval **Δ ± t·se**, where se comes from "
+    "the seed-to-seed sample standard deviations s and t = t_{0.975, df} is Student's two-sided 95% "
+    "critical value at df degrees of freedom. "
+    "*Two arms trained separately*: se = sqrt(s_A²/n_A + s_B²/n_B), and df is Welch–Satterthwaite's, "
+    "(s_A²/n_A + s_B²/n_B)² / [(s_A²/n_A)²/(n_A − 1) + (s_B²/n_B)²/(n_B − 1)] (about 4 with 3 seeds "
+    "per arm: t ≈ 2.78). "
+    "*A change paired by seed*: se = s_d/√n of the per-seed differences and df = n − 1 (2 with 3 "
+    "seeds: t ≈ 4.30). "
+    "*An average over the m datasets that have both methods*: Δ = (1/m) Σ_d Δ_d, se = sqrt(Σ_d se_d²)/m, "
+    "and df is Welch–Satterthwaite's over the sum, (Σ_k v_k)² / Σ_k [v_k²/(n_k − 1)] with "
+    "v_k = s_k²/n_k over all 2m arms. "
+    "The statuses separate direction from size. "
+    f"**{AGREES}**: Δ − t·se > 0 and Δ ≥ Δ_paper / 2 (or the claim gives no size). "
+    f"**{SMALLER}**: Δ − t·se > 0 but Δ < Δ_paper / 2. "
+    f"**{coverage_status('m', 'k')}**: an average over m < k of the claim's k datasets with "
+    "Δ − t·se > 0, of whatever size: the claim is about all k, so m of them do not reproduce it. "
+    f"**{INCONCLUSIVE}**: the interval contains 0, or a side has a single seed (no noise estimate). "
+    f"**{OPPOSITE}**: Δ + t·se < 0. "
+    f"**{NOT_RUN}**: no records for A or B. "
+    "Each row is one comparison at 95%; the number of comparisons in a table is printed under it, "
+    "without a correction for multiplicity: among N comparisons of methods that do not differ, "
+    "about 0.05·N rows would still land beyond noise by chance."
 )
 
 
@@ -240,118 +274,212 @@ def lift_by_epoch(records: Iterable[Mapping[str, Any]], dataset: str, method: st
 
 @dataclass(frozen=True)
 class Verdict:
-    """A measured gain set against a claimed one (percentage points).
+    """A measured gain set against a claimed one (percentage points), by :data:`VERDICT_RULE`.
 
     Attributes:
-        status: one of :data:`REPRODUCED`, :data:`PARTIAL`, :data:`INCONCLUSIVE`,
-            :data:`CONTRADICTED`, :data:`NOT_RUN` (see :data:`VERDICT_RULE`).
+        status: :data:`AGREES`, :data:`SMALLER`, :func:`coverage_status` (an average over part of
+            the claim's datasets), :data:`INCONCLUSIVE`, :data:`OPPOSITE` or :data:`NOT_RUN`.
         delta: measured gain mean(A) - mean(B), or NaN when not run.
-        se: its standard error (NaN with a single seed on either side).
-        paper_delta: the claimed gain.
-        n: seeds behind the measurement, as (n_A, n_B) or per-dataset counts.
+        se: its standard error (NaN with a single seed on a side).
+        paper_delta: the claimed gain, or None for a claim about the direction only.
+        n: seeds behind the measurement, as (n_A, n_B), (n,) when paired, or per-dataset counts.
+        df: the degrees of freedom of the interval (NaN when the noise is unknown).
+        t: the critical value t_{0.975, df}; the interval is ``delta ± t * se``.
+        coverage: ``(m, k)`` for an average over m of the claim's k datasets, else None.
     """
 
     status: str
     delta: float
     se: float
-    paper_delta: float
+    paper_delta: float | None
     n: tuple[int, ...] = ()
+    df: float = math.nan
+    t: float = math.nan
+    coverage: tuple[int, int] | None = None
+
+    @property
+    def half_width(self) -> float:
+        """``t * se``, the half width of the 95% interval."""
+        return self.t * self.se
 
     def describe(self) -> str:
-        """``+12.3 ± 1.0 pts (paper +11.1)`` or ``–`` when not run."""
+        """``+2.0 ± 2.78·0.7 pts (df 3.9; paper +2.0)``: Δ ± t·se, or ``–`` when not run.
+
+        Example:
+            >>> Verdict(AGREES, 2.0, 0.7, 2.0, (3, 3), 3.9, 2.8).describe()
+            '+2.0 ± 2.80·0.7 pts (df 3.9; paper +2.0)'
+        """
         if self.status == NOT_RUN:
             return "–"
-        se = "" if math.isnan(self.se) else f" ± {self.se:.1f}"
-        return f"{self.delta:+.1f}{se} pts (paper {self.paper_delta:+.1f})"
+        notes = ["one seed: no noise estimate"] if math.isnan(self.t) else [f"df {self.df:.3g}"]
+        if self.paper_delta is not None:
+            notes.append(f"paper {self.paper_delta:+.1f}")
+        if self.coverage:
+            notes.append(f"{self.coverage[0]} of {self.coverage[1]} datasets")
+        spread = "" if math.isnan(self.t) else f" ± {self.t:.2f}·{self.se:.1f}"
+        return f"{self.delta:+.1f}{spread} pts ({'; '.join(notes)})"
 
 
-def _classify(delta: float, se: float, paper_delta: float) -> str:
-    """:data:`VERDICT_RULE`, the one rule every claim row goes through.
+def critical_value(df: float, confidence: float = CONFIDENCE) -> float:
+    """Student's two-sided critical value ``t_{(1 + confidence) / 2, df}``; NaN unless ``df > 0``.
 
     Example:
-        >>> _classify(10.0, 1.0, 11.1), _classify(3.0, 1.0, 11.1), _classify(3.0, 2.0, 11.1)
-        ('reproduced', 'partial', 'inconclusive')
-        >>> _classify(-3.0, 1.0, 4.7), _classify(5.0, float("nan"), 4.7)
-        ('contradicted', 'inconclusive')
+        >>> round(critical_value(4), 3), round(critical_value(2), 3), round(critical_value(1e9), 2)
+        (2.776, 4.303, 1.96)
+    """
+    if not df > 0:
+        return math.nan
+    from scipy.stats import t
+
+    return float(t.ppf(0.5 + confidence / 2, df))
+
+
+def _se_and_df(cells: Sequence[Summary], m: int = 1) -> tuple[float, float]:
+    """``sqrt(Σ_k s_k²/n_k) / m`` and its Welch–Satterthwaite degrees of freedom over ``cells``.
+
+    ``df = (Σ v_k)² / Σ v_k²/(n_k − 1)`` with ``v_k = s_k²/n_k``; one cell gives ``n − 1``, two give
+    Welch's df. Both are NaN when a cell has one seed. When every ``s_k`` is 0 the formula is 0/0;
+    the df is then the pooled ``Σ (n_k − 1)`` (any Δ ≠ 0 clears an interval of width 0 anyway).
+    """
+    if any(c.n < 2 for c in cells):
+        return math.nan, math.nan
+    v = [c.std ** 2 / c.n for c in cells]
+    dfs = [c.n - 1 for c in cells]
+    total = sum(v)
+    df = total ** 2 / sum(x ** 2 / d for x, d in zip(v, dfs)) if total > 0 else float(sum(dfs))
+    return math.sqrt(total) / m, df
+
+
+def _classify(delta: float, half_width: float, paper_delta: float | None,
+              coverage: tuple[int, int] | None = None) -> str:
+    """:data:`VERDICT_RULE`'s statuses from Δ and the half width ``t·se`` of its interval.
+
+    Example:
+        >>> _classify(10.0, 2.8, 11.1), _classify(3.0, 2.8, 11.1), _classify(3.0, 4.3, 11.1)
+        ('direction agrees, beyond noise', 'direction agrees, smaller than claimed', 'inconclusive')
+        >>> _classify(-3.0, 2.8, 4.7), _classify(5.0, float("nan"), 4.7), _classify(3.0, 2.8, 11.1, (2, 5))
+        ('opposite direction', 'inconclusive', 'direction agrees (2 of 5 datasets)')
     """
     if math.isnan(delta):
         return NOT_RUN
-    if math.isnan(se):
+    if math.isnan(half_width):
         return INCONCLUSIVE
-    if delta - 2 * se > 0:
-        return REPRODUCED if delta >= paper_delta / 2 else PARTIAL
-    if delta + 2 * se < 0:
-        return CONTRADICTED
+    if delta - half_width > 0:
+        if coverage is not None and coverage[0] < coverage[1]:
+            return coverage_status(*coverage)
+        return AGREES if paper_delta is None or delta >= paper_delta / 2 else SMALLER
+    if delta + half_width < 0:
+        return OPPOSITE
     return INCONCLUSIVE
 
 
-def classify(delta: float, se: float, paper_delta: float) -> str:
-    """:data:`VERDICT_RULE` applied to a measured change ``delta`` with standard error ``se`` (public
-    name of the rule behind :func:`verdict`, for changes that are not a difference of two cells)."""
-    return _classify(delta, se, paper_delta)
+def judge(delta: float, se: float, df: float, paper_delta: float | None = None, *,
+          n: tuple[int, ...] = (), coverage: tuple[int, int] | None = None) -> Verdict:
+    """:data:`VERDICT_RULE`, the one rule every claim row goes through: ``Δ ± t_{0.975, df}·se``.
+
+    :func:`verdict`, :func:`paired_verdict` and :func:`average_lift` compute Δ, se and df and
+    call this; so may a chapter with a change that is none of those.
+
+    Args:
+        delta: the measured gain (NaN: not run).
+        se: its standard error (NaN: a side has one seed).
+        df: the degrees of freedom of ``se``.
+        paper_delta: the claimed gain (> 0), or None for a claim about the direction only.
+        n: the seeds behind it, for the record.
+        coverage: ``(m, k)`` for an average over m of the claim's k datasets.
+
+    Raises:
+        ValueError: ``paper_delta <= 0`` (the rule is for claimed gains).
+    """
+    if paper_delta is not None and not paper_delta > 0:
+        raise ValueError(f"paper_delta={paper_delta!r} must be a positive claimed gain, or None")
+    t = math.nan if math.isnan(se) else critical_value(df)
+    return Verdict(_classify(delta, t * se, paper_delta, coverage), delta, se, paper_delta, tuple(n), df, t,
+                   coverage)
 
 
-def verdict(a: Summary | None, b: Summary | None, paper_delta: float) -> Verdict:
-    """Label the claim "A beats B by ``paper_delta`` points" by :data:`VERDICT_RULE`.
+def verdict(a: Summary | None, b: Summary | None, paper_delta: float | None = None) -> Verdict:
+    """Label the claim "A beats B by ``paper_delta`` points" by :data:`VERDICT_RULE` (two arms
+    trained separately: Welch's se and df).
 
     Args:
         a: our summary for the method claimed better (e.g. Thanos), or None.
         b: our summary for the baseline (e.g. SupCon), or None.
-        paper_delta: the claimed gain in points (> 0).
+        paper_delta: the claimed gain in points (> 0), or None when only the direction is claimed.
 
     Returns:
         A :class:`Verdict`; ``NOT_RUN`` when either side is missing.
 
     Raises:
-        ValueError: ``paper_delta <= 0`` (the rule is for claimed gains).
+        ValueError: ``paper_delta <= 0``.
+
+    Example:
+        >>> a, b = summary_of([60.0, 62.0, 61.0], [0, 1, 2]), summary_of([50.0, 52.0, 51.0], [0, 1, 2])
+        >>> v = verdict(a, b, 11.1); v.status, v.df, round(v.t, 3)
+        ('direction agrees, beyond noise', 4.0, 2.776)
     """
-    if not paper_delta > 0:
-        raise ValueError(f"paper_delta={paper_delta!r} must be a positive claimed gain")
     if a is None or b is None:
-        return Verdict(NOT_RUN, math.nan, math.nan, paper_delta)
-    delta = a.mean - b.mean
-    se = math.sqrt(a.sem ** 2 + b.sem ** 2)  # NaN if either side has one seed
-    return Verdict(_classify(delta, se, paper_delta), delta, se, paper_delta, (a.n, b.n))
+        return judge(math.nan, math.nan, math.nan, paper_delta)
+    se, df = _se_and_df([a, b])
+    return judge(a.mean - b.mean, se, df, paper_delta, n=(a.n, b.n))
+
+
+def paired_verdict(diffs: Summary | None, paper_delta: float | None = None) -> Verdict:
+    """:data:`VERDICT_RULE` for a change paired by seed: ``diffs`` holds the per-seed differences
+    (e.g. from :func:`summary_of`), se = s/√n and df = n − 1.
+
+    Example:
+        >>> v = paired_verdict(summary_of([1.0, 2.0, 3.0], [0, 1, 2])); v.df, round(v.half_width, 3), v.status
+        (2, 2.484, 'inconclusive')
+    """
+    if diffs is None:
+        return judge(math.nan, math.nan, math.nan, paper_delta)
+    se, df = _se_and_df([diffs])
+    return judge(diffs.mean, se, df if math.isnan(df) else int(df), paper_delta, n=(diffs.n,))
 
 
 def average_lift(table: Mapping[tuple, Summary], method: str, baseline: str,
-                 datasets: Sequence[str], paper_delta: float) -> tuple[Verdict, list[str]]:
+                 datasets: Sequence[str], paper_delta: float | None, *,
+                 claimed: Sequence[str] | None = None) -> tuple[Verdict, list[str]]:
     """The gain of ``method`` over ``baseline`` averaged over ``datasets``.
 
-    The average is over the datasets that have both methods recorded:
-    ``Δ = (1/m) Σ_d (mean_d(A) − mean_d(B))`` with
-    ``se = sqrt(Σ_d se_d²) / m``. The verdict is :data:`NOT_RUN` when no
-    dataset has both.
+    The average is over the m datasets that have both methods recorded:
+    ``Δ = (1/m) Σ_d (mean_d(A) − mean_d(B))`` with ``se = sqrt(Σ_d se_d²) / m``
+    and Welch–Satterthwaite's df over all 2m cells (:data:`VERDICT_RULE`). The
+    verdict is :data:`NOT_RUN` when no dataset has both, and carries
+    ``coverage = (m, k)``, k the number of datasets the claim is about.
 
     Args:
         table: from :func:`summarize` with ``by=("dataset", "method")``.
         method, baseline: method names, e.g. ``"thanos"``, ``"supcon"``.
-        datasets: the datasets the claim is about.
-        paper_delta: the claimed average gain in points.
+        datasets: the datasets to average over.
+        paper_delta: the claimed average gain in points, or None for the direction only.
+        claimed: the datasets the claim is about (default ``datasets``): an average over fewer is
+            at most :func:`coverage_status`.
 
     Returns:
-        ``(verdict, covered)``: the verdict and the datasets it averages over
-        (compare ``len(covered)`` with ``len(datasets)`` before trusting it).
+        ``(verdict, covered)``: the verdict and the datasets it averages over.
     """
-    per = [verdict(table.get((d, method)), table.get((d, baseline)), paper_delta) for d in datasets]
-    covered = [d for d, v in zip(datasets, per) if v.status != NOT_RUN]
+    k = len(claimed if claimed is not None else datasets)
+    covered = [d for d in datasets if (d, method) in table and (d, baseline) in table]
     if not covered:
-        return Verdict(NOT_RUN, math.nan, math.nan, paper_delta), []
-    done = [v for v in per if v.status != NOT_RUN]
-    delta = statistics.fmean(v.delta for v in done)
-    se = math.sqrt(sum(v.se ** 2 for v in done)) / len(done)
-    return Verdict(_classify(delta, se, paper_delta), delta, se, paper_delta,
-                   tuple(min(v.n) for v in done)), covered
+        return judge(math.nan, math.nan, math.nan, paper_delta, coverage=(0, k)), []
+    cells = [table[d, x] for d in covered for x in (method, baseline)]
+    delta = statistics.fmean(table[d, method].mean - table[d, baseline].mean for d in covered)
+    se, df = _se_and_df(cells, len(covered))
+    return judge(delta, se, df, paper_delta, n=tuple(min(table[d, method].n, table[d, baseline].n) for d in covered),
+                 coverage=(len(covered), k)), covered
 
 
 def average_lift_both_ways(table: Mapping[tuple, Summary], method: str, baseline: str,
-                           datasets: Sequence[str], paper_delta: float,
+                           datasets: Sequence[str], paper_delta: float | None,
                            methods: Sequence[str]) -> dict[str, tuple[Verdict, list[str]]]:
     """:func:`average_lift` over every dataset and over the informative ones only.
 
     A dataset is left out of the second average when :func:`method_gap_vs_noise`
     finds that ``methods`` are not separated there beyond seed noise
-    (``separated is False``).
+    (``separated is False``). Both averages count their coverage against all of
+    ``datasets`` (the claim is about them all).
 
     Returns:
         ``{"all": (verdict, covered), "informative": (verdict, covered),
@@ -360,7 +488,7 @@ def average_lift_both_ways(table: Mapping[tuple, Summary], method: str, baseline
     dropped = [d for d in datasets if method_gap_vs_noise(table, d, methods)["separated"] is False]
     kept = [d for d in datasets if d not in dropped]
     return {"all": average_lift(table, method, baseline, datasets, paper_delta),
-            "informative": average_lift(table, method, baseline, kept, paper_delta),
+            "informative": average_lift(table, method, baseline, kept, paper_delta, claimed=datasets),
             "uninformative": (dropped, [])}
 
 
@@ -552,10 +680,23 @@ def claims_markdown(rows: Sequence[tuple[str, Verdict, str]]) -> str:
             code spans); a record's string inside them must be passed through
             :func:`~spreadcon.book.markup.escape_md` by the caller.
     """
-    lines = ["| the paper claims | we measured | verdict | evidence |", "|---|---|---|---|"]
+    lines = ["| the paper claims | we measured (Δ ± t·se) | verdict | evidence |", "|---|---|---|---|"]
     for claim, v, evidence in rows:
         lines.append(f"| {claim} | {v.describe()} | **{v.status}** | {evidence} |")
+    k = comparison_count(rows)
+    lines += ["", f"{k} comparison{'' if k == 1 else 's'} with records in this table, each a 95% interval, "
+                  "not corrected for multiplicity." if k else "No comparison in this table has records yet."]
     return "\n".join(lines)
+
+
+def comparison_count(rows: Sequence[tuple[str, Verdict, str]]) -> int:
+    """How many comparisons a table of claims makes: its rows whose verdict has records.
+
+    Example:
+        >>> comparison_count([("a", judge(1.0, 0.1, 4), ""), ("b", verdict(None, None), "")])
+        1
+    """
+    return sum(v.status != NOT_RUN for _, v, _ in rows)
 
 
 def default_results_dir() -> Path:
@@ -589,9 +730,8 @@ def run_live(dataset: str, methods: Sequence[str], preset: str, seeds: Sequence[
         The records written, each with ``"path"`` and, for the alpha sweep,
         the top-level ``"alpha_override"`` that ``run_experiment`` stores.
     """
-    import json
-
     from spreadcon.runs.experiment import run_experiment
+    from spreadcon.runs.records import check_record, name_problems
 
     out = []
     for method in methods:
@@ -600,7 +740,10 @@ def run_live(dataset: str, methods: Sequence[str], preset: str, seeds: Sequence[
                 path = run_experiment(dataset, method, preset=preset, seed=seed, data_root=data_root,
                                       results_dir=results_dir, overrides=dict(overrides or {}),
                                       alpha=alpha, progress=progress)
-                rec = json.loads(Path(path).read_text())
+                rec, problem = check_record(path, results_dir)  # strict, as every record is read
+                if problem is not None:
+                    name_problems([problem])
+                    continue
                 rec["path"] = str(path)
                 out.append(rec)
     return out

@@ -1,11 +1,12 @@
-r"""Contrastive losses: SupCon, class-conditional InfoNCE, L_spread, SimCLR, reconstruction.
+r"""Contrastive losses: SupCon, class-conditional InfoNCE, L_spread, SimCLR.
 
 Every loss takes the raw encoder outputs ``z`` of shape ``(B, V, D)`` (``B``
 samples, ``V >= 2`` augmented views, ``D`` features) and, where it needs them,
 integer ``labels`` of shape ``(B,)``. It normalises ``z`` itself and returns a
 0-dim tensor. The maths lives in plain functions (``supcon_loss``,
-``cnce_loss``, ``spread_loss``, ``simclr_loss``, ``reconstruction_loss``); the
-``nn.Module`` classes only hold configuration.
+``cnce_loss``, ``spread_loss``, ``simclr_loss``); the ``nn.Module`` classes
+only hold configuration. The reconstruction loss is in
+:mod:`spreadcon.losses.reconstruction`.
 
 Notation (Khosla et al.'s L_out with the class-conditional InfoNCE: the equations this package
 uses; the paper's own SupCon denominator could not be retrieved, so this is a choice.
@@ -23,30 +24,18 @@ own other views.
 * SimCLR / NT-Xent is SupCon with every sample its own class.
 
 The official thanos-code computes something slightly different. Each
-difference is a named switch; ``reference_quirks=True`` turns all four on:
+difference is one field of :class:`spreadcon.losses.switches.Switches` (its
+module has the table): ``anchors``, ``denominator``, ``clamp`` and ``norm``.
+``reference_quirks=True`` selects :data:`~spreadcon.losses.switches.REFERENCE_QUIRKS`
+(all four differences), ``False`` :data:`~spreadcon.losses.switches.L_OUT`.
 
-=================  ==========================  ===============================
-switch             L_out (the equations)       thanos-code (``reference_quirks``)
-=================  ==========================  ===============================
-``anchors``        ``"all"``: every (i, v)     ``"cross_view"``: view v against
-                   against all (j, w) != a     view w only, pairs w < v, mean
-                                               over the V(V-1)/2 pairs
-``denominator``    ``"all"`` (Khosla L_out)    ``"one_positive"``: the positive
-                                               plus the negatives
-``clamp``          ``None``                    ``1.0``: numerator logit
-                                               ``min(s(a,p), 1)`` in SupCon
-``norm``           ``"row"``: ``z/||z||``      ``"broadcast"``: divide by both
-                                               norms at the candidate index
-=================  ==========================  ===============================
-
-Implementation: one ``(M, K)`` similarity matmul per block of anchors. When
-every logit lies within the float range of ``exp`` (``tau >= 0.026`` in float32
-with row norms; :func:`_fused_ok`), one ``exp`` of the block serves every
-denominator, the positives are gathered per row into an ``(M, P)`` block
-(``P`` the largest class) and the backward pass is written out
-(:class:`_FusedBlock`). Otherwise masks built from label and sample ids,
-``torch.finfo(dtype).min`` for excluded entries and ``logsumexp`` for the
-denominators give the exact value for any spread (:func:`_exact_block`).
+Implementation: :func:`_contrastive` gathers the candidates and computes their
+norms and classes once (:func:`_prepare`); then, per block of anchors, it
+builds the ``(M, K)`` similarity matrix (:func:`_similarity`) and the block's
+:class:`~spreadcon.losses._kernel.BlockRows`, and :mod:`spreadcon.losses._kernel`
+computes the sums from them: in one fused ``exp`` with a written-out backward
+when every logit lies within the float range of ``exp`` (``tau >= 0.026`` in
+float32 with row norms), else by masked ``logsumexp``, exact for any spread.
 Tests check the two paths against each other and against double loops.
 Logits are accumulated in at least float32, so the losses stay finite under bf16/fp16 autocast. Anchors
 without a positive are left out of the mean. ``chunk_size`` splits the
@@ -61,43 +50,26 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Literal
+from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.autograd.function import once_differentiable
-from torch.utils.checkpoint import checkpoint
 
 from spreadcon.distributed import gather_no_grad, gather_with_grad, world_size
+from spreadcon.losses import _kernel
+from spreadcon.losses._kernel import BlockRows, ClassColumns, Terms
+from spreadcon.losses.switches import Anchors, Denominator, Norm, Switches
 
 __all__ = [
     "supcon_loss",
     "cnce_loss",
     "spread_loss",
     "simclr_loss",
-    "reconstruction_loss",
     "SupConLoss",
     "CNCELoss",
     "SpreadLoss",
     "SimCLRLoss",
-    "ReconstructionLoss",
-    "L_OUT",
-    "PAPER",
-    "REFERENCE_QUIRKS",
 ]
-
-Anchors = Literal["all", "cross_view"]
-Denominator = Literal["all", "one_positive"]
-Norm = Literal["row", "broadcast"]
-
-#: The switches of Khosla et al.'s L_out with the class-conditional InfoNCE, written from their
-#: equations (``reference_quirks=False``). A choice: the paper's own denominator could not be retrieved.
-L_OUT = {"anchors": "all", "denominator": "all", "clamp": None, "norm": "row"}
-#: The earlier name of :data:`L_OUT`, kept so that code using it keeps working.
-PAPER = L_OUT
-#: The switches that reproduce the official thanos-code loss exactly.
-REFERENCE_QUIRKS = {"anchors": "cross_view", "denominator": "one_positive", "clamp": 1.0, "norm": "broadcast"}
 
 _NORM_EPS = 1e-12  # smallest norm divided by (as in F.normalize); a zero row stays finite
 
@@ -133,17 +105,6 @@ def _check_alpha(alpha: object) -> float:
     if a is None or not 0.0 <= a <= 1.0:
         raise ValueError(f"alpha must be in [0, 1]; got {alpha!r}")
     return a
-
-
-def _check_switches(anchors: str, denominator: str, norm: str, clamp: float | None) -> None:
-    if anchors not in ("all", "cross_view"):
-        raise ValueError(f"anchors must be 'all' or 'cross_view'; got {anchors!r}")
-    if denominator not in ("all", "one_positive"):
-        raise ValueError(f"denominator must be 'all' or 'one_positive'; got {denominator!r}")
-    if norm not in ("row", "broadcast"):
-        raise ValueError(f"norm must be 'row' or 'broadcast'; got {norm!r}")
-    if clamp is not None and not (isinstance(clamp, (int, float)) and math.isfinite(clamp)):
-        raise ValueError(f"clamp must be None or a finite number; got {clamp!r}")
 
 
 def _check_chunk(chunk_size: int | None) -> None:
@@ -183,223 +144,137 @@ def _check_z(z: Tensor, labels: Tensor | None, num_classes: int | None = None, c
                          f"got values from {int(labels.min())} to {int(labels.max())}")
 
 
-# --------------------------------------------------------------------------- one block of anchors
-
-
-def _exact_block(
-    S: Tensor, same: Tensor, own_cols: Tensor, sup: bool, cn: bool, clamp: float | None, one_positive: bool
-) -> Tensor:
-    """``[sum_sup, n_sup, sum_cn, n_cn]`` of one block by masked ``logsumexp``: exact for any spread of logits.
-
-    ``S``: (M, K) logits with the anchor's own column at ``finfo.min``;
-    ``same``: (M, K) bool, the same-class candidates (anchor excluded);
-    ``own_cols``: (M, n_own) columns of the anchor's own other views.
-    ``sum_sup`` and ``sum_cn`` sum the per-anchor losses over the anchors that
-    have the term's positives, and ``n_sup`` / ``n_cn`` count those anchors.
-    """
-    neg_big = torch.finfo(S.dtype).min
-    zero = S.new_zeros(())
-    out = [zero, zero, zero, zero]
-    if sup:
-        count = same.sum(1)
-        numer = S if clamp is None else S.clamp(max=clamp)
-        if one_positive:
-            # mean_p log( exp s(a,p) + sum_{n in N(a)} exp s(a,n) ) - numer_p, negatives N(a): not same, not the anchor
-            lse_neg = S.masked_fill(same, neg_big).logsumexp(1, keepdim=True)
-            loss = torch.where(same, torch.logaddexp(S, lse_neg) - numer, 0.0).sum(1) / count.clamp(min=1)
-        else:
-            loss = S.logsumexp(1) - torch.where(same, numer, 0.0).sum(1) / count.clamp(min=1)
-        valid = count > 0
-        out[0], out[1] = torch.where(valid, loss, 0.0).sum(), valid.sum().to(S.dtype)
-    if cn:  # the anchor's own other views against every same-class candidate
-        loss = S.masked_fill(~same, neg_big).logsumexp(1) - S.gather(1, own_cols).mean(1)
-        out[2], out[3] = loss.sum(), S.new_full((), float(S.shape[0]))
-    return torch.stack(out)
-
-
-class _FusedBlock(torch.autograd.Function):
-    r"""``[sum_sup, n_sup, sum_cn, n_cn]`` of one block of logits from a single ``exp``, with its own backward.
-
-    Inputs: logits ``S`` (M, K) (the anchor's own column left as it is); each
-    row's same-class columns ``pos_cols`` (M, P) with a 0/1 weight ``pos_w``
-    (0 for padding and for the anchor itself, see :func:`_positive_columns`);
-    the row classes and the ``(n_cls, K)`` one-hot class matrix of the columns
-    (used only for the one-positive denominator); the anchor's own column ``self_col`` (M,) or
-    ``None``; the columns of its own other views ``own_cols`` (M, n_own); which
-    terms to compute and the SupCon switches. The caller guarantees
-    ``|s| <= b`` with ``2 b`` inside the float range of ``exp``
-    (:func:`_fused_ok`), so ``E = exp(S)`` needs no max subtraction: every
-    entry is a normal float and no sum overflows. ``E`` is 0 at the anchor's
-    own column. Per row, with "same" the same-class columns other than the anchor:
-
-    * Khosla denominator ``log sum_c E_c``; cNCE denominator ``log sum_same E_c``;
-    * one-positive denominators ``sum_{p same} log(E_p + sigma_neg)``,
-      ``sigma_neg = sum_{n not same} E_n`` (summed per class, never as a
-      difference of two large sums);
-    * numerator ``sum_{p same} min(s_p, clamp)``.
-
-    Why: ``torch.logsumexp`` calls ``exp`` once per mask in the forward pass
-    and again in the backward pass, autograd keeps every intermediate, and on
-    this CPU comparisons and bool masks cost 5-10 times a float pass (``exp`` of
-    ``finfo.min`` mask entries 20 times). Here only ``exp``, the row sums and
-    one pass of the backward touch the whole (M, K) block; everything about
-    the positives works on the gathered (M, P) columns, about ``1 / n_cls`` of
-    the block. The backward pass is written out: ``dS = E * u[r]`` on every
-    column that a denominator sums (every column for Khosla's; only the
-    negatives for the one-positive form, whose same-class columns are set to
-    0 rather than corrected by subtracting ``E_p * u``, a difference that
-    cancels to noise when the negatives' sum is small next to ``E_p``), plus
-    the positives' own terms added at ``pos_cols`` and the own-view columns.
-
-    Example: the gradient of the official form within one class (no negatives), where that
-    cancellation once gave 0.0000 in float32 instead of the official code's 0.0397:
-
-        >>> z = torch.tensor([[[1., 0.], [1., 0.]], [[0., 1.], [0., 1.]], [[-.1, 0.], [-.1, 0.]]],
-        ...                  requires_grad=True)
-        >>> spread_loss(z, torch.tensor([0, 0, 0]), 0.5, 0.5, reference_quirks=True).backward()
-        >>> round(float(z.grad[0, 1, 1]), 4), round(float(z.grad[1, 0, 0]), 4)
-        (0.0397, 0.0361)
-    """
-
-    @staticmethod
-    def forward(ctx, S, pos_cols, pos_w, cls_rows, onehot, self_col, own_cols, sup, cn, clamp, one_positive):
-        M = S.shape[0]
-        tiny = torch.finfo(S.dtype).tiny
-        E = S.exp()
-        if self_col is not None:
-            E[torch.arange(M, device=S.device), self_col] = 0.0
-        Ep = E.gather(1, pos_cols)  # (M, P) E of the same-class columns
-        out = S.new_zeros(4)
-        keep = {}
-        if sup:
-            count = pos_w.sum(1)
-            valid = count > 0
-            inv_count = valid / count.clamp(min=1)  # 0 for anchors without a positive: left out of the mean
-            Sp = S.gather(1, pos_cols)
-            if clamp is None:
-                numer, num_w = (Sp * pos_w).sum(1), pos_w
-            else:  # sum_p min(s_p, clamp); its derivative is 1 where s_p <= clamp (as torch.clamp's)
-                numer, num_w = (Sp.clamp_max(clamp) * pos_w).sum(1), (Sp <= clamp) * pos_w
-            if one_positive:
-                # (M, C) sums of E per class; ~3x faster than E @ onehot.T in MKL. Autocast off: E reaches
-                # exp(1/tau) (4.9e8 at tau = 0.05), past float16's range, so this product stays in float32
-                with torch.autocast(S.device.type, enabled=False):
-                    by_class = (onehot @ E.T).T
-                sigma = by_class.scatter(1, cls_rows[:, None], 0.0).sum(1) + tiny  # > 0: den is never 0
-                den = Ep + sigma[:, None]  # E_p + sigma_neg
-                inv = pos_w / den
-                per = ((den.log() * pos_w).sum(1) - numer) * inv_count
-                keep.update(inv=inv, inv_sum=inv.sum(1))
-            else:
-                sum_all = E.sum(1).clamp_min(tiny)
-                per = sum_all.log() - numer * inv_count
-                keep.update(sum_all=sum_all)
-            out[0], out[1] = torch.where(valid, per, 0.0).sum(), valid.sum()
-            keep.update(inv_count=inv_count, valid=valid, num_w=num_w)
-        if cn:
-            sum_same = (Ep * pos_w).sum(1).clamp_min(tiny)
-            out[2] = (sum_same.log() - S.gather(1, own_cols).mean(1)).sum()
-            out[3] = M
-            keep.update(sum_same=sum_same)
-        ctx.flags = (sup, cn, one_positive)
-        ctx.names = sorted(keep)
-        ctx.save_for_backward(E, Ep, pos_cols, pos_w, own_cols, *(keep[k] for k in ctx.names))
-        return out
-
-    @staticmethod
-    @once_differentiable
-    def backward(ctx, g):
-        sup, cn, one_positive = ctx.flags
-        E, Ep, pos_cols, pos_w, own_cols, *rest = ctx.saved_tensors  # unpacked once (checkpointing allows no more)
-        k = dict(zip(ctx.names, rest))
-        M, n_own = E.shape[0], own_cols.shape[1]
-        u = E.new_zeros(M)  # d loss / d s_c = E_c * u[r] on every column, plus the positives' terms
-        pos_coef = E.new_zeros(M, 1)  # the positives' extra coefficient of E_p
-        extra = None  # per-positive terms
-        if sup:
-            g_row = g[0] * k["inv_count"]  # d loss / d (numerator), and / d (one-positive denominators)
-            if one_positive:  # negatives: their share of every positive's log(E_p + sigma_neg)
-                u += g_row * k["inv_sum"]
-                extra = Ep * k["inv"] * g_row[:, None]  # d/ds_p log(E_p + sigma_neg) = E_p / (E_p + sigma_neg)
-            else:
-                u += g[0] * k["valid"] / k["sum_all"]
-            numer_term = k["num_w"] * g_row[:, None]
-            extra = -numer_term if extra is None else extra - numer_term
-        if cn:
-            pos_coef += (g[2] / k["sum_same"])[:, None]
-        grad = E * u[:, None]
-        if sup and one_positive:
-            # sigma_neg holds negatives only: a same-class column gets no share of u. Its entries are
-            # overwritten with 0 (the positives' own terms follow), never corrected by subtracting
-            # E_p * u, which cancels catastrophically when sigma_neg is small next to E_p.
-            grad.scatter_(1, pos_cols, 0.0)
-        pos = Ep * pos_coef * pos_w
-        grad.scatter_add_(1, pos_cols, pos if extra is None else pos + extra)
-        if cn:
-            grad.scatter_add_(1, own_cols, (g[2] / -n_own).expand(M, n_own))
-        return (grad,) + (None,) * 10
-
-
-def _host_reads_are_free(device: torch.device) -> bool:
-    """Whether reading a tensor value on the host costs nothing here (a CPU tensor: no device to wait for)."""
-    return device.type == "cpu"
-
-
-def _class_columns(cls_cols: Tensor, n_cls: int, dtype: torch.dtype, onehot: bool) -> tuple:
-    """Each class's columns, padded to one width: ``(n_cls, P)`` column indices and 0/1 weights (0: padding),
-    and, if ``onehot``, the ``(n_cls, K)`` one-hot class matrix of the columns (else ``None``). Built once per
-    loss call, not per block.
-
-    ``P`` is the largest class when reading it is free (a CPU tensor), else
-    every column (on a GPU: no host sync; the gather is then as wide as the block).
-    """
-    order = torch.argsort(cls_cols, stable=True)  # columns grouped by class
-    count = cls_cols.new_zeros(n_cls).index_add_(0, cls_cols, torch.ones_like(cls_cols))  # bincount, no sync
-    start = count.cumsum(0) - count
-    width = int(count.max()) if _host_reads_are_free(cls_cols.device) else cls_cols.shape[0]
-    j = torch.arange(width, device=cls_cols.device)
-    last = (count - 1).clamp(min=0)[:, None]
-    slot = (start[:, None] + torch.minimum(j, last)).clamp(max=cls_cols.shape[0] - 1)  # an empty class: weight 0
-    return order[slot], (j < count[:, None]).to(dtype), F.one_hot(cls_cols, n_cls).to(dtype).T if onehot else None
-
-
-def _positive_columns(cls_rows: Tensor, columns: tuple, self_col: Tensor | None) -> tuple[Tensor, Tensor]:
-    """``(M, P)`` indices of each row's same-class columns and their 0/1 weights (0: padding, the anchor).
-
-    ``columns`` is :func:`_class_columns` of the block's column classes.
-    """
-    table, weight, _ = columns
-    cols, w = table.index_select(0, cls_rows), weight.index_select(0, cls_rows)
-    if self_col is not None:
-        w = w * (cols != self_col[:, None])
-    return cols, w
-
-
-def _fused_ok(norms: Tensor, inv_t: float, norm: str, dtype: torch.dtype) -> bool:
-    """Whether every logit lies within the range where ``exp(s)`` and ``exp(-s)`` stay normal floats with margin.
-
-    ``|s(a, c)| <= 1 / tau`` for ``norm="row"`` (no data needed, no device
-    sync), and ``<= max||z|| / (tau min||z||)`` for ``norm="broadcast"``. The
-    fused path needs ``2 * bound`` below ``-log(finfo.tiny)`` (87 in float32),
-    with a margin: ``tau >= 0.026`` in float32 with row norms.
-    """
-    bound = inv_t if norm == "row" else inv_t * float(norms.detach().amax() / norms.detach().amin())
-    return 2.0 * bound * (1.0 + 1e-3) <= -math.log(torch.finfo(dtype).tiny) - 8.0
-
-
-def _run_chunks(block, n_rows: int, chunk_size: int | None, grad: bool) -> Tensor:
-    """Sum ``block(rows)`` over slices of anchor rows, checkpointing when there is more than one."""
-    if chunk_size is None or chunk_size >= n_rows:
-        return block(slice(0, n_rows))
-    total = None
-    for start in range(0, n_rows, chunk_size):
-        part = slice(start, min(start + chunk_size, n_rows))
-        out = checkpoint(block, part, use_reentrant=False) if grad else block(part)
-        total = out if total is None else total + out
-    return total
-
-
 # --------------------------------------------------------------------------- the engine
+
+
+class _Batch(NamedTuple):
+    """The candidates of one loss call: every rank's samples, rescaled, with their norms and classes."""
+
+    zc: Tensor  # (Bg, V, D) in the accumulation dtype, scaled by a power of two to a largest entry in [0.5, 1)
+    norms: Tensor  # (Bg, V) row norms of zc
+    cls: Tensor  # (Bg,) class index 0..n_cls-1 of every sample
+    n_cls: int
+    offset: int  # this rank's first sample among the Bg (see _kernel._all_anchor_layout)
+    B: int  # this rank's samples: the anchors
+
+
+class _Setup(NamedTuple):
+    """Everything about one loss call that is not data."""
+
+    inv_t: float  # 1 / temperature
+    norm: str  # the switch: "row" or "broadcast"
+    terms: Terms
+    w_sup: float
+    w_cn: float
+    chunk_size: int | None
+    grad: bool  # whether a backward pass will follow (chunks are then checkpointed)
+    accum_dtype: torch.dtype  # of the logits and every sum: float32 at least
+    fused: bool  # every logit within exp's float range: the fused path of _kernel
+
+
+def _prepare(z: Tensor, labels: Tensor | None, *, gather: bool | None, num_classes: int | None,
+             accum_dtype: torch.dtype) -> _Batch:  # fmt: skip
+    """Gather ``z`` (and labels) over ranks, rescale it exactly, and take its norms and class indices."""
+    if gather is None:
+        gather = world_size() > 1
+    z_all, offset = gather_with_grad(z) if gather else (z, 0)
+    Bg = z_all.shape[0]
+    ids = torch.arange(Bg, device=z.device)
+    lab = ids if labels is None else (gather_no_grad(labels) if gather else labels)
+    # Everything below runs in ``accum_dtype`` (float32 at least), whatever the input dtype. Both forms are
+    # invariant to one scale of the whole z, so z is first brought to a largest entry in [0.5, 1) by a
+    # power of two (exact, no rounding): norms and the broadcast form's dot products then cannot
+    # overflow for finite z of any magnitude (1e20, 1e38 per element). The factor is detached, which
+    # leaves the gradient exact: for f(z) = f(c z), grad f(z) . z = 0, so the path through c adds 0.
+    zc = z_all.to(accum_dtype)
+    zc = torch.ldexp(zc, -torch.frexp(zc.detach().abs().amax())[1])
+    # (Bg, V) norms as sqrt(sum z^2): the same value as vector_norm, and a backward without its bool-mask pass
+    norms = (zc * zc).sum(-1).clamp_min(_NORM_EPS**2).sqrt()
+    if labels is None:  # every sample its own class: no unique needed
+        cls, n_cls = ids, Bg
+    elif num_classes is not None:  # labels already are class indices: no device sync
+        cls, n_cls = lab, num_classes
+    else:  # data-dependent output size: one device sync
+        uniq, cls = torch.unique(lab, return_inverse=True)  # class index 0..C-1 of every sample
+        n_cls = uniq.numel()
+    return _Batch(zc=zc, norms=norms, cls=cls, n_cls=n_cls, offset=offset, B=z.shape[0])
+
+
+def _similarity(anchor_feat: Tensor, cand: Tensor, col_scale: Tensor | None, accum_dtype: torch.dtype) -> Tensor:
+    """The ``(M, K)`` logits ``anchor_feat @ cand.T`` in ``accum_dtype``, times ``col_scale`` (M, K) if given."""
+    S = (anchor_feat @ cand.T).to(accum_dtype)
+    return S if col_scale is None else S * col_scale
+
+
+def _class_columns(cls_cols: Tensor, n_cls: int, setup: _Setup) -> ClassColumns | None:
+    """The fused path's per-class columns of the candidates (built once per call); ``None`` on the exact path."""
+    if not setup.fused:
+        return None
+    return _kernel._class_columns(cls_cols, n_cls, setup.accum_dtype, setup.terms.one_positive and setup.terms.sup)
+
+
+def _mean_terms(sums: Tensor, setup: _Setup) -> Tensor:
+    """``w_sup * SupCon + w_cn * cNCE`` from ``[sum_sup, n_sup, sum_cn, n_cn]``."""
+    sum_sup, n_sup, sum_cn, n_cn = sums.unbind()
+    return setup.w_sup * sum_sup / n_sup.clamp(min=1) + setup.w_cn * sum_cn / n_cn.clamp(min=1)
+
+
+def _all_anchors(batch: _Batch, setup: _Setup) -> Tensor:
+    """Every local anchor ``(i, v)`` against every gathered candidate ``(j, w) != (i, v)``."""
+    Bg, V, D = batch.zc.shape
+    B = batch.B
+    # view-major flattening: row v * Bg + j is sample j in view v (the picture: _kernel._all_anchor_layout)
+    zf = batch.zc.transpose(0, 1).reshape(V * Bg, D)
+    cand = zf / batch.norms.transpose(0, 1).reshape(V * Bg, 1)
+    anchor_feat = cand * setup.inv_t if setup.norm == "row" else zf * setup.inv_t
+    cls_f = batch.cls.repeat(V)
+    # s(a, c) = anchor_feat[a] . cand[c] * scale[c, view(a)]; "broadcast" divides by ||z[j_c, v_a]|| too
+    scale = (1.0 / batch.norms).repeat(V, 1) if setup.norm == "broadcast" else None  # (V Bg, V)
+    lay = _kernel._all_anchor_layout(V, B, Bg, batch.offset, batch.zc.device)
+    # local anchors in order: without a gather they are the first V * B rows, sliced without a copy
+    take = (lambda X, rows: X[rows]) if Bg == B else (lambda X, rows: X[lay.flat[rows]])
+    columns = _class_columns(cls_f, batch.n_cls, setup)
+
+    def block(rows: slice) -> Tensor:
+        col_scale = None if scale is None else scale[:, lay.view_of[rows]].T
+        S = _similarity(take(anchor_feat, rows), cand, col_scale, setup.accum_dtype)
+        index = BlockRows(cls_rows=take(cls_f, rows), cls_cols=cls_f, self_col=lay.flat[rows],
+                          own_cols=lay.own_cols[rows])  # fmt: skip
+        return _kernel._block_sums(S, index, setup.terms, columns)
+
+    return _mean_terms(_kernel._run_chunks(block, V * B, setup.chunk_size, setup.grad), setup)
+
+
+def _cross_view(batch: _Batch, setup: _Setup) -> Tensor:
+    """View ``v`` of the local anchors against view ``w`` of every candidate, ``w < v``; the mean over the pairs.
+
+    The anchor ``i`` (local) meets the candidates ``j`` (gathered) of one other
+    view; its own sample there, column ``offset + i``, is its one positive for cNCE.
+    """
+    Bg, V, _ = batch.zc.shape
+    B, offset, norms, inv_t = batch.B, batch.offset, batch.norms, setup.inv_t
+    cls_local = batch.cls[offset : offset + B]
+    own = (offset + torch.arange(B, device=batch.zc.device))[:, None]  # the anchor's own sample in view w
+    columns = _class_columns(batch.cls, batch.n_cls, setup)
+    total = batch.zc.new_zeros(())
+    views = batch.zc.unbind(1)  # one backward node for all views (a select per view costs a zero-filled copy each)
+    for v in range(1, V):
+        for w in range(v):
+            zv = views[v][offset : offset + B]
+            if setup.norm == "row":
+                anchor_feat = zv / norms[offset : offset + B, v, None] * inv_t
+                cand = views[w] / norms[:, w, None]
+            else:  # the artefact: both norms taken at the candidate index j
+                anchor_feat = zv * inv_t
+                cand = views[w] / (norms[:, v] * norms[:, w])[:, None]
+
+            def block(rows: slice, anchor_feat=anchor_feat, cand=cand) -> Tensor:
+                S = _similarity(anchor_feat[rows], cand, None, setup.accum_dtype)
+                index = BlockRows(cls_rows=cls_local[rows], cls_cols=batch.cls, self_col=None, own_cols=own[rows])
+                return _kernel._block_sums(S, index, setup.terms, columns)
+
+            total = total + _mean_terms(_kernel._run_chunks(block, B, setup.chunk_size, setup.grad), setup)
+    return total / (V * (V - 1) // 2)
 
 
 def _contrastive(
@@ -409,133 +284,32 @@ def _contrastive(
     *,
     w_sup: float,
     w_cn: float,
-    clamp: float | None,
-    anchors: str,
-    denominator: str,
-    norm: str,
+    switches: Switches,
     chunk_size: int | None,
     gather: bool | None,
     num_classes: int | None = None,
     check_values: bool = True,
 ) -> Tensor:
-    """``w_sup * SupCon + w_cn * cNCE`` for any combination of the switches.
+    """``w_sup * SupCon + w_cn * cNCE`` in the form ``switches``; ``temperature`` already checked.
 
     ``labels=None`` means every sample is its own class (SimCLR).
     ``num_classes`` (labels known to lie in ``0..num_classes-1``) and
     ``check_values=False`` together make the call free of host-device
     synchronisation; see :func:`spread_loss`.
     """
-    temperature = _check_temperature(temperature)
-    _check_switches(anchors, denominator, norm, clamp)
     _check_chunk(chunk_size)
     _check_z(z, labels, num_classes, check_values)
-    B, V, D = z.shape
-    device = z.device
-    acc = torch.promote_types(z.dtype, torch.float32)  # logits dtype: float32 at least
-    one_positive = denominator == "one_positive"
-    sup, cn = w_sup != 0, w_cn != 0
-    grad = torch.is_grad_enabled() and z.requires_grad
-
-    if gather is None:
-        gather = world_size() > 1
-    if gather:
-        z_all, offset = gather_with_grad(z)
-    else:
-        z_all, offset = z, 0
-    Bg = z_all.shape[0]
-    ids = torch.arange(Bg, device=device)
-    if labels is None:
-        lab = ids
-    else:
-        lab = gather_no_grad(labels) if gather else labels
-    # Everything below runs in ``acc`` (float32 at least), whatever the input dtype. Both forms are
-    # invariant to one scale of the whole z, so z is first brought to a largest entry in [0.5, 1) by a
-    # power of two (exact, no rounding): norms and the broadcast form's dot products then cannot
-    # overflow for finite z of any magnitude (1e20, 1e38 per element). The factor is detached, which
-    # leaves the gradient exact: for f(z) = f(c z), grad f(z) . z = 0, so the path through c adds 0.
-    zc = z_all.to(acc)
-    zc = torch.ldexp(zc, -torch.frexp(zc.detach().abs().amax())[1])
-    # (Bg, V) norms as sqrt(sum z^2): the same value as vector_norm, and a backward without its bool-mask pass
-    norms = (zc * zc).sum(-1).clamp_min(_NORM_EPS**2).sqrt()
+    accum_dtype = torch.promote_types(z.dtype, torch.float32)  # logits dtype: float32 at least
+    batch = _prepare(z, labels, gather=gather, num_classes=num_classes, accum_dtype=accum_dtype)
     inv_t = 1.0 / temperature
-
-    if labels is None:  # every sample its own class: no unique needed
-        cls, n_cls = ids, Bg
-    elif num_classes is not None:  # labels already are class indices: no device sync
-        cls, n_cls = lab, num_classes
-    else:  # data-dependent output size: one device sync
-        uniq, cls = torch.unique(lab, return_inverse=True)  # class index 0..C-1 of every sample
-        n_cls = uniq.numel()
-    fused = _fused_ok(norms, inv_t, norm, acc)
-
-    def sums(a: Tensor, cand: Tensor, cls_rows: Tensor, cls_cols: Tensor, columns: tuple | None,
-             self_col: Tensor | None, own_cols: Tensor, col_scale: Tensor | None = None) -> Tensor:  # fmt: skip
-        """``[sum_sup, n_sup, sum_cn, n_cn]`` of anchors ``a`` (M, D) against candidates ``cand`` (K, D);
-        ``columns``: :func:`_class_columns` of ``cls_cols`` (the fused path only)."""
-        S = (a @ cand.T).to(acc)
-        if col_scale is not None:
-            S = S * col_scale
-        if fused:
-            pos_cols, pos_w = _positive_columns(cls_rows, columns, self_col)
-            return _FusedBlock.apply(S, pos_cols, pos_w, cls_rows, columns[2], self_col, own_cols, sup, cn, clamp,
-                                     one_positive)  # fmt: skip
-        same = cls_rows[:, None] == cls_cols[None, :]
-        if self_col is not None:  # a candidate is never the anchor itself
-            ar = torch.arange(S.shape[0], device=device)
-            S = S.index_put((ar, self_col), S.new_full((), torch.finfo(acc).min))
-            same[ar, self_col] = False
-        return _exact_block(S, same, own_cols, sup, cn, clamp, one_positive)
-
-    def mean_terms(s: Tensor) -> Tensor:
-        return w_sup * s[0] / s[1].clamp(min=1) + w_cn * s[2] / s[3].clamp(min=1)
-
-    if anchors == "all":
-        # view-major flattening: row v * Bg + j is sample j in view v
-        zf = zc.transpose(0, 1).reshape(V * Bg, D)
-        cand = zf / norms.transpose(0, 1).reshape(V * Bg, 1)
-        anchor_feat = cand * inv_t if norm == "row" else zf * inv_t
-        cls_f = cls.repeat(V)
-        # s(a, c) = anchor_feat[a] . cand[c] * scale[c, view(a)]; "broadcast" divides by ||z[j_c, v_a]|| too
-        scale = (1.0 / norms).repeat(V, 1) if norm == "broadcast" else None  # (V Bg, V)
-        # the anchor (i, v)'s own other views are the columns w * Bg + i, w != v
-        k = torch.arange(V - 1, device=device)
-        others = k[None, :] + (k[None, :] >= torch.arange(V, device=device)[:, None]).long()  # (V, V-1): w != v
-        flat = (torch.arange(V, device=device)[:, None] * Bg + offset + torch.arange(B, device=device)).reshape(-1)
-        view_of = torch.arange(V, device=device).repeat_interleave(B)  # view of each local anchor
-        own_f = others[view_of] * Bg + (flat - view_of * Bg)[:, None]
-        # local anchors in order: without a gather they are the first V * B rows, sliced without a copy
-        take = (lambda X, rows: X[rows]) if Bg == B else (lambda X, rows: X[flat[rows]])
-
-        columns = _class_columns(cls_f, n_cls, acc, one_positive and sup) if fused else None
-
-        def block(rows: slice) -> Tensor:
-            col_scale = None if scale is None else scale[:, view_of[rows]].T
-            return sums(take(anchor_feat, rows), cand, take(cls_f, rows), cls_f, columns, flat[rows], own_f[rows],
-                        col_scale)  # fmt: skip
-
-        return mean_terms(_run_chunks(block, V * B, chunk_size, grad))
-
-    # anchors == "cross_view": view v (local rows) against view w (all rows), w < v
-    cls_local = cls[offset : offset + B]
-    own_cv = (offset + torch.arange(B, device=device))[:, None]  # the anchor's own sample in view w
-    columns = _class_columns(cls, n_cls, acc, one_positive and sup) if fused else None
-    total = z.new_zeros((), dtype=acc)
-    views = zc.unbind(1)  # one backward node for all views (a select per view costs a zero-filled copy each)
-    for v in range(1, V):
-        for w in range(v):
-            zv = views[v][offset : offset + B]
-            if norm == "row":
-                anchor_feat = zv / norms[offset : offset + B, v, None] * inv_t
-                cand = views[w] / norms[:, w, None]
-            else:  # the artefact: both norms taken at the candidate index j
-                anchor_feat = zv * inv_t
-                cand = views[w] / (norms[:, v] * norms[:, w])[:, None]
-
-            def block(rows: slice, anchor_feat=anchor_feat, cand=cand) -> Tensor:
-                return sums(anchor_feat[rows], cand, cls_local[rows], cls, columns, None, own_cv[rows])
-
-            total = total + mean_terms(_run_chunks(block, B, chunk_size, grad))
-    return total / (V * (V - 1) // 2)
+    terms = Terms(sup=w_sup != 0, cn=w_cn != 0, clamp=switches.clamp,
+                  one_positive=switches.denominator == "one_positive")  # fmt: skip
+    setup = _Setup(
+        inv_t=inv_t, norm=switches.norm, terms=terms, w_sup=w_sup, w_cn=w_cn, chunk_size=chunk_size,
+        grad=torch.is_grad_enabled() and z.requires_grad, accum_dtype=accum_dtype,
+        fused=_kernel._fused_ok(batch.norms, inv_t, switches.norm, accum_dtype),
+    )  # fmt: skip
+    return (_all_anchors if switches.anchors == "all" else _cross_view)(batch, setup)
 
 
 # --------------------------------------------------------------------------- functional API
@@ -585,9 +359,10 @@ def supcon_loss(
         >>> supcon_loss(z, y, temperature=0.1).shape
         torch.Size([])
     """
+    temperature = _check_temperature(temperature)
+    switches = Switches(anchors=anchors, denominator=denominator, clamp=clamp, norm=norm)
     return _contrastive(
-        z, labels, temperature, w_sup=1.0, w_cn=0.0, clamp=clamp, anchors=anchors,
-        denominator=denominator, norm=norm, chunk_size=chunk_size, gather=gather,
+        z, labels, temperature, w_sup=1.0, w_cn=0.0, switches=switches, chunk_size=chunk_size, gather=gather,
         num_classes=num_classes, check_values=check_values,
     )  # fmt: skip
 
@@ -623,16 +398,12 @@ def cnce_loss(
         >>> cnce_loss(torch.randn(8, 2, 16), torch.randint(0, 3, (8,)), 0.5).shape
         torch.Size([])
     """
+    temperature = _check_temperature(temperature)
+    switches = Switches(anchors=anchors, norm=norm)  # the denominator and clamp are SupCon's switches
     return _contrastive(
-        z, labels, temperature, w_sup=0.0, w_cn=1.0, clamp=None, anchors=anchors,
-        denominator="all", norm=norm, chunk_size=chunk_size, gather=gather,
+        z, labels, temperature, w_sup=0.0, w_cn=1.0, switches=switches, chunk_size=chunk_size, gather=gather,
         num_classes=num_classes, check_values=check_values,
     )  # fmt: skip
-
-
-def _resolve(reference_quirks: bool, **given) -> dict:
-    base = REFERENCE_QUIRKS if reference_quirks else L_OUT
-    return {k: (base[k] if v == "auto" else v) for k, v in given.items()}
 
 
 def spread_loss(
@@ -677,10 +448,11 @@ def spread_loss(
         True
     """
     alpha = _check_alpha(alpha)
-    sw = _resolve(reference_quirks, clamp=clamp, anchors=anchors, denominator=denominator, norm=norm)
+    temperature = _check_temperature(temperature)
+    switches = Switches.resolve(reference_quirks, clamp=clamp, anchors=anchors, denominator=denominator, norm=norm)
     return _contrastive(
-        z, labels, temperature, w_sup=1.0 - alpha, w_cn=float(alpha),
-        chunk_size=chunk_size, gather=gather, num_classes=num_classes, check_values=check_values, **sw,
+        z, labels, temperature, w_sup=1.0 - alpha, w_cn=float(alpha), switches=switches,
+        chunk_size=chunk_size, gather=gather, num_classes=num_classes, check_values=check_values,
     )  # fmt: skip
 
 
@@ -710,38 +482,12 @@ def simclr_loss(
         >>> simclr_loss(torch.randn(8, 2, 16), 0.5).shape
         torch.Size([])
     """
+    temperature = _check_temperature(temperature)
+    switches = Switches(anchors=anchors)  # every sample its own class, L_out's denominator, row norms
     return _contrastive(
-        z, None, temperature, w_sup=1.0, w_cn=0.0, clamp=None, anchors=anchors,
-        denominator="all", norm="row", chunk_size=chunk_size, gather=gather, check_values=check_values,
+        z, None, temperature, w_sup=1.0, w_cn=0.0, switches=switches, chunk_size=chunk_size, gather=gather,
+        check_values=check_values,
     )  # fmt: skip
-
-
-def reconstruction_loss(x_hat: Tensor, x: Tensor, *, check_values: bool = True) -> Tensor:
-    r"""Autoencoder term: mean squared error over every element.
-
-    .. math:: \mathcal L = \frac{1}{n}\sum_k (\hat x_k - x_k)^2
-
-    Args:
-        x_hat: decoder output, any shape, float.
-        x: target of the same shape (the normalised input images).
-        check_values: raise on non-finite inputs (two device syncs); ``False``
-            leaves that to the caller.
-
-    Example:
-        >>> float(reconstruction_loss(torch.ones(2, 3), torch.zeros(2, 3)))
-        1.0
-    """
-    if not isinstance(x_hat, Tensor) or not isinstance(x, Tensor) or x_hat.shape != x.shape:
-        a = tuple(x_hat.shape) if isinstance(x_hat, Tensor) else type(x_hat).__name__
-        b = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
-        raise ValueError(f"x_hat and x must be tensors of the same shape; got {a} and {b}")
-    if x_hat.numel() == 0:
-        raise ValueError("x_hat and x are empty")
-    if check_values and not bool(torch.isfinite(x_hat).all()):
-        raise ValueError("x_hat contains non-finite values (NaN or inf)")
-    if check_values and not bool(torch.isfinite(x).all()):
-        raise ValueError("x contains non-finite values (NaN or inf)")
-    return F.mse_loss(x_hat, x.to(x_hat.dtype))
 
 
 # --------------------------------------------------------------------------- modules
@@ -769,23 +515,22 @@ class SupConLoss(nn.Module):
         check_values: bool = True,
     ) -> None:
         super().__init__()
-        temperature = _check_temperature(temperature)
-        _check_switches(anchors, denominator, norm, clamp)
+        self.temperature = _check_temperature(temperature)
+        self.switches = Switches(anchors=anchors, denominator=denominator, clamp=clamp, norm=norm)
         _check_chunk(chunk_size)
-        self.temperature, self.clamp, self.anchors = temperature, clamp, anchors
-        self.denominator, self.norm, self.chunk_size, self.gather = denominator, norm, chunk_size, gather
+        self.chunk_size, self.gather = chunk_size, gather
         self.num_classes, self.check_values = num_classes, bool(check_values)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         return supcon_loss(
-            z, labels, self.temperature, clamp=self.clamp, anchors=self.anchors, denominator=self.denominator,
-            norm=self.norm, chunk_size=self.chunk_size, gather=self.gather,
-            num_classes=self.num_classes, check_values=self.check_values,
+            z, labels, self.temperature, chunk_size=self.chunk_size, gather=self.gather,
+            num_classes=self.num_classes, check_values=self.check_values, **self.switches.as_dict(),
         )  # fmt: skip
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, clamp={self.clamp}, anchors={self.anchors!r}, " \
-            f"denominator={self.denominator!r}, norm={self.norm!r}"  # fmt: skip
+        sw = self.switches
+        return f"temperature={self.temperature}, clamp={sw.clamp}, anchors={sw.anchors!r}, " \
+            f"denominator={sw.denominator!r}, norm={sw.norm!r}"  # fmt: skip
 
 
 class CNCELoss(nn.Module):
@@ -808,22 +553,21 @@ class CNCELoss(nn.Module):
         check_values: bool = True,
     ) -> None:
         super().__init__()
-        temperature = _check_temperature(temperature)
-        _check_switches(anchors, "all", norm, None)
+        self.temperature = _check_temperature(temperature)
+        self.switches = Switches(anchors=anchors, norm=norm)
         _check_chunk(chunk_size)
-        self.temperature, self.anchors, self.norm = temperature, anchors, norm
         self.chunk_size, self.gather = chunk_size, gather
         self.num_classes, self.check_values = num_classes, bool(check_values)
 
     def forward(self, z: Tensor, labels: Tensor) -> Tensor:
         return cnce_loss(
-            z, labels, self.temperature, anchors=self.anchors, norm=self.norm,
+            z, labels, self.temperature, anchors=self.switches.anchors, norm=self.switches.norm,
             chunk_size=self.chunk_size, gather=self.gather,
             num_classes=self.num_classes, check_values=self.check_values,
         )  # fmt: skip
 
     def extra_repr(self) -> str:
-        return f"temperature={self.temperature}, anchors={self.anchors!r}, norm={self.norm!r}"
+        return f"temperature={self.temperature}, anchors={self.switches.anchors!r}, norm={self.switches.norm!r}"
 
 
 class SpreadLoss(nn.Module):
@@ -835,7 +579,8 @@ class SpreadLoss(nn.Module):
         reference_quirks: ``True`` reproduces the official thanos-code exactly.
         clamp, anchors, denominator, norm, chunk_size, gather: see :func:`spread_loss`.
 
-    ``forward(z (B, V, D), labels (B,)) -> 0-dim tensor``.
+    ``forward(z (B, V, D), labels (B,)) -> 0-dim tensor``. ``self.switches`` is the resolved
+    :class:`~spreadcon.losses.switches.Switches` (``"auto"`` replaced by ``reference_quirks``'s value).
 
     Example:
         >>> loss = SpreadLoss(alpha=0.5, temperature=0.5)
@@ -862,8 +607,8 @@ class SpreadLoss(nn.Module):
         alpha, temperature = _check_alpha(alpha), _check_temperature(temperature)
         _check_chunk(chunk_size)
         self.alpha, self.temperature, self.reference_quirks = alpha, temperature, bool(reference_quirks)
-        self.switches = _resolve(self.reference_quirks, clamp=clamp, anchors=anchors, denominator=denominator, norm=norm)
-        _check_switches(**self.switches)
+        self.switches = Switches.resolve(self.reference_quirks, clamp=clamp, anchors=anchors, denominator=denominator,
+                                         norm=norm)  # fmt: skip
         self.chunk_size, self.gather = chunk_size, gather
         self.num_classes, self.check_values = num_classes, bool(check_values)
 
@@ -871,7 +616,7 @@ class SpreadLoss(nn.Module):
         return spread_loss(
             z, labels, self.alpha, self.temperature, self.reference_quirks,
             chunk_size=self.chunk_size, gather=self.gather, num_classes=self.num_classes,
-            check_values=self.check_values, **self.switches,
+            check_values=self.check_values, **self.switches.as_dict(),
         )  # fmt: skip
 
     def extra_repr(self) -> str:
@@ -902,19 +647,3 @@ class SimCLRLoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}"
-
-
-class ReconstructionLoss(nn.Module):
-    """Module form of :func:`reconstruction_loss` (mean squared error).
-
-    Example:
-        >>> ReconstructionLoss()(torch.zeros(2, 3), torch.zeros(2, 3))
-        tensor(0.)
-    """
-
-    def __init__(self, *, check_values: bool = True) -> None:
-        super().__init__()
-        self.check_values = bool(check_values)
-
-    def forward(self, x_hat: Tensor, x: Tensor) -> Tensor:
-        return reconstruction_loss(x_hat, x, check_values=self.check_values)

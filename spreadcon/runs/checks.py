@@ -104,24 +104,40 @@ def check_device(device: str | None) -> None:
         raise SettingError(f"--device {device!r}: only cpu, cuda[:N] and mps are supported")
 
 
-def _check_checkpoints(folders: list[Path], *, resume: bool, fresh: bool, eval_only: bool, epochs: int) -> None:
-    from spreadcon.train.loop import checkpoint_files, describe_checkpoint, latest_checkpoint, CheckpointError
+def _check_checkpoints(folders: list[tuple[Path, dict[str, Any]]], *, resume: bool, fresh: bool, eval_only: bool,
+                       epochs: int) -> None:
+    """Each ``(folder, identity)``: not in use by another run, and its checkpoint usable as asked.
 
-    for folder in folders:
+    ``identity`` (``method``, ``seed``, ``dataset``) is what a checkpoint to resume or evaluate must
+    belong to; :func:`spreadcon.train.loop.train` checks the rest (config, data) once the data is loaded.
+    """
+    from spreadcon.train.checkpoint import (CheckpointError, CheckpointMismatch, check_identity, checkpoint_files,
+                                            describe_checkpoint, folder_in_use, latest_checkpoint)
+
+    for folder, identity in folders:
+        busy = folder_in_use(folder)
+        if busy:
+            raise SettingError(busy)
         present = checkpoint_files(folder)
-        if eval_only:
-            if not present:
-                raise SettingError(f"--eval-only needs a finished checkpoint in {folder}; there is none")
-            try:
-                found = latest_checkpoint(folder)
-            except CheckpointError as exc:
-                raise SettingError(str(exc)) from None
-            if int(found[1]["epoch"]) < epochs:
-                raise SettingError(f"--eval-only: the checkpoint in {folder} is from epoch {int(found[1]['epoch'])} "
-                                   f"of {epochs}; training did not finish (use --resume)")
-        elif present and not (resume or fresh):
+        if eval_only and not present:
+            raise SettingError(f"--eval-only needs a finished checkpoint in {folder}; there is none")
+        if present and not (resume or fresh or eval_only):
             raise SettingError(f"checkpoint at {describe_checkpoint(folder)}; "
                                f"pass --resume to continue or --fresh to start over")
+        if not present or fresh:
+            continue
+        try:
+            path, state = latest_checkpoint(folder)
+            check_identity(path, state, identity)
+        except CheckpointMismatch as exc:
+            raise SettingError(str(exc)) from None
+        except CheckpointError as exc:
+            if eval_only:
+                raise SettingError(str(exc)) from None
+            continue  # --resume: training says which file it skips, or that none loads
+        if eval_only and int(state["epoch"]) < epochs:
+            raise SettingError(f"--eval-only: the checkpoint in {folder} is from epoch {int(state['epoch'])} "
+                               f"of {epochs}; training did not finish (use --resume)")
 
 
 def check_basic(*, dataset: str, method: str, preset: str, seed: Any, overrides: dict[str, Any] | None = None,
@@ -194,6 +210,7 @@ def check_settings(*, dataset: str, method: str, preset: str, seed: Any, overrid
         from spreadcon.methods import get_method
 
         m = get_method(method)
-        folders = [] if m.untrained else [Path(checkpoint_dir) / sub for _, _, sub in m.backbone_runs(seed)]
+        folders = [] if m.untrained else [(Path(checkpoint_dir) / sub, {"method": name, "seed": bseed, "dataset": dataset})
+                                          for name, bseed, sub in m.backbone_runs(seed)]
         _check_checkpoints(folders, resume=resume, fresh=fresh, eval_only=eval_only, epochs=cfg.epochs)
     return cfg

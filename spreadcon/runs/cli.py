@@ -144,7 +144,7 @@ def _interrupted_message(exc: BaseException, checkpoint_dir: str | None) -> str:
     folder = checkpoint_dir or getattr(exc, "checkpoint_dir", None)
     if folder is None:
         return f"interrupted by {name}; no checkpoint had been written yet"
-    from spreadcon.train.loop import describe_checkpoint
+    from spreadcon.train.checkpoint import describe_checkpoint
 
     found = describe_checkpoint(folder) if os.path.isdir(folder) else None
     for sub in [] if found else sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
@@ -182,11 +182,12 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError:  # not the main thread: signals stay as they are
         pass
     from spreadcon import distributed as D
+    # torch-free; found before training, these name another run's folder: a setting, exit 2
+    from spreadcon.train.checkpoint import CheckpointBusy, CheckpointError, CheckpointExists, CheckpointMismatch
 
     path, code = None, 0
     try:
         from spreadcon.data.errors import DataError, exit_code
-        from spreadcon.train.loop import CheckpointError
         from spreadcon.runs.experiment import TrainingSaved, run_experiment
 
         path = run_experiment(args.dataset, args.method, preset=args.preset, seed=args.seed,
@@ -194,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                               alpha=args.alpha, checkpoint_dir=args.checkpoint_dir, resume=args.resume,
                               fresh=args.fresh, eval_only=args.eval_only, device=args.device,
                               progress=not args.no_progress, eval_epochs=eval_epochs, cache=args.cache)
-    except SettingError as exc:  # before any data loads, or a checkpoint of another run before training
+    except (SettingError, CheckpointMismatch, CheckpointBusy, CheckpointExists) as exc:  # before training
         print(f"spreadcon run: {_one_line(exc)}", file=sys.stderr)
         code = EXIT_SETTING
     except (KeyboardInterrupt, Interrupted) as exc:

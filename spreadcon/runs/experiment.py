@@ -233,17 +233,18 @@ def run_experiment(dataset: str, method: str, *, preset: str = "cpu", seed: int 
     dev = _init_device(device)
     say = _say(progress)
 
-    own = checkpoint_dir is None and D.rank() == 0 and not m.untrained
-    ck_root = Path(tempfile.mkdtemp(prefix="spreadcon-checkpoints-")) if own else checkpoint_dir
     say(f"loading {dataset} (preset {preset}) ...")
     # a dataset missing from the root is fetched when the network allows it (with a progress bar);
     # one that is present is only read
     ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None, download=True,
                                   cache=cache), cfg)
+    own = checkpoint_dir is None and D.rank() == 0 and not m.untrained  # made once the data loaded: none left empty
+    ck_root = Path(tempfile.mkdtemp(prefix="spreadcon-checkpoints-")) if own else checkpoint_dir
     try:
         encoders, train_info = _train(m, ds, cfg, seed=seed, dev=dev, checkpoint_dir=ck_root,
                                       resume=resume or eval_only, fresh=fresh, progress=progress,
-                                      eval_epochs=plan.eval_epochs)
+                                      eval_epochs=plan.eval_epochs,
+                                      data_root=sdata.default_root() if data_root is None else data_root)
     except BaseException as exc:
         if own:
             _keep_or_remove(ck_root, exc)
@@ -335,18 +336,15 @@ def _init_device(device: str | None) -> torch.device:
 
 
 def _train(m, ds, cfg: Config, *, seed: int, dev: torch.device, checkpoint_dir: str | Path | None, resume: bool,
-           fresh: bool, progress: bool, eval_epochs: tuple[int, ...] = ()) -> tuple[list[nn.Module], dict]:
+           fresh: bool, progress: bool, eval_epochs: tuple[int, ...] = (),
+           data_root: str | Path | None = None) -> tuple[list[nn.Module], dict]:
     """Train the method's backbone(s); return frozen encoders and training metrics.
 
     ``info["_provenance"]`` holds what the record's provenance needs: the precision, and for a
     resumed run from which epoch, how many attempts and the training time over all of them
     (summed over backbones).
-
-    Raises:
-        SettingError: a checkpoint in the folder that does not belong to this run, or does not load
-            (:class:`spreadcon.train.loop.CheckpointError`, raised before that backbone trains).
     """
-    from spreadcon.train.loop import CheckpointError, coarse_accuracy, precision, train
+    from spreadcon.train.loop import coarse_accuracy, precision, train
     from spreadcon.methods import build_model
 
     prov = {"precision": precision(cfg, dev), "resumed_from_epoch": None, "attempts": 1, "train_time_total_s": 0.0}
@@ -360,11 +358,9 @@ def _train(m, ds, cfg: Config, *, seed: int, dev: torch.device, checkpoint_dir: 
     encoders, info = [], {}
     for i, (name, bseed, sub) in enumerate(runs):
         ck = None if checkpoint_dir is None else Path(checkpoint_dir) / sub
-        try:
-            result = train(name, ds, cfg, seed=bseed, device=dev, checkpoint_dir=ck,
-                           resume=resume, fresh=fresh, progress=progress, snapshot_epochs=tuple(eval_epochs))
-        except CheckpointError as exc:  # raised before this backbone trains: the folder is a wrong setting
-            raise SettingError(str(exc)) from exc
+        result = train(name, ds, cfg, seed=bseed, device=dev, checkpoint_dir=ck,
+                       resume=resume, fresh=fresh, progress=progress, snapshot_epochs=tuple(eval_epochs),
+                       data_root=data_root)
         enc = result.model.encoder.eval()
         for p in enc.parameters():
             p.requires_grad_(False)

@@ -11,7 +11,19 @@ Layout under the results directory (``results/`` in the repository)::
 (``git_commit``, ``torch_version``, ``device``, ``started_at``,
 ``wall_time_s``, ``config``) and, in every record written since it was
 added, ``source_hash`` (:func:`source_hash`). Files are written atomically
-(temp file + ``os.replace``), so a reader never sees half a record.
+(temp file + ``os.replace``) as strict JSON (no ``NaN`` or ``Infinity``), so a
+reader never sees half a record.
+
+**What counts.** A file under a task folder counts as a record only when it
+is strict JSON, passes :func:`validate_record` (types included: ``true`` is
+not an accuracy, ``metrics`` is an object) and sits at :func:`canonical_path`
+of its own contents. Anything else is **damaged** (unparseable, wrong schema)
+or a **duplicate** (a valid record under another name, such as
+``spread_seed0 (1).json``). :func:`load_records` returns the good records and
+names each file that does not count, in one line, once per process; it never
+raises into a table. ``python -m spreadcon reproduce`` names them too, moves a
+damaged record aside to ``<name>.damaged`` and reruns its cell, and never
+counts a duplicate.
 
 Tables that put records side by side say under them whether the rows come from
 different source code (:func:`source_hash_note`); records written before the
@@ -29,9 +41,12 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 import subprocess
+import sys
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Iterable, NamedTuple
 
 import torch
 
@@ -40,7 +55,9 @@ from spreadcon.util.atomic import atomic_write
 __all__ = [
     "REQUIRED_KEYS", "PROVENANCE_KEYS", "METRIC_KEYS", "record_path", "make_record",
     "validate_record", "write_record", "load_records", "git_commit", "device_name",
-    "source_hash", "source_hashes", "source_hash_note",
+    "source_hash", "source_hashes", "source_hash_note", "NAME_PATTERN", "parse_record", "dumps_record",
+    "canonical_path", "RecordProblem", "Records", "DAMAGED", "DUPLICATE", "check_record", "record_files",
+    "scan_records", "name_problems",
 ]
 
 REQUIRED_KEYS = ("dataset", "method", "preset", "seed", "task", "metrics", "provenance")
@@ -208,80 +225,311 @@ def _metric(value: Any) -> float | dict[str, float]:
     return float(value)
 
 
-def validate_record(record: dict[str, Any]) -> None:
-    """Check a record against CONTRACT section 3.
+# ---------------------------------------------------------------------------
+# What a record must be (validate_record), read strictly (read_record)
+# ---------------------------------------------------------------------------
+
+#: ``dataset``, ``method`` and ``preset`` name a folder or a file: a letter or digit, then letters,
+#: digits, ``.``, ``_`` or ``-``. A record whose names would lead elsewhere (``../x``) is damaged.
+NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+#: ``provenance.precision``: what training used.
+PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+def _is_number(value: Any) -> bool:
+    """An int or a float, and finite; ``True`` is not a number here (it would count as 100%)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _check_number(where: str, value: Any, *, accuracy: bool = False, minimum: float | None = None) -> None:
+    if not _is_number(value):
+        raise ValueError(f"record {where}={value!r} is not a finite number")
+    if accuracy and not 0.0 <= value <= 1.0:
+        raise ValueError(f"record {where}={value!r} is not a fraction in [0, 1]")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"record {where}={value!r} is below {minimum:g}")
+
+
+def _check_metrics(where: str, metrics: Any) -> None:
+    """``{name: number}``, where a name ending ``acc`` is a fraction in [0, 1] and a name ending
+    ``per_group_acc`` may instead hold ``{group: fraction}``."""
+    if not isinstance(metrics, dict):
+        raise ValueError(f"record {where} is a {type(metrics).__name__}, not an object of metrics")
+    for key, value in metrics.items():
+        if isinstance(value, dict):  # a per-group breakdown, {group: accuracy}
+            if not key.endswith("per_group_acc") or not all(_is_number(v) and 0.0 <= v <= 1.0
+                                                            for v in value.values()):
+                raise ValueError(f"record metric {key}={value!r} is not a per-group accuracy breakdown")
+            continue
+        _check_number(f"{where}.{key}", value, accuracy=key.endswith("acc"))
+
+
+def _check_object(where: str, value: Any, required: tuple[str, ...]) -> None:
+    """``value`` is a JSON object holding the keys ``required``."""
+    if not isinstance(value, dict):
+        raise ValueError(f"{where} is a {type(value).__name__}, not a JSON object")
+    missing = [k for k in required if k not in value]
+    if missing:
+        raise ValueError(f"{where} is missing keys {missing}")
+
+
+def _check_provenance(prov: Any) -> None:
+    _check_object("record provenance", prov, PROVENANCE_KEYS)
+    for key in ("git_commit", "torch_version", "device", "started_at"):
+        if not isinstance(prov[key], str):
+            raise ValueError(f"record provenance.{key}={prov[key]!r} is not a string")
+    try:
+        datetime.fromisoformat(prov["started_at"])
+    except ValueError:
+        raise ValueError(f"record provenance.started_at={prov['started_at']!r} is not ISO 8601") from None
+    _check_number("provenance.wall_time_s", prov["wall_time_s"], minimum=0.0)
+    if not isinstance(prov["config"], dict):
+        raise ValueError(f"record provenance.config is a {type(prov['config']).__name__}, not an object")
+    digest = prov.get("source_hash")
+    if digest is not None and not (isinstance(digest, str) and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise ValueError(f"record provenance.source_hash={digest!r} is not 64 lowercase hex digits")
+    if "precision" in prov and prov["precision"] not in PRECISIONS:
+        raise ValueError(f"record provenance.precision={prov['precision']!r}; valid: {', '.join(PRECISIONS)}")
+    for key, low in (("attempts", 1), ("resumed_from_epoch", 0), ("hash_scheme", 1)):
+        value = prov.get(key)
+        if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and value >= low):
+            raise ValueError(f"record provenance.{key}={value!r} is not an int >= {low}")
+    if prov.get("train_time_total_s") is not None:
+        _check_number("provenance.train_time_total_s", prov["train_time_total_s"], minimum=0.0)
+
+
+def validate_record(record: Any) -> None:
+    """Check a record against CONTRACT section 3, types included.
+
+    A record is a JSON object with string ``dataset``, ``method``, ``preset``
+    (each matching :data:`NAME_PATTERN`) and ``task`` (a key of
+    :data:`METRIC_KEYS`); an int ``seed`` (``true`` is not one); ``metrics``, an
+    object of finite numbers with every ``*acc`` a fraction in [0, 1] (a
+    ``*per_group_acc`` may be ``{group: fraction}``) that holds the task's
+    :data:`METRIC_KEYS`; and ``provenance``, an object with
+    :data:`PROVENANCE_KEYS` (strings, an ISO 8601 ``started_at``, a finite
+    ``wall_time_s``, an object ``config``) and, where present, a well-formed
+    ``source_hash``, ``precision``, ``attempts``, ``resumed_from_epoch`` and
+    ``train_time_total_s``. ``alpha_override`` is null or in [0, 1];
+    ``metrics_by_epoch`` maps epoch numbers to metrics objects.
 
     Raises:
-        ValueError: a missing key, an unknown task, a missing metric, or an
-            accuracy outside [0, 1] (or not finite).
+        ValueError: one line naming the first thing wrong.
     """
-    missing = [k for k in REQUIRED_KEYS if k not in record]
-    if missing:
-        raise ValueError(f"record is missing keys {missing}")
-    missing = [k for k in PROVENANCE_KEYS if k not in record["provenance"]]
-    if missing:
-        raise ValueError(f"record provenance is missing keys {missing}")
-    digest = record["provenance"].get("source_hash")
-    if digest is not None and not (isinstance(digest, str) and len(digest) == 64
-                                   and all(c in "0123456789abcdef" for c in digest)):
-        raise ValueError(f"record provenance.source_hash={digest!r} is not 64 lowercase hex digits")
+    _check_object("record", record, REQUIRED_KEYS)
+    for key in ("dataset", "method", "preset", "task"):
+        if not (isinstance(record[key], str) and NAME_PATTERN.fullmatch(record[key])):
+            raise ValueError(f"record {key}={record[key]!r} is not a name (letters, digits, '.', '_', '-')")
     task = record["task"]
     if task not in METRIC_KEYS:
         raise ValueError(f"record task={task!r}; valid: {', '.join(METRIC_KEYS)}")
-    if not isinstance(record["seed"], int):
+    if not isinstance(record["seed"], int) or isinstance(record["seed"], bool):
         raise ValueError(f"record seed={record['seed']!r} is not an int")
-    metrics = record["metrics"]
-    missing = [k for k in METRIC_KEYS[task] if k not in metrics]
+    _check_provenance(record["provenance"])
+    _check_metrics("metrics", record["metrics"])
+    missing = [k for k in METRIC_KEYS[task] if k not in record["metrics"]]
     if missing:
         raise ValueError(f"record metrics are missing {missing} for task {task!r}")
-    for key, value in metrics.items():
-        if isinstance(value, dict):  # a per-group breakdown, {group: accuracy}
-            bad = {g: v for g, v in value.items() if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0)}
-            if not key.endswith("per_group_acc") or bad:
-                raise ValueError(f"record metric {key}={value!r} is not a per-group accuracy breakdown")
-            continue
-        if key.endswith("acc") and not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
-            raise ValueError(f"record metric {key}={value!r} is not an accuracy in [0, 1]")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise ValueError(f"record metric {key}={value!r} is not finite")
+    if record.get("alpha_override") is not None:
+        _check_number("alpha_override", record["alpha_override"], accuracy=True)
+    by_epoch = record.get("metrics_by_epoch")
+    if by_epoch is not None:
+        if not isinstance(by_epoch, dict) or not all(str(e).isdigit() for e in by_epoch):
+            raise ValueError("record metrics_by_epoch is not an object keyed by epoch numbers")
+        for epoch, metrics in by_epoch.items():
+            _check_metrics(f"metrics_by_epoch.{epoch}", metrics)
+
+
+def _not_a_number(text: str) -> float:
+    raise ValueError(f"{text} is not a JSON number")
+
+
+def _strict_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999: a float that overflows to infinity
+        raise ValueError(f"{text} overflows a float")
+    return value
+
+
+def _no_repeated_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        twice = sorted({k for k, _ in pairs if sum(1 for j, _ in pairs if j == k) > 1})
+        raise ValueError(f"key {twice[0]!r} appears twice in one object")
+    return out
+
+
+def parse_record(text: str) -> dict[str, Any]:
+    """A record from its JSON text, strictly: no ``NaN``/``Infinity``, no key given twice; validated.
+
+    Raises:
+        ValueError: the text is not JSON, or not a valid record (:func:`validate_record`).
+    """
+    try:
+        record = json.loads(text, parse_constant=_not_a_number, parse_float=_strict_float,
+                            object_pairs_hook=_no_repeated_keys)
+    except RecursionError:
+        raise ValueError("nested too deeply to be a record") from None
+    except ValueError as exc:  # json.JSONDecodeError is one
+        raise ValueError(f"not strict JSON ({str(exc).splitlines()[0]})") from None
+    validate_record(record)
+    return record
+
+
+def dumps_record(record: dict[str, Any]) -> str:
+    """A record's file content: strict JSON (``allow_nan=False``), sorted keys, 2-space indent, newline."""
+    return json.dumps(record, indent=2, sort_keys=True, allow_nan=False) + "\n"
 
 
 def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
-    """Validate ``record`` and write it atomically; return its path."""
+    """Validate ``record`` and write it atomically as strict JSON; return its path.
+
+    The JSON text is made before anything is written, so a record that JSON
+    cannot hold (a NaN anywhere in it) raises ``ValueError`` and touches no file.
+    """
     validate_record(record)
-    alpha = record.get("alpha_override")
-    path = record_path(results_dir, task=record["task"], dataset=record["dataset"],
-                       preset=record["preset"], method=record["method"], seed=record["seed"],
-                       alpha=alpha)
-    def dump(f) -> None:
-        json.dump(record, f, indent=2, sort_keys=True)
-        f.write("\n")
-
-    atomic_write(path, dump, binary=False)
-    return path
+    text = dumps_record(record)
+    atomic_write(canonical_path(record, results_dir), lambda f: f.write(text), binary=False)
+    return canonical_path(record, results_dir)
 
 
-def load_records(results_dir: str | Path, **match: Any) -> list[dict[str, Any]]:
-    """Read every valid record under ``results_dir``, optionally filtered.
+def canonical_path(record: dict[str, Any], results_dir: str | Path) -> Path:
+    """The one path under ``results_dir`` where ``record`` belongs (:func:`record_path` of its fields)."""
+    return record_path(results_dir, task=record["task"], dataset=record["dataset"], preset=record["preset"],
+                       method=record["method"], seed=record["seed"], alpha=record.get("alpha_override"))
+
+
+# ---------------------------------------------------------------------------
+# Loading: good records counted, damaged and duplicate ones named
+# ---------------------------------------------------------------------------
+
+DAMAGED = "damaged"
+DUPLICATE = "duplicate"
+
+
+class RecordProblem(NamedTuple):
+    """A file under a task folder that does not count as a record.
+
+    Attributes:
+        path: the file.
+        kind: :data:`DAMAGED` (not strict JSON, or not a valid record) or
+            :data:`DUPLICATE` (a valid record at a path that is not its
+            :func:`canonical_path`, such as a copy ``spread_seed0 (1).json``).
+        reason: what is wrong, in words.
+        cell: what is known of the cell it would have filled: ``task``,
+            ``dataset`` and ``preset`` from its folders, everything from its
+            contents when they are a valid record.
+    """
+
+    path: Path
+    kind: str
+    reason: str
+    cell: dict[str, Any] = {}
+
+    def __str__(self) -> str:
+        return f"{self.kind} record {self.path}: {self.reason}; not counted"
+
+    def concerns(self, match: dict[str, Any]) -> bool:
+        """Whether a loader asked for ``match`` would have used this file (unknown fields: yes)."""
+        return all(self.cell.get(k, v) == v for k, v in match.items())
+
+
+class Records(list):
+    """The good records (a list, as before) and ``problems``: the files that did not count."""
+
+    def __init__(self, records: Iterable[dict[str, Any]] = (), problems: Iterable[RecordProblem] = ()):
+        super().__init__(records)
+        self.problems: list[RecordProblem] = list(problems)
+
+
+def check_record(path: str | Path, results_dir: str | Path, *,
+                 text: str | None = None) -> tuple[dict[str, Any] | None, RecordProblem | None]:
+    """Read one record file and judge it: ``(record, None)`` if it counts, ``(None, problem)`` if not.
 
     Args:
-        results_dir: folder searched recursively for ``*.json``.
+        path: the file, under ``results_dir``.
+        results_dir: the results root (the folder holding ``transfer/`` and
+            ``robustness/``): the file must be :func:`canonical_path` of its
+            contents there.
+        text: the file's content when it is already read (e.g. from git);
+            default: read ``path``.
+    """
+    path = Path(path)
+    parts = path.relative_to(results_dir).parts if path.is_relative_to(results_dir) else path.parts
+    cell = dict(zip(("task", "dataset", "preset"), parts[:-1]))
+    try:
+        record = parse_record(path.read_text(encoding="utf-8") if text is None else text)
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        return None, RecordProblem(path, DAMAGED, str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                                   cell)
+    want = canonical_path(record, results_dir)
+    if path != want:
+        cell = {k: record[k] for k in ("task", "dataset", "preset", "method", "seed")}
+        cell["alpha_override"] = record.get("alpha_override")
+        return None, RecordProblem(path, DUPLICATE, f"its contents are the record of {want}", cell)
+    return record, None
+
+
+def record_files(results_dir: str | Path) -> list[Path]:
+    """Every ``*.json`` under the task folders of ``results_dir`` (``transfer/``, ``robustness/``), sorted.
+
+    Files elsewhere (``bench/``, the top level) are not records and are not looked at.
+    """
+    root = Path(results_dir)
+    return sorted(p for task in METRIC_KEYS for p in (root / task).rglob("*.json") if p.is_file())
+
+
+def scan_records(results_dir: str | Path) -> Records:
+    """Judge every record file under ``results_dir`` (:func:`check_record`); name nothing."""
+    good, problems = [], []
+    for path in record_files(results_dir):
+        record, problem = check_record(path, results_dir)
+        if problem is not None:
+            problems.append(problem)
+        else:
+            record["path"] = str(path)
+            good.append(record)
+    return Records(good, problems)
+
+
+_NAMED: set[str] = set()  # problem lines already printed by this process
+
+
+def name_problems(problems: Iterable[RecordProblem | str], *, stream: IO[str] | None = None) -> None:
+    """Print each problem as one line on stderr (prefixed ``spreadcon:``), once per process."""
+    for problem in problems:
+        line = f"spreadcon: {problem}"
+        if line not in _NAMED:
+            _NAMED.add(line)
+            print(line, file=stream or sys.stderr, flush=True)
+
+
+def load_records(results_dir: str | Path, *, quiet: bool = False, **match: Any) -> Records:
+    """Read every good record under ``results_dir``, optionally filtered; name the files that do not count.
+
+    A file under a task folder counts when it is strict JSON, a valid record
+    (:func:`validate_record`) and at its :func:`canonical_path`. A damaged file
+    or a duplicate (a valid record under another name, such as
+    ``spread_seed0 (1).json``, which would count as a second seed) is left
+    out and named in one line on stderr, once per process
+    (:func:`name_problems`): a table built from the records then lacks the
+    row, and says why, rather than stopping the build.
+
+    Args:
+        results_dir: the results root (the folder holding ``transfer/`` and ``robustness/``).
+        quiet: name nothing (the caller reports ``.problems`` itself).
         **match: keep only records whose top-level keys equal these values,
             e.g. ``dataset="cifar10", preset="cpu"``.
 
     Returns:
-        Records sorted by (task, dataset, preset, method, seed), each with an
-        added ``"path"`` key. Files that are not valid records are skipped.
+        :class:`Records`: the good records sorted by (task, dataset, preset,
+        method, seed), each with an added ``"path"`` key, and in
+        ``.problems`` the files that would have matched but do not count.
     """
-    out = []
-    for path in sorted(Path(results_dir).rglob("*.json")):
-        try:
-            record = json.loads(path.read_text())
-            validate_record(record)
-        except (ValueError, OSError, KeyError, TypeError):
-            continue
-        if all(record.get(k) == v for k, v in match.items()):
-            record["path"] = str(path)
-            out.append(record)
+    scanned = scan_records(results_dir)
+    out = [r for r in scanned if all(r.get(k) == v for k, v in match.items())]
     out.sort(key=lambda r: (r["task"], r["dataset"], r["preset"], r["method"], r["seed"]))
-    return out
+    problems = [p for p in scanned.problems if p.concerns(match)]
+    if not quiet:
+        name_problems(problems)
+    return Records(out, problems)

@@ -10,10 +10,16 @@ Command line::
 
 For every (dataset, method, seed) of the grid, in that order:
 
-* if a result record for it already exists under ``--results`` (the path is
-  :func:`spreadcon.runs.records.record_path`'s), the run is **skipped** -- so an
-  interrupted grid resumes where it stopped, and finished runs are never
-  repeated;
+* if a good result record for it already exists under ``--results`` (the path is
+  :func:`spreadcon.runs.records.record_path`'s, and the file is strict JSON and
+  a valid record of this very cell: :func:`spreadcon.runs.records.check_record`),
+  the run is **skipped** -- so an interrupted grid resumes where it stopped, and
+  finished runs are never repeated;
+* if the file there is **damaged** (truncated, not a valid record, or another
+  cell's record), the command names it in one line, moves it aside to
+  ``<name>.damaged`` (nothing is lost) and reruns the cell; a **duplicate**
+  beside it (a record under another name, such as ``spread_seed0 (1).json``) is
+  named and never counted;
 * otherwise the template notebook is executed by papermill with the run's
   parameters; the executed notebook is kept as
   ``<runs>/<preset>/<dataset>/<method>_seed<N>[_alpha<A>].ipynb`` (``runs/``
@@ -86,16 +92,23 @@ Example:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import pickle
+import signal
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Sequence
 
 from spreadcon.book.report import PAPER_ROBUSTNESS_DATASETS, PAPER_TRANSFER_DATASETS
 
+if TYPE_CHECKING:  # the records module imports torch; the grid's first checks must not
+    from spreadcon.runs.records import RecordProblem
+
 __all__ = ["GridRun", "TEMPLATE", "PAPER_DATASETS", "PAPER_METHODS", "PAPER_SEEDS", "PAPER_PRESET",
-           "check_grid", "plan_grid", "find_record", "plan_costs", "execute_run", "run_grid",
+           "check_grid", "plan_grid", "find_record", "record_state", "grid_problems", "aside_path", "set_aside",
+           "plan_costs", "execute_run", "run_grid", "kernel_environment", "PATH_VARIABLES",
            "default_threads", "main"]
 
 #: The papermill template, next to the chapters it serves.
@@ -117,10 +130,13 @@ class GridRun:
     Attributes:
         dataset, method, preset, seed: what to run.
         alpha: the cNCE weight override, or None for the preset's.
-        existing: the path of its record if one already exists, else None.
+        existing: the path of its record if a good one already exists, else None.
         backbones: the single-backbone trainings the run needs
             (:func:`spreadcon.runs.cost.backbones_of`): ``(method,)`` for an
             ordinary method, two for ``thanos`` and the pair controls.
+        damaged: the file at its record's path when that file is not a good
+            record of this cell (:func:`spreadcon.runs.records.check_record`),
+            else None: the run reruns, once the file is moved aside.
     """
 
     dataset: str
@@ -130,6 +146,7 @@ class GridRun:
     alpha: float | None = None
     existing: Path | None = None
     backbones: tuple[str, ...] = ()
+    damaged: RecordProblem | None = None
 
     @property
     def composite(self) -> bool:
@@ -155,22 +172,49 @@ class GridRun:
         return f"{self.dataset}/{self.preset}/{self.name}"
 
 
-def find_record(results_dir: str | Path, dataset: str, method: str, preset: str, seed: int,
-                alpha: float | None = None) -> Path | None:
-    """The existing record of a run, or None.
+def record_state(results_dir: str | Path, run: GridRun) -> tuple[Path | None, RecordProblem | None]:
+    """Whether ``run`` is recorded: ``(path, None)`` for a good record, ``(None, problem)`` when the file
+    at its record's path does not count (:func:`spreadcon.runs.records.check_record`), ``(None, None)``
+    when there is none.
 
     The path comes from :func:`spreadcon.runs.records.record_path`, the one place
     that decides it. A dataset has exactly one task, so checking both tasks
-    finds the record without loading the dataset.
+    finds the record without loading the dataset. A file there that holds
+    another cell's record (a renamed copy) is damaged for this cell.
     """
-    from spreadcon.runs.records import METRIC_KEYS, record_path
+    from spreadcon.runs.records import DAMAGED, METRIC_KEYS, check_record, record_path
 
     for task in METRIC_KEYS:
-        path = record_path(results_dir, task=task, dataset=dataset, preset=preset, method=method,
-                           seed=seed, alpha=alpha)
+        path = record_path(results_dir, task=task, dataset=run.dataset, preset=run.preset, method=run.method,
+                           seed=run.seed, alpha=run.alpha)
         if path.is_file():
-            return path
-    return None
+            record, problem = check_record(path, results_dir)
+            if problem is not None:
+                return None, problem._replace(kind=DAMAGED)
+            return path, None
+    return None, None
+
+
+def find_record(results_dir: str | Path, run: GridRun) -> Path | None:
+    """The good record of ``run`` under ``results_dir``, or None (:func:`record_state`)."""
+    return record_state(results_dir, run)[0]
+
+
+def aside_path(path: Path) -> Path:
+    """Where :func:`set_aside` moves ``path``: ``<name>.damaged``, or ``<name>.damaged.1``, ... if taken."""
+    target, n = path.with_name(path.name + ".damaged"), 0
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.damaged.{n}")
+    return target
+
+
+def set_aside(path: Path) -> Path:
+    """Move a damaged record out of the way (:func:`aside_path`) and return where it went; nothing is
+    deleted, and a ``*.damaged`` file is no longer looked at as a record."""
+    target = aside_path(path)
+    os.replace(path, target)
+    return target
 
 
 def _check_names(kind: str, names: Sequence[str], valid: Sequence[str]) -> None:
@@ -206,7 +250,7 @@ def check_grid(datasets: Sequence[str], methods: Sequence[str], seeds: Sequence[
         raise ValueError(f"--seeds must be integers >= 0; got {', '.join(map(repr, bad))}")
 
 
-def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seeds: Sequence[int],
+def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seeds: Sequence[int], *,
               alpha: float | None = None, results_dir: str | Path = "results",
               overrides: dict[str, Any] | None = None) -> list[GridRun]:
     """Validate the names and list the grid's runs, marking those already recorded.
@@ -222,7 +266,8 @@ def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seed
             anything runs).
 
     Returns:
-        The runs in (dataset, method, seed) order.
+        The runs in (dataset, method, seed) order; ``existing`` is set where a
+        good record exists, ``damaged`` where the file there does not count.
 
     Raises:
         ValueError: an unknown preset, dataset, method or config key (the
@@ -244,9 +289,24 @@ def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seed
     from spreadcon.runs.cost import backbones_of
     for d in datasets:  # unknown override keys or bad values fail now, not in run 17
         resolve(preset, d, {**(overrides or {}), **({} if alpha is None else {"alpha": alpha})})
-    return [GridRun(d, m, preset, int(s), alpha, find_record(results_dir, d, m, preset, int(s), alpha),
-                    backbones_of(m))
-            for d in datasets for m in methods for s in seeds]
+    plan = []
+    for run in (GridRun(d, m, preset, int(s), alpha, backbones=backbones_of(m))
+                for d in datasets for m in methods for s in seeds):
+        existing, damaged = record_state(results_dir, run)
+        plan.append(replace(run, existing=existing, damaged=damaged))
+    return plan
+
+
+def grid_problems(plan: Sequence[GridRun], results_dir: str | Path) -> list[RecordProblem]:
+    """The files under the plan's record folders that do not count: each damaged record at a run's path
+    (the run reruns) and every damaged or duplicate file beside them (never counted)."""
+    from spreadcon.runs.records import scan_records
+
+    damaged = {r.damaged.path: r.damaged for r in plan if r.damaged is not None}
+    cells = [{"dataset": d, "preset": p} for d, p in dict.fromkeys((r.dataset, r.preset) for r in plan)]
+    found = [p for p in scan_records(results_dir).problems
+             if p.path not in damaged and any(p.concerns(c) for c in cells)]
+    return sorted([*damaged.values(), *found], key=lambda p: str(p.path))
 
 
 def plan_costs(plan: Sequence[GridRun], overrides: dict[str, Any] | None = None,
@@ -288,7 +348,7 @@ def plan_costs(plan: Sequence[GridRun], overrides: dict[str, Any] | None = None,
     return rows
 
 
-def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
+def execute_run(run: GridRun, *, results_dir: str | Path, runs_dir: str | Path,
                 data_root: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 template: str | Path = TEMPLATE, checkpoints_dir: str | Path = "checkpoints",
                 eval_epochs: str = "") -> Path:
@@ -299,11 +359,14 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
 
     The notebook gets the run's own checkpoint folder
     (:meth:`GridRun.checkpoint_dir` under ``checkpoints_dir``) with
-    ``resume=True``, and ``progress=False`` (no bars in the kept notebook).
+    ``resume=True``, and ``progress=False`` (no bars in the kept notebook). Its
+    kernel works in the template's folder, so every path it is given is
+    absolute, the path variables of its environment included
+    (:func:`kernel_environment`).
 
     Raises:
         RuntimeError: the notebook failed (the message names the executed
-            notebook to open), or it finished without writing the record.
+            notebook to open), or it finished without writing a good record.
     """
     import papermill
 
@@ -317,14 +380,10 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
         "progress": False, "eval_epochs": eval_epochs,
     }
     template = Path(template)
-    # the kernel must import the spreadcon that runs this grid: with an editable install of another
-    # checkout (a git worktree, say), the kernel would otherwise run that checkout's code, and its
-    # records would name the wrong commit
-    previous = os.environ.get("PYTHONPATH")
-    os.environ["PYTHONPATH"] = kernel_pythonpath(previous)
     try:
-        papermill.execute_notebook(str(template), str(out), parameters=params, cwd=str(template.parent),
-                                   progress_bar=False, log_output=False)
+        with kernel_environment():
+            papermill.execute_notebook(str(template), str(out), parameters=params, cwd=str(template.parent),
+                                       progress_bar=False, log_output=False)
     except Exception as exc:  # papermill raises its own error types and kernel errors alike
         lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
         message = f"{lines[-1] if lines else type(exc).__name__} (see {out})"
@@ -333,12 +392,10 @@ def execute_run(run: GridRun, results_dir: str | Path, runs_dir: str | Path,
 
             raise getattr(errors, _DATA_ERRORS[exc.ename])(message) from exc
         raise RuntimeError(message) from exc
-    finally:
-        if previous is None:
-            os.environ.pop("PYTHONPATH", None)
-        else:
-            os.environ["PYTHONPATH"] = previous
-    path = find_record(results_dir, run.dataset, run.method, run.preset, run.seed, run.alpha)
+    path, problem = record_state(results_dir, run)
+    if problem is not None:
+        raise RuntimeError(f"the notebook finished but its record does not count: {problem.reason} "
+                           f"({problem.path}; see {out})")
     if path is None:
         raise RuntimeError(f"the notebook finished but wrote no record under {results_dir} (see {out})")
     return path
@@ -357,13 +414,45 @@ def kernel_pythonpath(current: str | None = None) -> str:
     return os.pathsep.join([root, *rest])
 
 
+#: Environment variables that hold a folder: a kernel working in ``book/`` would read a relative one
+#: against ``book/``, so :func:`kernel_environment` makes them absolute against the caller's folder.
+PATH_VARIABLES = ("SPREADCON_DATA", "SPREADCON_CACHE")
+
+
+@contextlib.contextmanager
+def kernel_environment():
+    """The environment a run's kernel inherits, set for the ``with`` block and restored after it.
+
+    * ``PYTHONPATH`` starts with this ``spreadcon`` (:func:`kernel_pythonpath`): with an editable
+      install of another checkout (a git worktree, say), the kernel would otherwise run that
+      checkout's code, and its records would name the wrong commit.
+    * Each of :data:`PATH_VARIABLES` that is set is made absolute against the current working
+      folder (``~`` expanded), so ``SPREADCON_DATA=data python -m spreadcon reproduce ...`` finds
+      the data that ``python -m spreadcon run ...`` finds from the same folder.
+    """
+    wanted = {"PYTHONPATH": kernel_pythonpath(os.environ.get("PYTHONPATH"))}
+    for var in PATH_VARIABLES:
+        if os.environ.get(var):
+            wanted[var] = str(Path(os.environ[var]).expanduser().absolute())
+    previous = {var: os.environ.get(var) for var in wanted}
+    os.environ.update(wanted)
+    try:
+        yield
+    finally:
+        for var, value in previous.items():
+            if value is None:
+                os.environ.pop(var, None)
+            else:
+                os.environ[var] = value
+
+
 # a data error raised inside a run's kernel, by name -> the class that carries its exit code
 _DATA_ERRORS = {"DatasetNotFound": "DatasetNotFound", "CorruptDataset": "CorruptDataset",
                 "CorruptDownload": "CorruptDataset", "UnreadableDataset": "UnreadableDataset"}
 
 
 def _limit_threads(threads: int) -> None:
-    """Worker initialiser: the kernels this process starts inherit these variables."""
+    """In a worker: the kernels this process starts inherit these variables."""
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = str(threads)
 
@@ -373,39 +462,113 @@ def default_threads(jobs: int) -> int:
     return max(1, (os.cpu_count() or 1) // max(1, jobs))
 
 
-def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_dir: str | Path = "runs",
+def _worker(conn, run: GridRun, kwargs: dict[str, Any], threads: int) -> None:
+    """A worker process's whole life: one run, its outcome sent back as ``(path, None)`` or ``(None, exc)``."""
+    _limit_threads(threads)
+    try:
+        outcome = (execute_run(run, **kwargs), None)
+    except Exception as exc:  # sent back to the grid, which reports it
+        outcome = (None, exc)
+    try:
+        pickle.loads(pickle.dumps(outcome))
+    except Exception:  # an exception that does not travel between processes: its message instead
+        outcome = (None, RuntimeError(str(outcome[1])))
+    conn.send(outcome)
+    conn.close()
+
+
+def _ended(proc, conn) -> tuple[Path | None, BaseException | None]:
+    """The outcome of a worker whose pipe is readable: what it sent, or how it died without sending."""
+    try:
+        outcome = conn.recv()
+    except (EOFError, OSError):
+        outcome = None
+    proc.join(timeout=60)
+    if proc.is_alive():  # it sent its outcome but does not end: nothing of the run is left in it
+        proc.terminate()
+        proc.join()
+    conn.close()
+    if outcome is not None:
+        return outcome
+    code = proc.exitcode
+    how = f"killed by {signal.Signals(-code).name}" if code is not None and code < 0 else f"exit code {code}"
+    return None, RuntimeError(f"its worker process ended without a result ({how})")
+
+
+def _run_in_workers(runs: Sequence[GridRun], *, jobs: int, threads: int, kwargs: dict[str, Any],
+                    finished: Callable[[GridRun, Path | None, BaseException | None], None]) -> None:
+    """Run ``runs``, at most ``jobs`` at once, each in a fresh ``spawn`` process of its own.
+
+    Each worker reports through its own pipe, so a worker that dies (killed, out of memory) fails
+    only its own run; the others run on, and the queue goes on.
+    """
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    ctx = multiprocessing.get_context("spawn")
+    queue, running = list(runs), {}
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                run = queue.pop(0)
+                recv, send = ctx.Pipe(duplex=False)
+                proc = ctx.Process(target=_worker, args=(send, run, kwargs, threads))
+                proc.start()
+                send.close()  # the worker holds the only writer: its death reads as end of file
+                running[recv] = (proc, run)
+            for conn in wait(list(running)):
+                proc, run = running.pop(conn)
+                path, exc = _ended(proc, conn)
+                finished(run, path, exc)
+    finally:
+        for proc, _ in running.values():  # interrupted: stop the workers still running
+            proc.terminate()
+            proc.join(timeout=30)
+
+
+def run_grid(plan: Sequence[GridRun], *, results_dir: str | Path = "results", runs_dir: str | Path = "runs",
              data_root: str | Path | None = None, overrides: dict[str, Any] | None = None,
              template: str | Path = TEMPLATE, progress: bool = True, jobs: int = 1,
              threads: int | None = None, checkpoints_dir: str | Path = "checkpoints",
              eval_epochs: str = "") -> dict[str, list]:
     """Run every not-yet-recorded run of ``plan``; failures do not stop the rest.
 
-    Composite runs (``thanos``) go after all the others, so that they find
-    their backbones' finished checkpoints and no two runs ever train into the
-    same folder at once.
+    A run counts as recorded only when its record file is a good record of it
+    (:func:`record_state`). A damaged file at its path is first moved aside
+    (:func:`set_aside`) and the run reruns. Composite runs (``thanos``) go after
+    all the others, so that they find their backbones' finished checkpoints
+    and no two runs ever train into the same folder at once.
 
     Args:
         checkpoints_dir: the root of the runs' checkpoint folders.
         jobs: how many runs execute at once. With ``jobs > 1`` each run executes
-            in a worker process (``spawn``) whose kernel gets ``threads`` torch
-            threads through ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``.
+            in a worker process of its own (``spawn``) whose kernel gets
+            ``threads`` torch threads through ``OMP_NUM_THREADS``/``MKL_NUM_THREADS``;
+            a worker that dies fails its own run only.
         threads: threads per run when ``jobs > 1``; default :func:`default_threads`.
 
     Returns:
-        ``{"done": [record paths], "skipped": [GridRun], "failed": [(GridRun, message)]}``;
-        with ``jobs > 1`` ``done`` and ``failed`` are in completion order.
+        ``{"done": [record paths], "skipped": [GridRun], "failed": [(GridRun, message)],
+        "set_aside": [paths of damaged records moved aside]}``; with ``jobs > 1``
+        ``done`` and ``failed`` are in completion order.
     """
     from tqdm.auto import tqdm
 
     if not isinstance(jobs, int) or jobs < 1:
         raise ValueError(f"jobs={jobs!r} must be a positive int")
-    result: dict[str, list] = {"done": [], "skipped": [], "failed": []}
+    n_threads = default_threads(jobs) if threads is None else threads
+    if not isinstance(n_threads, int) or n_threads < 1:
+        raise ValueError(f"threads={threads!r} must be a positive int")
+    result: dict[str, list] = {"done": [], "skipped": [], "failed": [], "set_aside": []}
     todo = []
     for run in plan:
-        existing = run.existing or find_record(results_dir, run.dataset, run.method, run.preset,
-                                               run.seed, run.alpha)
-        (result["skipped"] if existing is not None else todo).append(run)
-    bar = tqdm(total=len(plan), initial=len(result["skipped"]), desc="grid", unit="run",
+        try:
+            if not _recorded(run, results_dir, result):
+                todo.append(run)
+        except OSError as exc:  # the damaged record could not be moved aside: leave it, run nothing
+            result["failed"].append((run, f"its damaged record could not be moved aside ({exc})"))
+            result.setdefault("errors", []).append(exc)
+    bar = tqdm(total=len(plan), initial=len(plan) - len(todo), desc="grid", unit="run",
                disable=not progress, file=sys.stderr)
 
     def finished(run: GridRun, path: Path | None, exc: BaseException | None) -> None:
@@ -417,34 +580,35 @@ def run_grid(plan: Sequence[GridRun], results_dir: str | Path = "results", runs_
             bar.write(f"FAILED {run.label()}: {exc}")
         bar.update(1)
 
-    args = (results_dir, runs_dir, data_root, overrides, template, checkpoints_dir, eval_epochs)
-    phases = [[r for r in todo if not r.composite], [r for r in todo if r.composite]]
-    if jobs == 1:
-        for run in phases[0] + phases[1]:
-            bar.set_postfix_str(run.label())
-            try:
-                path = execute_run(run, *args)
-            except Exception as exc:  # keep going; report at the end
-                finished(run, None, exc)
-            else:
-                finished(run, path, None)
-    elif todo:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        n_threads = default_threads(jobs) if threads is None else int(threads)
-        if n_threads < 1:
-            raise ValueError(f"threads={threads!r} must be a positive int")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                                 initializer=_limit_threads, initargs=(n_threads,)) as pool:
+    kwargs = dict(results_dir=results_dir, runs_dir=runs_dir, data_root=data_root, overrides=overrides,
+                  template=template, checkpoints_dir=checkpoints_dir, eval_epochs=eval_epochs)
+    for phase in ([r for r in todo if not r.composite], [r for r in todo if r.composite]):
+        if jobs == 1:  # composites only once every backbone run has ended
+            for run in phase:
+                bar.set_postfix_str(run.label())
+                try:
+                    path = execute_run(run, **kwargs)
+                except Exception as exc:  # keep going; report at the end
+                    finished(run, None, exc)
+                else:
+                    finished(run, path, None)
+        elif phase:
             bar.set_postfix_str(f"{jobs} at once, {n_threads} thread(s) each")
-            for phase in phases:  # composites only once every backbone run has ended
-                futures = {pool.submit(execute_run, run, *args): run for run in phase}
-                for fut in as_completed(futures):
-                    exc = fut.exception()
-                    finished(futures[fut], None if exc else fut.result(), exc)
+            _run_in_workers(phase, jobs=jobs, threads=n_threads, kwargs=kwargs, finished=finished)
     bar.close()
     return result
+
+
+def _recorded(run: GridRun, results_dir: str | Path, result: dict[str, list]) -> bool:
+    """Whether ``run`` has a good record now (then it goes to ``skipped``); a damaged file at its path is
+    moved aside first (into ``set_aside``), so the rerun loses nothing."""
+    path, problem = record_state(results_dir, run)
+    if path is not None:
+        result["skipped"].append(run)
+        return True
+    if problem is not None:
+        result["set_aside"].append(set_aside(problem.path))
+    return False
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -502,6 +666,17 @@ def _grid_args(args: argparse.Namespace) -> tuple[str, list[str], list[str], lis
     return preset, datasets, methods, seeds
 
 
+def _print_problems(plan: Sequence[GridRun], results_dir: str | Path, *, dry_run: bool) -> None:
+    """One line per record file of the grid's folders that does not count (:func:`grid_problems`)."""
+    for problem in grid_problems(plan, results_dir):
+        line = f"  {problem}"
+        if any(r.damaged is not None and r.damaged.path == problem.path for r in plan):
+            aside = aside_path(problem.path).name
+            line += (f"; a run moves it aside to {aside} and reruns its cell" if dry_run
+                     else f"; moving it aside to {aside} to rerun its cell")
+        print(line)
+
+
 def _print_costs(plan: Sequence[GridRun], overrides: dict[str, Any], args: argparse.Namespace) -> None:
     """One line per run with its estimated cost, then the ``total:`` line."""
     from spreadcon.runs.cost import gpu_hours, throughput
@@ -552,19 +727,21 @@ def main(argv: list[str] | None = None) -> int:
             overrides[key.strip()] = value.strip()
         if args.jobs < 1 or (args.threads is not None and args.threads < 1):
             raise ValueError(f"--jobs and --threads must be positive; got {args.jobs} and {args.threads}")
-        plan = plan_grid(preset, datasets, methods, seeds, args.alpha, args.results, overrides)
+        plan = plan_grid(preset, datasets, methods, seeds, alpha=args.alpha, results_dir=args.results,
+                         overrides=overrides)
     except ValueError as exc:
         print(f"spreadcon reproduce: {exc}", file=sys.stderr)
         return 2
     todo = [r for r in plan if r.existing is None]
     print(f"grid: {len(plan)} runs of preset {preset}, {len(plan) - len(todo)} already recorded under "
           f"{args.results}; checkpoints under {args.checkpoints}")
+    _print_problems(plan, args.results, dry_run=args.dry_run)
     if args.dry_run:
         _print_costs(plan, overrides, args)
         return 0
-    out = run_grid(plan, args.results, args.runs, args.data_root, overrides, args.template,
-                   progress=not args.no_progress, jobs=args.jobs, threads=args.threads,
-                   checkpoints_dir=args.checkpoints, eval_epochs=args.eval_epochs)
+    out = run_grid(plan, results_dir=args.results, runs_dir=args.runs, data_root=args.data_root,
+                   overrides=overrides, template=args.template, progress=not args.no_progress, jobs=args.jobs,
+                   threads=args.threads, checkpoints_dir=args.checkpoints, eval_epochs=args.eval_epochs)
     print(f"finished {len(out['done'])}, skipped {len(out['skipped'])}, failed {len(out['failed'])}")
     for path in out["done"]:
         print(f"  wrote {path}")

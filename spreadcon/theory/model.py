@@ -227,7 +227,7 @@ def spread_loss_for_form(alpha: float, temperature: float, form: str) -> torch.n
     ``reference_quirks=True`` and ``"one_positive"`` is the same without the clamp.
 
     Example:
-        >>> spread_loss_for_form(0.5, 0.5, "one_positive").switches["clamp"] is None
+        >>> spread_loss_for_form(0.5, 0.5, "one_positive").switches.clamp is None
         True
     """
     from spreadcon.losses.contrastive import SpreadLoss

@@ -169,7 +169,7 @@ def train_setting(
     Returns:
         The encoder in eval mode, ``(N, d) -> (N, out_dim)``.
     """
-    from spreadcon.losses.contrastive import SpreadLoss, reconstruction_loss
+    from spreadcon.losses import SpreadLoss, reconstruction_loss
     from spreadcon.models import build_encoder
 
     if setting not in SETTINGS:

@@ -17,14 +17,13 @@ that retraining, built from the package's own pieces:
   cross-entropy of the coarse head;
 * the loss is online Group DRO (:func:`group_dro_step`), or the plain mean
   with ``method="erm"`` (GEORGE's ERM baseline);
-* the step itself is the engine's :func:`spreadcon.train.loop.train_step`
-  (augment, forward under autocast, backward, gradient clipping, optimiser
-  step) with a one-view config and the Group DRO objective in place of the
-  method's; optimiser, schedule and precision are the engine's too:
-  :func:`spreadcon.train.loop.make_optimizer` (AdamW, ``cfg.lr``,
-  ``cfg.weight_decay``), :func:`spreadcon.train.loop.lr_factor` (warm-up, cosine),
-  :func:`spreadcon.train.loop.precision` (bf16 autocast on CUDA, fp16 with a
-  gradient scaler on GPUs without bf16, fp32 on CPU), ``cfg.grad_clip``.
+* the training is the engine's own loop, :func:`spreadcon.train.loop.train`, with a
+  one-view config and a :class:`spreadcon.train.loop.Recipe` that puts the Group DRO
+  objective in place of the method's and selects on the val worst-group accuracy.
+  Seeding, shuffling, the step (augment, forward under autocast, backward, gradient
+  clipping, AdamW with ``cfg.lr``, ``cfg.weight_decay``), the warm-up + cosine
+  schedule and the precision (bf16 autocast on CUDA, fp16 with a gradient scaler on
+  GPUs without bf16, fp32 on CPU) are the engine's.
 
 A step reads nothing back to the host: the group weights ``q`` live on the
 device and are updated there; the loss is summed on the device and read
@@ -46,7 +45,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -162,6 +160,38 @@ def evaluate_retrained(model: MethodModel, split, ds, cfg: Config, device) -> di
     return group_accuracies(predict_coarse(model, split, ds, cfg, device), split.coarse, split.group)
 
 
+def _check_arguments(ds, train_groups: Tensor | None, cfg: Config, *, val_groups: Tensor | None, eta: float,
+                     epochs: int | None, method: str) -> tuple[Tensor, int]:
+    """:func:`retrain_group_dro`'s arguments, checked before training; returns the train groups (all
+    zeros for ERM without groups) and the number of epochs."""
+    from spreadcon import distributed as D
+
+    if method not in ("group_dro", "erm"):
+        raise ValueError(f"method must be 'group_dro' or 'erm', got {method!r}")
+    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta > 0):
+        raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
+    epochs = cfg.epochs if epochs is None else epochs
+    if not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
+    for name in ("train", "val"):
+        if name not in ds.splits:
+            raise ValueError(f"ds has no {name!r} split (splits: {sorted(ds.splits)})")
+    n_train, n_val = len(ds.splits["train"]), len(ds.splits["val"])
+    if n_train < 2:
+        raise ValueError(f"the training split has {n_train} images; need at least 2")
+    if train_groups is None:
+        if method != "erm":
+            raise ValueError("train_groups is None; Group DRO needs one group id per training image")
+        train_groups = torch.zeros(n_train, dtype=torch.long)
+    _check_groups(train_groups, n_train, "train_groups")
+    if val_groups is not None:
+        _check_groups(val_groups, n_val, "val_groups")
+    if D.is_distributed():
+        raise RuntimeError("retrain_group_dro runs in one process; under torch.distributed the group "
+                           "losses would need an all-reduce")
+    return train_groups, epochs
+
+
 def retrain_group_dro(ds, train_groups: Tensor | None, cfg: Config, *, seed: int, device,
                       val_groups: Tensor | None = None, eta: float = 0.01, epochs: int | None = None,
                       method: str = "group_dro", progress: bool = False) -> RetrainResult:
@@ -205,113 +235,34 @@ def retrain_group_dro(ds, train_groups: Tensor | None, cfg: Config, *, seed: int
             ``epochs < 1``, an unknown ``method``, a split missing or too small).
         RuntimeError: a non-finite loss, or a call under ``torch.distributed``.
     """
-    from spreadcon import distributed as D
-    from spreadcon.data import batches
-    from spreadcon.data.augment import TwoViewAugment
-    from spreadcon.train import loop as engine
-    from spreadcon.train.loop import lr_factor, make_optimizer, precision
     from spreadcon.eval.worst_group import group_accuracies
-    from spreadcon.methods import build_model
+    from spreadcon.train.loop import Recipe, train
 
-    # ---- check everything before training
-    if method not in ("group_dro", "erm"):
-        raise ValueError(f"method must be 'group_dro' or 'erm', got {method!r}")
-    if not (isinstance(eta, (int, float)) and math.isfinite(eta) and eta > 0):
-        raise ValueError(f"eta must be a finite number > 0, got {eta!r}")
-    epochs = cfg.epochs if epochs is None else epochs
-    if not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an int >= 1, got {epochs!r}")
-    for name in ("train", "val"):
-        if name not in ds.splits:
-            raise ValueError(f"ds has no {name!r} split (splits: {sorted(ds.splits)})")
-    n_train, n_val = len(ds.splits["train"]), len(ds.splits["val"])
-    if n_train < 2:
-        raise ValueError(f"the training split has {n_train} images; need at least 2")
-    if train_groups is None:
-        if method != "erm":
-            raise ValueError("train_groups is None; Group DRO needs one group id per training image")
-        train_groups = torch.zeros(n_train, dtype=torch.long)
-    _check_groups(train_groups, n_train, "train_groups")
-    if val_groups is not None:
-        _check_groups(val_groups, n_val, "val_groups")
-    if D.is_distributed():
-        raise RuntimeError("retrain_group_dro runs in one process; under torch.distributed the group "
-                           "losses would need an all-reduce")
+    train_groups, epochs = _check_arguments(ds, train_groups, cfg, val_groups=val_groups, eta=eta, epochs=epochs,
+                                            method=method)
 
+    # ---- the engine's loop with the Group DRO objective and worst-group selection
     device = torch.device(device)
-    train_split, val_split = ds.splits["train"].to(device), ds.splits["val"].to(device)
-    augment = TwoViewAugment.for_dataset(ds)
-    n_groups = int(train_groups.max()) + 1
-    groups_dev = train_groups.to(device)
-
-    # ---- everything random below derives from `seed`, as in spreadcon.train.loop.train
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    aug_generator = generator if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
-    model = build_model("ce", cfg, ds.image_shape, ds.n_coarse).to(device)
-    optimizer = make_optimizer(model.parameters(), cfg, device)
-    objective = _DROObjective(method, n_groups, eta, device)
-    step_cfg = dataclasses.replace(cfg, views=1)  # train_step reads views and grad_clip from it
-    prec = precision(cfg, device)
-    use_amp = False if prec == "fp32" else prec
-    scaler = torch.amp.GradScaler(device.type) if prec == "fp16" else None
-    drop_last = n_train >= cfg.batch_size
-    steps_per_epoch = n_train // cfg.batch_size if drop_last else 1
-    total_steps = steps_per_epoch * epochs
-
-    history: list[dict[str, Any]] = []
-    best_score, best_epoch, best_state = -1.0, 0, None
+    val_split, groups_dev = ds.splits["val"].to(device), train_groups.to(device)
+    objective = _DROObjective(method, int(train_groups.max()) + 1, eta, device)
     selected_on = "val_worst_group_acc" if val_groups is not None else "val_avg_acc"
-    bar = None
-    if progress:
-        try:
-            from tqdm.auto import tqdm
 
-            bar = tqdm(total=total_steps, desc=f"retrain {method}", leave=False, dynamic_ncols=True)
-        except ImportError:
-            bar = None
+    def hand_over_groups(batch: dict) -> None:  # this batch's group ids, for the objective's next call
+        objective.groups = groups_dev[batch["index"]]
 
-    start, step, factor = time.perf_counter(), 0, 1.0
-    try:
-        for epoch in range(1, epochs + 1):
-            model.train()
-            loss_sum = torch.zeros((), device=device)
-            count = 0
-            for batch in batches(train_split, cfg.batch_size, shuffle=True, generator=generator,
-                                 device=device, drop_last=drop_last):
-                factor = lr_factor(step, total_steps, steps_per_epoch, cfg.warmup_epochs, cfg.cosine_period_epochs)
-                for group in optimizer.param_groups:
-                    group["lr"] = cfg.lr * factor
-                objective.groups = groups_dev[batch["index"]]  # this batch's group ids, for the next call
-                loss_sum += engine.train_step(model, objective, optimizer, augment, batch, cfg=step_cfg,
-                                              generator=aug_generator, use_amp=use_amp, scaler=scaler)[-1]
-                count += 1
-                step += 1
-                if bar is not None:
-                    bar.update(1)
-            mean_loss = float(loss_sum) / max(1, count)  # the epoch's one host read of the loss
-            if not math.isfinite(mean_loss):
-                raise RuntimeError(f"non-finite loss in epoch {epoch} of retrain_group_dro ({method}); "
-                                   f"try a lower lr or eta")
-            pred = predict_coarse(model, val_split, ds, cfg, device)
-            row: dict[str, Any] = {"epoch": epoch, "lr": cfg.lr * factor, "loss": mean_loss,
-                                   "val_avg_acc": float((pred == val_split.coarse).double().mean())}
-            if val_groups is not None:
-                acc = group_accuracies(pred, val_split.coarse, val_groups)
-                row["val_worst_group_acc"] = acc["worst_group_acc"]
-                row["val_group_mean_acc"] = acc["group_mean_acc"]
-            row["q"] = objective.q.tolist()
-            history.append(row)
-            if row[selected_on] > best_score:
-                best_score, best_epoch = row[selected_on], epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-            if bar is not None:
-                bar.set_postfix({"loss": f"{mean_loss:.3f}", "val": f"{row[selected_on]:.3f}"})
-    finally:
-        if bar is not None:
-            bar.close()
-    model.load_state_dict(best_state)
-    model.eval()
-    return RetrainResult(model=model, best_epoch=best_epoch, val_history=history, q=objective.q.cpu(),
-                         train_time_s=time.perf_counter() - start,
-                         extra={"method": method, "eta": float(eta), "precision": prec, "selected_on": selected_on})
+    def evaluate(model: MethodModel) -> dict[str, Any]:
+        pred = predict_coarse(model, val_split, ds, cfg, device)
+        row: dict[str, Any] = {"val_avg_acc": float((pred == val_split.coarse).double().mean())}
+        if val_groups is not None:
+            acc = group_accuracies(pred, val_split.coarse, val_groups)
+            row.update(val_worst_group_acc=acc["worst_group_acc"], val_group_mean_acc=acc["group_mean_acc"])
+        return {**row, "q": objective.q.tolist()}
+
+    recipe = Recipe(objective=objective, terms=("loss",), on_batch=hand_over_groups, evaluate=evaluate,
+                    select_on=selected_on, keep_best=True, name=f"retrain {method}")
+    step_cfg = dataclasses.replace(cfg, views=1, epochs=epochs)  # one augmented view per image
+    res = train("ce", ds, step_cfg, seed=seed, device=device, progress=progress, recipe=recipe)
+    return RetrainResult(model=res.model, best_epoch=res.best_epoch, val_history=res.history, q=objective.q.cpu(),
+                         train_time_s=res.wall_time_s,
+                         extra={"method": method, "eta": float(eta), "precision": res.extra["precision"],
+                                "selected_on": selected_on})

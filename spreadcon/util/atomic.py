@@ -18,8 +18,6 @@ import tempfile
 from pathlib import Path
 from typing import IO, Any, Callable
 
-import torch
-
 __all__ = ["atomic_write", "atomic_torch_save", "remove_stale_temporaries"]
 
 
@@ -132,5 +130,48 @@ def remove_stale_temporaries(folder: str | Path) -> list[Path]:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> Path:
-    """``torch.save(obj)`` to ``path`` atomically (read back with ``weights_only=True``)."""
-    return atomic_write(path, lambda f: torch.save(obj, f))
+    """``torch.save(obj)`` to ``path`` atomically (read back with ``weights_only=True``).
+
+    A write that fails (a full disk, a quota, an I/O error) raises :class:`OSError` with the
+    failing write's ``errno`` (``ENOSPC`` for a full disk), as any other file write does. Without
+    this, ``torch.save``'s C++ writer swallows the error of the file's ``write`` and raises a
+    ``RuntimeError`` about a file position instead; the previous file at ``path`` is intact.
+
+    Example:
+        >>> import tempfile, pathlib, torch
+        >>> p = atomic_torch_save({"x": torch.arange(3)}, pathlib.Path(tempfile.mkdtemp()) / "x.pt")
+        >>> torch.load(p, weights_only=True)["x"].tolist()
+        [0, 1, 2]
+    """
+    import torch
+
+    def write(f: IO[bytes]) -> None:
+        failed: list[OSError] = []
+        try:
+            torch.save(obj, _RecordingWriter(f, failed))
+        except RuntimeError as exc:
+            cause = failed[0] if failed else exc.__context__
+            if not isinstance(cause, OSError):  # not a write failure (e.g. an object torch cannot save)
+                raise
+            raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from exc
+        if failed:  # torch went on after a failed write: never move a short file into place
+            raise OSError(failed[0].errno, failed[0].strerror or str(failed[0]), str(path)) from failed[0]
+
+    return atomic_write(path, write)
+
+
+class _RecordingWriter:
+    """The file object handed to ``torch.save``: writes through to ``f``, keeping any :class:`OSError`."""
+
+    def __init__(self, f: IO[bytes], failed: list[OSError]) -> None:
+        self._f, self._failed = f, failed
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            self._failed.append(exc)
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
