@@ -45,8 +45,9 @@ only its evaluation. Composite runs are therefore executed after every other
 run of the grid, never beside one of their backbones. Both ``--results`` and
 ``--checkpoints`` may be on a mounted drive (Colab: Google Drive; see the
 README), so a new session picks up where the last one stopped. ``--set``
-overrides are not part of the folder names: give an overridden grid its own
-``--results`` and ``--checkpoints``.
+overrides are part of the record's preset name (``cpu.set.epochs-1``, see
+:mod:`spreadcon.runs.names`), so an overridden grid never lands on the
+preset's own records.
 
 **The paper's grid.** ``--paper`` fills in the preset ``official`` (the
 official code's form, against which the official README's table is
@@ -147,6 +148,13 @@ class GridRun:
     existing: Path | None = None
     backbones: tuple[str, ...] = ()
     damaged: RecordProblem | None = None
+    record_preset: str = ""  # the preset its record is filed under (spreadcon.runs.names); "" = preset
+
+    @property
+    def filed(self) -> str:
+        """The preset folder of its record and checkpoints: ``preset``, or the name that says how
+        ``--set`` changed it (and an alpha the file name would round)."""
+        return self.record_preset or self.preset
 
     @property
     def composite(self) -> bool:
@@ -155,7 +163,7 @@ class GridRun:
 
     def checkpoint_dir(self, root: str | Path) -> Path:
         """This run's checkpoint folder (see the module docstring for the layout)."""
-        folder = Path(root) / self.preset / self.dataset / (
+        folder = Path(root) / self.filed / self.dataset / (
             f"seed{self.seed}" + ("" if self.alpha is None else f"_alpha{self.alpha:g}"))
         return folder if self.composite else folder / self.method
 
@@ -185,7 +193,7 @@ def record_state(results_dir: str | Path, run: GridRun) -> tuple[Path | None, Re
     from spreadcon.runs.records import DAMAGED, METRIC_KEYS, check_record, record_path
 
     for task in METRIC_KEYS:
-        path = record_path(results_dir, task=task, dataset=run.dataset, preset=run.preset, method=run.method,
+        path = record_path(results_dir, task=task, dataset=run.dataset, preset=run.filed, method=run.method,
                            seed=run.seed, alpha=run.alpha)
         if path.is_file():
             record, problem = check_record(path, results_dir)
@@ -290,7 +298,10 @@ def plan_grid(preset: str, datasets: Sequence[str], methods: Sequence[str], seed
     for d in datasets:  # unknown override keys or bad values fail now, not in run 17
         resolve(preset, d, {**(overrides or {}), **({} if alpha is None else {"alpha": alpha})})
     plan = []
-    for run in (GridRun(d, m, preset, int(s), alpha, backbones=backbones_of(m))
+    from spreadcon.runs.names import resolve_run
+
+    for run in (GridRun(d, m, preset, int(s), alpha, backbones=backbones_of(m),
+                        record_preset=resolve_run(preset, d, m, overrides=overrides, alpha=alpha)[1])
                 for d in datasets for m in methods for s in seeds):
         existing, damaged = record_state(results_dir, run)
         plan.append(replace(run, existing=existing, damaged=damaged))
