@@ -193,7 +193,7 @@ def _fwd_bwd(loss_fn: Callable[[torch.Tensor], torch.Tensor], z: torch.Tensor) -
 
 
 def bench_losses(
-    sizes: tuple[int, ...] = LOSS_SIZES, dim: int = 128, views: int = 2, n_classes: int = 10,
+    *, sizes: tuple[int, ...] = LOSS_SIZES, dim: int = 128, views: int = 2, n_classes: int = 10,
     temperature: float = 0.5, alpha: float = 0.5, repeats: int = 7, warmup: int = 2,
     loop_anchors: int | None = LOOP_ANCHORS, loop_repeats: int = 3, device: str = "cpu", memory: bool = True,
 ) -> dict:  # fmt: skip
@@ -264,7 +264,7 @@ def bench_losses(
 
 
 def bench_chunked(
-    bv: int = 16384, views: int = 2, dim: int = 128, chunk_size: int = 1024, n_classes: int = 10,
+    *, bv: int = 16384, views: int = 2, dim: int = 128, chunk_size: int = 1024, n_classes: int = 10,
     repeats: int = 2, warmup: int = 1, device: str = "cpu",
 ) -> dict:  # fmt: skip
     """Forward + backward of ``L_spread`` (the equations, alpha 0.5) at ``B * V = bv`` anchors, chunked.
@@ -383,7 +383,7 @@ def bench_train_step(
 
 
 def benchmark_augment(
-    n: int = 512, repeats: int = 5, image_size: int = 32, views: int = 2, device="cpu", seed: int = 0, threads: int | None = 1
+    n: int = 512, repeats: int = 5, *, image_size: int = 32, views: int = 2, device="cpu", seed: int = 0, threads: int | None = 1
 ) -> dict:
     """Throughput of batched two-view augmentation vs per-image PIL torchvision.
 

@@ -46,6 +46,7 @@ def sample_crop_boxes(
     n: int,
     height: int,
     width: int,
+    *,
     scale: tuple[float, float] = (0.2, 1.0),
     ratio: tuple[float, float] = (3 / 4, 4 / 3),
     generator: torch.Generator | None = None,
@@ -294,6 +295,7 @@ class TwoViewAugment:
         image_size,
         mean,
         std,
+        *,
         grayscale: bool = True,
         scale: tuple[float, float] = (0.2, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
@@ -369,7 +371,7 @@ class TwoViewAugment:
     def sample_params(self, n: int, height: int, width: int, generator: torch.Generator | None = None) -> dict:
         """All random choices for ``n`` images, drawn on the generator's device (CPU by default)."""
         dev = generator.device if generator is not None else torch.device("cpu")
-        boxes = sample_crop_boxes(n, height, width, self.scale, self.ratio, generator, dev)
+        boxes = sample_crop_boxes(n, height, width, scale=self.scale, ratio=self.ratio, generator=generator, device=dev)
         u = torch.rand(n, 8, generator=generator, device=dev)
         b, c, s, h = self.jitter
         lo, hi = (max(0.0, 1 - b), max(0.0, 1 - c), max(0.0, 1 - s), -h), (1 + b, 1 + c, 1 + s, h)

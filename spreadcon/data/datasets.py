@@ -255,6 +255,7 @@ def batches(
     split: Split,
     batch_size: int,
     shuffle: bool = True,
+    *,
     generator: torch.Generator | None = None,
     device="cpu",
     drop_last: bool = False,
@@ -796,7 +797,7 @@ def _read_csv(path: Path, name: str, required: list[list[str]]) -> tuple[list[di
     return rows, chosen
 
 
-def _streaming_dataset(name, split_rows, root, image_size, coarse_names, group_names, description) -> Dataset:
+def _streaming_dataset(name, split_rows, root, image_size, *, coarse_names, group_names, description) -> Dataset:
     reader = ImageReader(root, image_size)
     splits = {}
     for split, rows in split_rows.items():
@@ -830,9 +831,9 @@ def load_waterbirds(root: Path, *, seed=0, val_fraction=0.1, image_size=64, down
     except (ValueError, KeyError) as e:
         raise CorruptDataset(f"waterbirds: bad value in {folder / 'metadata.csv'} ({e})") from e
     return _streaming_dataset(
-        "waterbirds", split_rows, folder, image_size, ["landbird", "waterbird"],
-        ["landbird on land", "landbird on water", "waterbird on land", "waterbird on water"],
-        "Waterbirds (Sagawa et al. 2020); target = bird type, groups = bird x background",
+        "waterbirds", split_rows, folder, image_size, coarse_names=["landbird", "waterbird"],
+        group_names=["landbird on land", "landbird on water", "waterbird on land", "waterbird on water"],
+        description="Waterbirds (Sagawa et al. 2020); target = bird type, groups = bird x background",
     )
 
 
@@ -867,9 +868,9 @@ def load_celeba(root: Path, *, seed=0, val_fraction=0.1, image_size=64, download
             raise CorruptDataset(f"celeba: {fname} has attributes but no partition in {part_path}")
         split_rows[names[part[fname]]].append((f"img_align_celeba/{fname}", int(b), 2 * int(b) + int(m)))
     return _streaming_dataset(
-        "celeba", split_rows, folder, image_size, ["not blond", "blond"],
-        ["not blond, female", "not blond, male", "blond, female", "blond, male"],
-        "CelebA; target = Blond_Hair, groups = Blond_Hair x Male",
+        "celeba", split_rows, folder, image_size, coarse_names=["not blond", "blond"],
+        group_names=["not blond, female", "not blond, male", "blond, female", "blond, male"],
+        description="CelebA; target = Blond_Hair, groups = Blond_Hair x Male",
     )
 
 
@@ -923,9 +924,9 @@ def load_isic(root: Path, *, seed=0, val_fraction=0.1, test_fraction=0.2, image_
         for name, idx in (("train", rest[tr]), ("val", rest[va]), ("test", test)):
             split_rows[name] = [records[i][:3] for i in idx.tolist()]
     return _streaming_dataset(
-        "isic", split_rows, folder, image_size, ["benign", "malignant"],
-        ["benign with patch", "benign without patch", "malignant"],
-        "ISIC skin lesions; target = malignant, groups = benign+patch / benign / malignant",
+        "isic", split_rows, folder, image_size, coarse_names=["benign", "malignant"],
+        group_names=["benign with patch", "benign without patch", "malignant"],
+        description="ISIC skin lesions; target = malignant, groups = benign+patch / benign / malignant",
     )
 
 

@@ -152,6 +152,7 @@ class ViTEncoder(nn.Module):
     def __init__(
         self,
         image_shape: tuple[int, int, int] = (3, 32, 32),
+        *,
         patch_size: int = 4,
         dim: int = 256,
         depth: int = 7,
