@@ -304,14 +304,19 @@ def test_a_killed_grid_resumes_its_run_and_ends_with_the_same_record(data_root, 
                 "--set", "checkpoint_every=1"]
 
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
-    ckpt = tmp_path / "killed" / "ck" / "smoke" / "mnist" / "seed0" / "spread" / "last.pt"
+    ck_root = tmp_path / "killed" / "ck"  # ck/<the record's preset: smoke.set....>/mnist/seed0/spread/last.pt
+
+    def checkpoint():
+        return next(iter(sorted(ck_root.glob("smoke*/mnist/seed0/spread/last.pt"))), None)
+
     proc = subprocess.Popen(argv("killed"), env=env, start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 300
-        while not ckpt.exists() and proc.poll() is None and time.monotonic() < deadline:
+        while checkpoint() is None and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert ckpt.exists() and proc.poll() is None, "the run ended or never checkpointed"
+        ckpt = checkpoint()
+        assert ckpt is not None and proc.poll() is None, "the run ended or never checkpointed"
     finally:
         # reproduce, papermill and the kernel: jupyter starts the kernel in a session of its own, so a kill of
         # reproduce's process group misses it, and it would train on; kill every descendant, and wait for them
