@@ -207,6 +207,23 @@ def test_thanos_diagram_draws_every_box_and_every_arrow_of_the_graph():
     assert fig.get_figwidth() <= figures.PAGE_WIDTH and _smallest_font(fig) >= 9
 
 
+@pytest.mark.parametrize("dpi", [72, 150])
+def test_thanos_arrows_run_from_box_edge_to_box_edge_at_any_dpi(dpi):
+    """The page draws at another dpi than the figure was laid out at; arrows clipped to the text boxes
+    of the first drawing then pointed into empty space (and the concatenate -> probe arrow vanished)."""
+    fig = figures.thanos_diagram()
+    fig.set_dpi(dpi)
+    fig.canvas.draw()
+    (ax,) = fig.axes
+    boxes = {t.get_gid(): t.get_bbox_patch().get_window_extent().transformed(ax.transData.inverted())
+             for t in ax.texts if t.get_gid()}
+    for arrow in (p for p in ax.patches if isinstance(p, FancyArrowPatch)):
+        src, dst = arrow.get_gid().split("->")
+        for (x, y), box in zip(arrow._posA_posB, (boxes[src], boxes[dst])):
+            gap = max(box.x0 - x, x - box.x1, box.y0 - y, y - box.y1)   # inches outside the box (< 0: inside)
+            assert 0 <= gap < 0.1, (arrow.get_gid(), gap)
+
+
 def test_thanos_diagram_follows_the_method_it_is_given():
     boxes, _ = figures.thanos_graph("thanos-quirks")
     assert "spread-quirks" in boxes["enc1"].text

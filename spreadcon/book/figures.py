@@ -248,6 +248,26 @@ def thanos_graph(method: str = "thanos") -> tuple[dict[str, Box], list[tuple[str
     return boxes, edges
 
 
+#: the boxes' padding around their text, in units of the font size (matplotlib's ``boxstyle`` pad)
+_PAD = 0.3
+
+
+def _half_sizes(fig, texts: dict) -> dict[str, np.ndarray]:
+    """Half width and half height, in inches, of each text's box (its text laid out once, plus the pad)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    pad = _PAD * FONT / 72 + 0.03                        # the box's pad and its edge line, in inches
+    return {name: np.array([t.get_window_extent(renderer).width, t.get_window_extent(renderer).height])
+            / fig.dpi / 2 + pad for name, t in texts.items()}
+
+
+def _edge(centre: np.ndarray, towards: np.ndarray, half: np.ndarray) -> tuple[float, float]:
+    """Where the segment from ``centre`` to ``towards`` leaves the box of half sizes ``half`` around ``centre``."""
+    v = towards - centre
+    scale = min(half[k] / abs(v[k]) if v[k] else math.inf for k in (0, 1))
+    return tuple(centre + min(scale, 1.0) * v)
+
+
 def thanos_diagram(method: str = "thanos"):
     """Thanos drawn from :func:`thanos_graph`: two backbones, their losses, the concatenation, the probe.
 
@@ -269,17 +289,18 @@ def thanos_diagram(method: str = "thanos"):
                           (_DIVIDE, _WIDTH, "frozen, then evaluated")]:
         ax.add_patch(Rectangle((x0 + 0.03, 0.03), x1 - x0 - 0.06, _HEIGHT - 0.06, fc="#f6f6f6", ec="0.8", lw=0.8))
         ax.text(x0 + 0.12, _HEIGHT - 0.08, title, fontsize=FONT, va="top", color="0.3")
-    patches = {}
+    texts = {}
     for name, b in boxes.items():
         t = ax.text(b.x, b.y, b.text, ha="center", va="center", fontsize=FONT, zorder=3,
-                    bbox={"boxstyle": "round,pad=0.3", "fc": _COLOURS[b.kind], "ec": "0.35", "lw": 0.8})
+                    bbox={"boxstyle": f"round,pad={_PAD}", "fc": _COLOURS[b.kind], "ec": "0.35", "lw": 0.8})
         t.set_gid(name)
-        patches[name] = t
-    fig.canvas.draw()                                    # box sizes are known once the text is laid out
+        texts[name] = t
+    half = _half_sizes(fig, texts)
     for src, dst in edges:
-        arrow = FancyArrowPatch(posA=boxes[src][:2], posB=boxes[dst][:2], arrowstyle="-|>", mutation_scale=11,
-                                color="0.25", lw=1, zorder=2, patchA=patches[src].get_bbox_patch(),
-                                patchB=patches[dst].get_bbox_patch(), shrinkA=2, shrinkB=2)
+        a, b = np.array(boxes[src][:2]), np.array(boxes[dst][:2])
+        # from edge to edge, in inches: the same arrow at any dpi the page is drawn at
+        arrow = FancyArrowPatch(posA=_edge(a, b, half[src]), posB=_edge(b, a, half[dst]), arrowstyle="-|>",
+                                mutation_scale=11, color="0.25", lw=1, zorder=2, shrinkA=0, shrinkB=0)
         arrow.set_gid(f"{src}->{dst}")
         ax.add_patch(arrow)
     return fig
