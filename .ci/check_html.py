@@ -22,6 +22,12 @@ so a page also fails when it shows
   theme's own scripts sit in ``<head>`` and at the end of ``<body>``, its
   ``onclick`` buttons in the header, all outside the article; the only
   scripts it puts inside are sphinx-thebe's two (:func:`_theme_script`).
+  The one other exception is matplotlib's animation player
+  (``Animation.to_jshtml``, chapter 2's slider): its two scripts and its
+  buttons' handlers pass only when they are the installed matplotlib's own
+  template, character for character, with nothing variable but the
+  animation's id, frame count, interval and base64 PNG/JPEG frames
+  (:func:`_player_patterns`).
 
 On failure, ``--forget-failed BUILD_DIR`` (``make book`` passes ``_build``)
 makes the next build run instead of failing on the same outputs without
@@ -73,11 +79,59 @@ def _theme_script(tag) -> bool:
     return not tag.attrs and THEBE_KERNEL.fullmatch(tag.string or "") is not None
 
 
+#: what may vary between two players that matplotlib's template writes: nothing that can hold code
+_PLAYER_FIELDS = {"id": r"[0-9a-f]{32}", "Nframes": r"\d+", "interval": r"\d+(?:\.\d+)?",
+                  "fill_frames": r'\s*(?:frames\[\d+\] = "data:image/(?:png|jpeg);base64,[A-Za-z0-9+/=\\\n]*"\s*)*'}
+
+
+def _player_patterns() -> tuple[list[re.Pattern], dict[str, list[re.Pattern]]]:
+    """The scripts and the event handlers (by attribute) of matplotlib's animation player, as regexes.
+
+    Built from the installed matplotlib's own template (``matplotlib._animation_data``):
+    ``JS_INCLUDE``'s script is taken literally, ``DISPLAY_TEMPLATE``'s script and
+    handlers with each format field replaced by :data:`_PLAYER_FIELDS`. Without
+    matplotlib, or with a template this does not understand, nothing is allowed.
+    """
+    import string
+
+    try:
+        from matplotlib import _animation_data as tpl
+
+        def regex(template: str) -> re.Pattern:
+            parts = []
+            for literal, field, _, _ in string.Formatter().parse(template):
+                parts.append(re.escape(literal))
+                if field is not None:
+                    parts.append(_PLAYER_FIELDS[field])
+            return re.compile("".join(parts))
+
+        body = r"<script[^>]*>(.*?)</script>"
+        scripts = [re.compile(re.escape(x)) for x in re.findall(body, tpl.JS_INCLUDE, re.S)]
+        scripts += [regex(x) for x in re.findall(body, tpl.DISPLAY_TEMPLATE, re.S)]
+        handlers: dict[str, list[re.Pattern]] = {}
+        for name, value in re.findall(r'\s(on\w+)="([^"]*)"', tpl.DISPLAY_TEMPLATE):
+            handlers.setdefault(name.lower(), []).append(regex(value))
+        return scripts, handlers
+    except (ImportError, AttributeError, KeyError, ValueError):
+        return [], {}
+
+
+def _player_script(tag, patterns: list[re.Pattern]) -> bool:
+    return tag.attrs == {"language": "javascript"} and any(p.fullmatch(tag.string or "") for p in patterns)
+
+
+def _player_handler(tag, attr: str, patterns: dict[str, list[re.Pattern]]) -> bool:
+    return any(p.fullmatch(str(tag.get(attr))) for p in patterns.get(attr.lower(), []))
+
+
 def active_content(article) -> list[str]:
     """Scripts, event handlers and ``javascript:`` URLs in the article: one problem per kind, with the first."""
+    player_scripts, player_handlers = _player_patterns()
     scripts = [t for t in article.find_all("script") if not _theme_script(t)
+               and not _player_script(t, player_scripts)
                and not t.get("type", "").startswith("application/vnd.jupyter.widget")]  # a widget has its own check
-    handlers = [(t, a) for t in article.find_all(True) for a in t.attrs if a.lower().startswith("on")]
+    handlers = [(t, a) for t in article.find_all(True) for a in t.attrs if a.lower().startswith("on")
+                and not _player_handler(t, a, player_handlers)]
     urls = [(t, a) for t in article.find_all(True) for a in URL_ATTRS
             if re.sub(r"[\x00-\x20]", "", str(t.get(a, ""))).lower().startswith("javascript:")]
     problems = []

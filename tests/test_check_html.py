@@ -4,6 +4,7 @@ should not see (STYLE.md 19), and passes on a clean page."""
 from __future__ import annotations
 
 import importlib.util
+import re
 from pathlib import Path
 
 import pytest
@@ -111,6 +112,45 @@ def test_a_record_injected_into_a_table_fails_the_check_however_it_is_hidden():
     problems = check_html.page_problems(page)
     assert sorted(p.split(" (")[0] for p in problems) == ["a <script> element in the page body",
                                                           "an event-handler attribute in the page body"]
+
+
+def _player_page() -> tuple[str, str]:
+    """A page whose article holds chapter 2's slider as myst-nb renders a text/html output; and the player."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from spreadcon.book.figures import spread_slider_html
+
+    player = spread_slider_html([0.0, 0.5], n=4)
+    return seeded(f'<div class="cell_output"><div class="output text_html">{player}</div></div>'), player
+
+
+def test_matplotlibs_animation_player_passes_as_its_template_writes_it():
+    page, player = _player_page()
+    assert "<script" in player and 'onclick="anim' in player
+    assert check_html.page_problems(page) == []
+
+
+@pytest.mark.parametrize("change, defect", [
+    # one statement added to the player's class, or to the script that starts it
+    (lambda p: p.replace("this.img_id = img_id;", "this.img_id = img_id; fetch('https://x.example');", 1),
+     "<script> element"),
+    (lambda p: p.replace("/* Instantiate the Animation class. */", "alert(1); /* Instantiate the Animation class. */"),
+     "<script> element"),
+    # a frame that closes its string to run code
+    (lambda p: re.sub(r'(frames\[0\] = "data:image/png;base64,)', r'\1"; alert(1); "', p, count=1),
+     "<script> element"),
+    # a handler that calls something else besides the player's method
+    (lambda p: p.replace(".faster()\"", ".faster(); alert(1)\"", 1), "event-handler attribute"),
+    (lambda p: p.replace('<input id="_anim_slider', '<input onfocus="alert(1)" id="_anim_slider', 1),
+     "event-handler attribute"),
+])
+def test_a_changed_player_fails(change, defect):
+    page, _ = _player_page()
+    changed = change(page)
+    assert changed != page
+    problems = check_html.page_problems(changed)
+    assert len(problems) == 1 and defect in problems[0], problems
 
 
 def _cache_executions(cache_dir: Path, notebooks: dict[str, Path]) -> dict[str, object]:
