@@ -66,3 +66,19 @@ def test_missing_commands_name_only_the_missing_methods_of_the_preset():
     assert missing_commands(recs, "cpu", ["mnist"], ["ce", "thanos"], seeds=[0, 1]) == [
         "python -m spreadcon reproduce --preset cpu --datasets mnist --methods thanos --seeds 0 1"]
     assert missing_commands(recs + [_rec("thanos", None)], "cpu", ["mnist"], ["ce", "thanos"]) == []
+
+
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=lambda p: p.stem)
+def test_chapter_lines_of_provenance_leave_the_commits_out(chapter):
+    calls = re.findall(r"provenance_line\(([^()]*(?:\([^()]*\))?[^()]*)\)", chapter.read_text())
+    assert all("commits=False" in c for c in calls), f"{chapter.name}: {calls}"
+
+
+def test_provenance_line_without_commits():
+    from spreadcon.book.report import provenance_line
+
+    rec = {"preset": "cpu", "provenance": {"git_commit": "0123456789abcdef", "torch_version": "2.x", "device": "cpu",
+                                           "wall_time_s": 60.0, "started_at": "2026-01-01T00:00:00"}}
+    assert "0123456789" in provenance_line([rec])
+    line = provenance_line([rec], commits=False)
+    assert "0123456789" not in line and "git" not in line and line.startswith("1 records; preset cpu; device cpu")

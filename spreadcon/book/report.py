@@ -585,8 +585,11 @@ def provenance(records: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     }
 
 
-def provenance_line(records: Iterable[Mapping[str, Any]]) -> str:
+def provenance_line(records: Iterable[Mapping[str, Any]], *, commits: bool = True) -> str:
     """One sentence of :func:`provenance` for a caption, an admonition or a table cell.
+
+    ``commits=False`` leaves out the git commits: a chapter's caption states a
+    finding, and the commits of its records are listed in the provenance appendix.
 
     The records' strings (presets, devices, torch versions, commits, dates) are
     escaped (:func:`~spreadcon.book.markup.escape_md`), so the sentence is safe
@@ -600,9 +603,9 @@ def provenance_line(records: Iterable[Mapping[str, Any]]) -> str:
     def words(key: str) -> str:
         return ", ".join(escape_md(v) for v in p[key])
 
+    git = f"; git {words('git_commits')}" if commits else ""
     return (f"{p['n_records']} records; preset {words('presets')}; device "
-            f"{words('devices')}; torch {words('torch_versions')}; git "
-            f"{words('git_commits')}; wall time {p['wall_time_s_total'] / 60:.1f} min in all "
+            f"{words('devices')}; torch {words('torch_versions')}{git}; wall time {p['wall_time_s_total'] / 60:.1f} min in all "
             f"({p['wall_time_s_mean']:.0f} s per run); run {escape_md(str(p['first'])[:10])} to "
             f"{escape_md(str(p['last'])[:10])}")
 
