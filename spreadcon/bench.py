@@ -23,10 +23,14 @@ Sections:
 * :func:`bench_chunked`: the chunked loss at a large ``B * V`` (16k), time and
   peak memory, against the size of the unchunked ``(B V)^2`` logit matrix.
 * :func:`bench_train_step`: one training step of the paper's ViT on CPU
-  (float32, no autocast) with ``L_spread`` and AdamW; FLOPs from
+  with ``L_spread`` and AdamW, in float32 and in bf16 autocast; FLOPs from
   :func:`spreadcon.models.vit.vit_train_step_flops`
   (``torch.utils.flop_counter``), achieved FLOP/s as a fraction of this
-  machine's measured float32 matmul FLOP/s, and images per second.
+  machine's measured matmul FLOP/s in the same dtype, and images per second.
+* :func:`bench_cpu_preset_step`: one step of the ``cpu`` preset's training path
+  (:func:`spreadcon.train.loop.train_step`: augmentation, the small CNN,
+  ``L_spread``, AdamW) in the precision ``amp="auto"`` picks here, as a fraction
+  of the measured matmul FLOP/s of that precision.
 * :func:`bench_augment`: :func:`benchmark_augment`
   (the paper's pipeline, batched on tensors, against per-image PIL torchvision).
 * :func:`bench_allocator`: a ViT training step with glibc's default allocator and
@@ -379,6 +383,81 @@ def bench_train_step(
     return out  # fmt: skip
 
 
+def cpu_preset_step(batch: int = 128, *, dataset: str = "cifar10") -> tuple[Callable[[], object], dict]:
+    """One step of the ``cpu`` preset's training path, as a closure, and what it computes.
+
+    The step is :func:`spreadcon.train.loop.train_step` itself, in the precision
+    ``amp="auto"`` picks on this machine (:func:`spreadcon.train.loop.precision`):
+    ``batch`` CIFAR-10-shaped random uint8 images (seeded) augmented into two
+    views, the preset's encoder (the small CNN) with its coarse head,
+    ``L_spread`` and the preset's fused AdamW. The dict holds the precision and
+    the FLOPs of the model's forward + backward on those views
+    (``torch.utils.flop_counter``: convolutions and matmuls).
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from spreadcon.data.augment import TwoViewAugment
+    from spreadcon.methods import Objective, build_model
+    from spreadcon.presets import resolve
+    from spreadcon.train.loop import make_optimizer, precision, train_step
+
+    cfg, device = resolve("cpu", dataset), torch.device("cpu")
+    ds = _synthetic_cifar10(n_train=batch, n_val=1)
+    torch.manual_seed(0)
+    model = build_model("spread", cfg, ds.image_shape, ds.n_coarse).train()
+    objective = Objective("spread", cfg, num_classes=ds.n_coarse, check_values=False)
+    optimizer = make_optimizer(model.parameters(), cfg, device)
+    augment = TwoViewAugment.for_dataset(ds)
+    split = ds.splits["train"]
+    data = {"images": split.images, "coarse": split.coarse}
+    prec = precision(cfg, device)
+    generator = torch.Generator().manual_seed(0)
+    views = augment(split.images, views=cfg.views, generator=generator)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        sum(t.float().sum() for t in model(views).values()).backward()
+    model.zero_grad(set_to_none=True)
+
+    def step() -> object:
+        return train_step(model, objective, optimizer, augment, data, cfg=cfg, generator=generator,
+                          use_amp=False if prec == "fp32" else prec)
+
+    return step, {"precision": prec, "flops": int(counter.get_total_flops()), "views": cfg.views,
+                  "encoder": cfg.encoder}
+
+
+def bench_cpu_preset_step(batch: int = 128, repeats: int = 5, warmup: int = 2, matmul_n: int = 2048,
+                          threads: int | None = None) -> dict:  # fmt: skip
+    """The ``cpu`` preset's training step (:func:`cpu_preset_step`) against a matmul of its precision.
+
+    Timed round-robin with a ``matmul_n``-square matmul in the dtype the step
+    computes in (bf16 where ``amp="auto"`` picks bf16 autocast, else float32);
+    the fraction is ``(flops / step_s) / (2 matmul_n^3 / matmul_s)``. The step
+    also augments and computes the loss, which the FLOPs leave out, so this is
+    what the users of the ``cpu`` preset wait for, measured against what the
+    machine could do.
+
+    Returns:
+        ``cpu_preset_step_flops_fraction_cpu``, ``cpu_preset_step_s``,
+        ``cpu_preset_step_images_per_s``, ``cpu_preset_matmul_flops_per_s``,
+        ``cpu_preset_step_precision``, ``cpu_preset_step_flops`` and the settings.
+    """
+    with torch_threads(threads) as used:
+        step, info = cpu_preset_step(batch)
+        dtype = torch.bfloat16 if info["precision"] == "bf16" else torch.float32
+        a, b = torch.randn(matmul_n, matmul_n, dtype=dtype), torch.randn(matmul_n, matmul_n, dtype=dtype)
+        times = interleaved_times({"step": step, "matmul": lambda: a @ b}, repeats=repeats, warmup=warmup)
+    peak = 2 * matmul_n**3 / times["matmul"]
+    return {
+        "cpu_preset_step_flops_fraction_cpu": info["flops"] / times["step"] / peak,
+        "cpu_preset_step_s": times["step"], "cpu_preset_step_images_per_s": batch / times["step"],
+        "cpu_preset_matmul_flops_per_s": peak, "cpu_preset_step_precision": info["precision"],
+        "cpu_preset_step_flops": info["flops"], "cpu_preset_step_batch": batch,
+        "cpu_preset_step_views": info["views"], "cpu_preset_step_encoder": info["encoder"],
+        "cpu_preset_step_threads": used, "cpu_preset_step_repeats": repeats,
+    }  # fmt: skip
+
+
 # --------------------------------------------------------------------------- augmentation
 
 
@@ -586,10 +665,10 @@ def bench_allocator(batch: int = 128, steps: int = 3, rounds: int = 1) -> dict:
 #: Settings of the full run and of ``--quick`` (tests and the book; about a minute on 2 busy cores).
 FULL = dict(sizes=LOSS_SIZES, repeats=11, warmup=5, loop_anchors=LOOP_ANCHORS, loop_repeats=3, chunk_bv=16384,
             chunk_size=1024, chunk_repeats=2, vit_batch=128, vit_repeats=5, matmul_n=2048, aug_n=512, aug_repeats=5,
-            alloc_batch=128, alloc_steps=3, alloc_rounds=1)
+            alloc_batch=128, alloc_steps=3, alloc_rounds=1, cpu_batch=128, cpu_repeats=7)
 QUICK = dict(sizes=(128, 512), repeats=3, warmup=1, loop_anchors=128, loop_repeats=2, chunk_bv=2048,
              chunk_size=256, chunk_repeats=1, vit_batch=8, vit_repeats=2, matmul_n=1024, aug_n=64, aug_repeats=2,
-             alloc_batch=16, alloc_steps=2, alloc_rounds=1)
+             alloc_batch=16, alloc_steps=2, alloc_rounds=1, cpu_batch=16, cpu_repeats=2)
 
 
 def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None, **overrides) -> dict:
@@ -623,6 +702,8 @@ def run_all(quick: bool = False, device: str = "cpu", threads: int | None = None
     for precision in ("fp32", "bf16"):  # each against the matmul peak of its own dtype
         out.update(bench_train_step(batch=s["vit_batch"], repeats=s["vit_repeats"], matmul_n=s["matmul_n"],
                                     threads=threads, precision=precision))  # fmt: skip
+    out.update(bench_cpu_preset_step(batch=s["cpu_batch"], repeats=s["cpu_repeats"], matmul_n=s["matmul_n"],
+                                     threads=threads))  # fmt: skip
     out.update(bench_augment(n=s["aug_n"], repeats=s["aug_repeats"], device=device))
     out.update(bench_allocator(batch=s["alloc_batch"], steps=s["alloc_steps"], rounds=s["alloc_rounds"]))
     out["gpu"] = bench_gpu(device)

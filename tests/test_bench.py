@@ -46,6 +46,13 @@ def test_cli_quick_json_has_contract_keys(tmp_path):
         assert value is None and isinstance(result.get(f"{key}_reason"), str) or _positive(value), (key, value)
     assert _positive(result["loss_speedup_vs_loop_b512"])  # no optional dependency behind this one
     assert _positive(result["train_step_flops_fraction_cpu"]) and result["train_step_flops_fraction_cpu"] < 1.5
+    for key in ("train_step_bf16_flops_fraction_cpu", "cpu_preset_step_flops_fraction_cpu"):  # each against its dtype's peak
+        assert _positive(result[key]) and result[key] < 1.5, (key, result[key])
+    assert result["cpu_preset_step_precision"] in ("fp32", "bf16") and result["cpu_preset_step_encoder"] == "cnn"
+    for key in ("cpu_preset_step_s", "cpu_preset_step_images_per_s", "cpu_preset_matmul_flops_per_s",
+                "cpu_preset_step_flops", "train_step_bf16_s", "matmul_bf16_flops_per_s"):  # fmt: skip
+        assert _positive(result[key]), (key, result[key])
+    assert result["cpu_preset_step_batch"] == bench.QUICK["cpu_batch"] and result["cpu_preset_step_views"] == 2
     m = result["machine"]
     assert isinstance(m["cpu"], str) and m["cpu"]
     assert isinstance(m["torch_threads"], int) and isinstance(m["bench_threads"], int)
@@ -59,6 +66,24 @@ def test_cli_quick_json_has_contract_keys(tmp_path):
     if not torch.cuda.is_available():  # the GPU section says why it has no numbers
         gpu = result["gpu"]
         assert gpu["gpu_epoch_s"] is None and "CUDA" in gpu["gpu_reason"] and "--device cuda" in gpu["gpu_command"]
+
+
+def test_cpu_preset_step_counts_the_cnn_flops_and_trains_in_the_auto_precision():
+    """The cpu preset's benchmarked step: its FLOPs are the small CNN's convolutions and linear maps written
+    out (backward twice the forward, no input gradient for the first convolution), its precision is what
+    amp=auto picks here, and a step is the training path's (it returns the method's finite loss terms)."""
+    from spreadcon.presets import resolve
+    from spreadcon.train.loop import precision
+
+    batch = 4
+    step, info = bench.cpu_preset_step(batch)
+    layers = [(3, 32, 32), (32, 64, 16), (64, 128, 8), (128, 128, 4)]  # (in, out channels, output side)
+    convs = [2 * cout * side * side * cin * 9 for cin, cout, side in layers]
+    forward = sum(convs) + 2 * 128 * 128 + 2 * 128 * 2  # + the CNN's linear map and the 2-class coarse head
+    assert info["flops"] == 2 * batch * (3 * forward - convs[0])
+    assert info["precision"] == precision(resolve("cpu", "cifar10"), torch.device("cpu"))
+    terms = step()
+    assert terms.shape == (3,) and torch.isfinite(terms).all()  # spread's terms (ce, spread), then the total
 
 
 def test_loop_baseline_computes_the_reference_quirks_loss():

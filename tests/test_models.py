@@ -210,3 +210,109 @@ def test_encoders_trace_as_one_graph_for_torch_compile(name):
     explanation = dynamo.explain(enc)(torch.randn(4, 3, 16, 16))
     dynamo.reset()
     assert explanation.graph_break_count == 0 and explanation.graph_count == 1
+
+
+# ------------------------------------------------------------------ speed changes that keep the values
+
+
+def _vit_step(seed: int = 1, amp: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """A 2-block ViT's training forward (dropout on) and backward on CPU: its output and all parameter gradients."""
+    torch.manual_seed(0)
+    enc = build_encoder("vit", image_shape=(3, 16, 16), depth=2).train()
+    x = torch.randn(6, 3, 16, 16)
+    torch.manual_seed(seed)  # the dropout masks
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp):
+        z = enc(x).float()
+    (z * torch.linspace(-1, 1, z.numel()).view_as(z)).sum().backward()
+    return z.detach(), torch.cat([p.grad.flatten().float() for p in enc.parameters()])
+
+
+def _relative(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).norm() / b.norm()).item()
+
+
+def test_cpu_bf16_attention_gives_the_fused_kernels_values(monkeypatch):
+    """The written-out CPU bf16 attention against F.scaled_dot_product_attention, which the ViT called
+    before: same seed, so the same dropout masks; output and gradients agree to bf16 rounding (0.6% and
+    0.4% measured), where a different mask moves them by 70% and 43%. In float32 the call is the fused one."""
+    import spreadcon.models.vit as vit
+
+    written_out = _vit_step()
+    fp32 = _vit_step(amp=False)
+    other_masks = _vit_step(seed=2)
+    monkeypatch.setattr(vit, "attention", lambda q, k, v, dropout_p=0.0: F.scaled_dot_product_attention(
+        q, k, v, dropout_p=dropout_p))
+    fused = _vit_step()
+    for new, old, moved in zip(written_out, fused, other_masks):
+        assert _relative(new, old) < 0.02 and _relative(moved, old) > 0.2
+    for new, old in zip(fp32, _vit_step(amp=False)):
+        assert torch.equal(new, old)
+
+
+def test_cpu_bf16_attention_runs_its_products_in_bf16():
+    """Under bf16 autocast on a CPU every batched product of the attention (forward and backward) takes
+    bf16 operands: the fused kernel's math path upcast them to float32 (the speed this change buys)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Products(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.dtypes: set[torch.dtype] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func in (torch.ops.aten.bmm.default, torch.ops.aten.baddbmm.default):
+                self.dtypes |= {a.dtype for a in args if isinstance(a, torch.Tensor)}
+            return func(*args, **(kwargs or {}))
+
+    torch.manual_seed(0)
+    enc = build_encoder("vit", image_shape=(3, 8, 8), depth=1).train()
+    with Products() as seen:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            z = enc(torch.randn(4, 3, 8, 8))
+        z.float().sum().backward()
+    assert seen.dtypes == {torch.bfloat16}
+
+
+def _small_cnn_nchw(cnn: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """SmallCNN's forward written out on NCHW-contiguous tensors (the layout it used before channels-last)."""
+    h = x.contiguous()
+    layers = list(cnn.features)
+    for conv, bn in zip(layers[0::3], layers[1::3]):
+        h = F.conv2d(h, conv.weight.contiguous(), stride=conv.stride, padding=conv.padding)
+        h = F.relu(F.batch_norm(h, None, None, bn.weight, bn.bias, training=True, eps=bn.eps))
+    return cnn.fc(h.mean(dim=(2, 3)))
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 32)])
+def test_small_cnn_runs_channels_last_and_keeps_its_values(shape):
+    """The conv weights and feature maps are channels-last (the faster layout for oneDNN), and the
+    output and every gradient equal the NCHW computation to float32 rounding."""
+    torch.manual_seed(0)
+    cnn = build_encoder("cnn", image_shape=shape).train()
+    convs = [m for m in cnn.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert all(c.weight.is_contiguous(memory_format=torch.channels_last) for c in convs)
+    assert not any(c.weight.is_contiguous() for c in convs if c.in_channels > 1)  # one channel: both layouts
+    maps = []
+    hook = convs[-1].register_forward_hook(lambda m, i, o: maps.append(o))
+    x = torch.randn(5, *shape)
+    z = cnn(x)
+    hook.remove()
+    assert maps[0].is_contiguous(memory_format=torch.channels_last) and not maps[0].is_contiguous()
+    w = torch.linspace(-1, 1, z.numel()).view_as(z)
+    new = torch.autograd.grad((z * w).sum(), list(cnn.parameters()))
+    ref_z = _small_cnn_nchw(cnn, x)
+    ref = torch.autograd.grad((ref_z * w).sum(), list(cnn.parameters()))
+    torch.testing.assert_close(z, ref_z, rtol=1e-4, atol=1e-5)
+    for a, b in zip(new, ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
+def test_small_cnn_loads_an_nchw_state_dict_and_stays_channels_last():
+    """Checkpoints written before the change (NCHW weights) load, and the weights keep the fast layout."""
+    torch.manual_seed(0)
+    cnn = build_encoder("cnn", image_shape=(3, 32, 32))
+    old = {k: v.contiguous() for k, v in cnn.state_dict().items()}
+    fresh = build_encoder("cnn", image_shape=(3, 32, 32))
+    fresh.load_state_dict(old)
+    w = fresh.features[0].weight
+    assert torch.equal(w, old["features.0.weight"]) and w.is_contiguous(memory_format=torch.channels_last)
