@@ -780,6 +780,7 @@ def free_view_minimum(alpha: float, n: int, K: int, temperature: float, *, form:
 def optimise_free_embeddings(
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     labels: torch.Tensor,
+    *,
     dim: int,
     steps: int = 500,
     lr: float = 0.05,
@@ -1018,6 +1019,7 @@ class SubclassData:
 def make_subclass_data(
     K: int = 2,
     m: int = 4,
+    *,
     n_per_subclass: int = 100,
     dim: int = 32,
     class_separation: float = 4.0,

@@ -354,6 +354,7 @@ def run_study(config: StudyConfig = StudyConfig(), progress: Callable[[str], Non
 def train_synthetic(
     data: SubclassData,
     mechanism: str,
+    *,
     alpha: float = 0.5,
     temperature: float = 0.5,
     out_dim: int = 32,
