@@ -11,14 +11,17 @@
 # Afterwards: copy $OUT/gpu.json to results/bench/gpu.json (commit it) and
 # `python -m spreadcon reproduce --paper --dry-run` prices the grid at what was measured.
 #
-# On a CPU (a dry run: `OUT=/tmp/g bash .ci/gpu_check.sh`) the CUDA tests are skipped,
-# the step and projection sections print {"skipped": "device 'cpu' is not an available
-# CUDA device", ...}, and the official run goes through the whole pipeline at a tiny
-# size on the CPU (about a minute); gpu.json then has no "gpu" section, so the
-# dry-run pricing stays "assumed". Expected tail of a dry run:
+# On a CPU (a dry run: `OUT=/tmp/g PYTHON=.venv/bin/python bash .ci/gpu_check.sh`) the CUDA
+# tests are skipped, the step and projection sections say they were skipped, and the
+# official run goes through the whole pipeline at a tiny size on the CPU (about 15 s);
+# gpu.json then has no "gpu" section, so the dry-run pricing stays "assumed". Seen on
+# this project's 2-core CPU (2026-12-07), the tail of a dry run:
+#   2 skipped, 21 deselected in 1.57s
 #   == step: {"skipped": "device 'cpu' is not an available CUDA device", "section_s": 0.0}
-#   == official: {"record": ".../results/transfer/cifar10/official.../spread-quirks_seed0.json", ..., "precision": "fp32", "device": "cpu", ...}
+#   == official: {"record": "/tmp/g/results/transfer/cifar10/official.set.bb8b21cc9735/spread-quirks_seed0.json", "wall_s": 6.7, ...}
 #   == projection: {"skipped": "device 'cpu' is not an available CUDA device", "section_s": 0.0}
+# (the record's preset is `official.set.<hash>`: a run whose config differs from its preset
+# never lands under the preset's own name.)
 set -uo pipefail
 out="${OUT:-gpu-check}"
 mkdir -p "$out"
