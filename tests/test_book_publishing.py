@@ -75,8 +75,11 @@ def test_ci_executes_the_chapters_before_any_package_test():
     """On a new machine the chapters decode CIFAR-10 and the proxies first; with the package tests first,
     CI met warm caches and never saw what a chapter prints when it decodes."""
     def pytest_args(*make_args: str) -> list[str]:
+        # Not the caller's make variables: under `make test TESTS=...` (CI) they reach this make through MAKEFLAGS.
+        env = {k: v for k, v in os.environ.items() if k not in {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "TESTS",
+                                                              "PYTEST_ARGS"}}
         out = subprocess.run(["make", "-n", "test", *make_args], cwd=REPO, capture_output=True, text=True,
-                             check=True).stdout
+                             check=True, env=env).stdout
         line = next(line for line in out.splitlines() if "pytest --nbmake" in line)
         return line.split("pytest", 1)[1].split()
 
