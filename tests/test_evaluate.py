@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from spreadcon.eval.embed import embed
-from spreadcon.eval.geometry import spread_metrics, subclass_ami
+from spreadcon.eval.geometry import class_map, spread_metrics, subclass_ami
 from spreadcon.eval.knn import knn_accuracy
 from spreadcon.eval.probe import linear_probe, linear_probe_augmented, train_linear_head
 from spreadcon.eval.subgroups import infer_subgroups
@@ -337,3 +337,28 @@ def test_settings_after_the_data_are_keyword_only(call):
     x, y, g = spurious_set(50, 0.1, 0)
     with pytest.raises(TypeError, match="positional argument"):
         call(x, y, g)
+
+
+def test_class_map_draws_the_class_with_most_subclasses_and_matches_a_slow_pca():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(60, 5, generator=g, dtype=torch.float64)
+    coarse = torch.tensor([0] * 20 + [1] * 40)
+    fine = torch.tensor([0] * 20 + [1, 2, 3, 4] * 10)  # class 1 holds 4 subclasses, class 0 one
+    m = class_map(z, coarse, fine, max_points=30)
+    assert m["coarse"] == 1 and m["fine"] == fine[20:50].tolist() and len(m["xy"]) == 30
+    # slow reference: eigenvectors of the covariance of the normalised, centred points
+    u = z[20:50] / z[20:50].norm(dim=1, keepdim=True)
+    c = u - u.mean(0)
+    vals, vecs = torch.linalg.eigh(c.T @ c)
+    ref = c @ vecs[:, [-1, -2]]
+    got = torch.tensor(m["xy"], dtype=torch.float64)
+    for k in range(2):  # each axis is defined up to its sign
+        assert min((got[:, k] - ref[:, k]).abs().max(), (got[:, k] + ref[:, k]).abs().max()) < 1e-3
+    assert m["explained"] == pytest.approx(float(vals[-2:].sum() / vals.sum()), abs=1e-4)
+    assert m["scale"] == pytest.approx(float((c.pow(2).sum() / 30).sqrt()), abs=1e-4)
+
+
+def test_class_map_of_a_collapsed_class_is_one_point():
+    z = torch.tensor([[1.0, 2.0]] * 5 + [[0.0, 1.0]] * 2)
+    m = class_map(z, torch.tensor([0] * 5 + [1] * 2), torch.tensor([0, 1, 0, 1, 2, 3, 3]))
+    assert m["coarse"] == 0 and m["scale"] == 0.0 and all(p == [0.0, 0.0] for p in m["xy"])

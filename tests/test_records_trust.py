@@ -83,6 +83,11 @@ def _hostile(record: dict, change: str) -> str:
         r["metrics"]["per_group_acc"] = [0.5]
     elif change == "epochs garbage":
         r["metrics_by_epoch"] = {"1": "high"}
+    elif change == "map of strings":
+        r["embedding_map"] = {"coarse": 0, "fine": [0, 1], "xy": [["<script>", 0.0], [0.1, 0.2]],
+                              "explained": 0.5, "scale": 0.1}
+    elif change == "map too short":
+        r["embedding_map"] = {"coarse": 0, "fine": [0, 1], "xy": [[0.0, 0.0]], "explained": 0.5, "scale": 0.1}
     elif change == "not an object":
         r = [r]
     text = json.dumps(r)
@@ -96,7 +101,7 @@ def _hostile(record: dict, change: str) -> str:
 
 
 HOSTILE = ["metrics list", "provenance string", "bool accuracy", "string seed", "bool seed", "numeric dataset",
-           "wall time string", "config list", "per-group list", "epochs garbage", "not an object",
+           "wall time string", "config list", "per-group list", "epochs garbage", "map of strings", "map too short", "not an object",
            "NaN accuracy", "infinite wall time", "key twice"]
 
 

@@ -4,6 +4,7 @@
 |---|---|
 | :func:`spread_metrics` | mean within-class cosine and ``1 - ||μ_y||²`` per class |
 | :func:`subclass_ami` | per-coarse-class k-means against fine labels, adjusted mutual information |
+| :func:`class_map` | a 2-D map (PCA) of one coarse class's embeddings, with their fine labels |
 
 scikit-learn is imported inside the functions that need it.
 """
@@ -18,7 +19,7 @@ from torch import Tensor
 
 from spreadcon.eval._checks import check_xy
 
-__all__ = ["spread_metrics", "subclass_ami"]
+__all__ = ["spread_metrics", "subclass_ami", "class_map"]
 
 
 @torch.no_grad()
@@ -114,3 +115,48 @@ def subclass_ami(
         per_class[int(c)] = float(adjusted_mutual_info_score(f.numpy(), pred))
     ami = sum(per_class.values()) / len(per_class) if per_class else float("nan")
     return {"ami": ami, "per_class": per_class}
+
+
+@torch.no_grad()
+def class_map(z: Tensor, coarse: Tensor, fine: Tensor, *, max_points: int = 300) -> dict[str, Any]:
+    """A 2-D picture of one coarse class: its L2-normalised embeddings projected on their top two
+    principal directions, each point with its fine label.
+
+    The class drawn is the coarse class with the most distinct fine labels (the lowest id on a
+    tie), so that the map can show subclasses; its first ``max_points`` points in the split's
+    order are used. The projection is PCA of the normalised points (centred on their mean), so
+    a collapsed class is a tight blob and a spread class shows its fine labels apart or mixed.
+    ``explained`` is the fraction of the class's variance the two axes hold, and ``scale`` the
+    root mean squared distance from the class mean (0 for a class collapsed to one point).
+
+    Returns:
+        ``{"coarse": int, "fine": [int], "xy": [[x, y]], "explained": float, "scale": float}``
+        (coordinates rounded to 4 decimals: a record stays small).
+
+    Example:
+        >>> z = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [1.0, 0, 0]])
+        >>> m = class_map(z, torch.tensor([0, 0, 0, 1]), torch.tensor([0, 1, 2, 3]))
+        >>> m["coarse"], m["fine"], len(m["xy"])
+        (0, [0, 1, 2], 3)
+    """
+    check_xy(z, coarse, "z")
+    if fine.shape != coarse.shape:
+        raise ValueError(f"fine must have shape {tuple(coarse.shape)}, got {tuple(fine.shape)}")
+    classes = coarse.unique().tolist()
+    counts = [len(fine[coarse == c].unique()) for c in classes]
+    c = classes[counts.index(max(counts))]
+    keep = (coarse == c).nonzero().flatten()[:max_points]
+    u = F.normalize(z[keep].double(), dim=1)
+    centred = u - u.mean(0, keepdim=True)
+    total = centred.pow(2).sum()
+    if len(keep) >= 2 and total > 0:
+        _, s, v = torch.linalg.svd(centred, full_matrices=False)
+        xy = centred @ v[:2].T
+        explained = float(s[:2].pow(2).sum() / s.pow(2).sum())
+    else:  # one point, or all points equal: nothing to project
+        xy = torch.zeros(len(keep), 2, dtype=u.dtype)
+        explained = 1.0
+    if xy.shape[1] < 2:  # one embedding dimension
+        xy = torch.cat([xy, torch.zeros_like(xy)], 1)
+    return {"coarse": int(c), "fine": fine[keep].tolist(), "xy": [[round(a, 4), round(b, 4)] for a, b in xy.tolist()],
+            "explained": round(explained, 4), "scale": round(float(total / len(keep)) ** 0.5, 4)}

@@ -277,11 +277,12 @@ def run_experiment(dataset: str, method: str, *, preset: str = "cpu", seed: int 
 def _evaluate_run(ds, encoders: list[nn.Module], train_info: dict, plan: _Plan, *, seed: int, dev: torch.device,
                   ck_root: Path | None, say) -> tuple[dict, dict]:
     """The run's metrics (the training's included) and the record's extra keys (``untrained``,
-    ``metrics_by_epoch``)."""
+    ``embedding_map``, ``metrics_by_epoch``)."""
     m, cfg = plan.method, plan.cfg
     say(f"evaluating ({ds.task}) ...")
     encoder = encoders[0] if len(encoders) == 1 else ConcatEncoder(encoders)
-    metrics = _evaluate(ds, encoder, cfg, seed, dev, retrain=cfg.dro_retrain and not m.untrained)
+    maps: dict = {}
+    metrics = _evaluate(ds, encoder, cfg, seed, dev, retrain=cfg.dro_retrain and not m.untrained, maps=maps)
     if ds.task == "robustness" and m.name == "ce" and cfg.dro_retrain:
         metrics.update(_oracle_retrain(ds, cfg, seed, dev))
     metrics.update({k: v for k, v in train_info.items() if not k.startswith("_")})
@@ -289,7 +290,7 @@ def _evaluate_run(ds, encoders: list[nn.Module], train_info: dict, plan: _Plan, 
     for e in plan.eval_epochs if not m.untrained else ():
         say(f"evaluating the snapshot of epoch {e} ...")
         by_epoch[str(e)] = _evaluate(ds, _snapshot_encoder(encoders, m, seed, ck_root, e), cfg, seed, dev)
-    return metrics, {**({"untrained": True} if m.untrained else {}),
+    return metrics, {**({"untrained": True} if m.untrained else {}), **maps,
                      **({"metrics_by_epoch": by_epoch} if by_epoch else {})}
 
 
@@ -395,16 +396,18 @@ def _augment(ds):
 
 
 def _evaluate(ds, encoder: nn.Module, cfg: Config, seed: int, dev: torch.device, *,
-              retrain: bool = False) -> dict[str, float]:
+              retrain: bool = False, maps: dict | None = None) -> dict[str, float]:
     """Transfer or robustness metrics of a frozen encoder (see the module docstring).
 
     ``retrain`` (robustness): also GEORGE's whole-network Group DRO retraining (:func:`_robustness`).
+    ``maps`` (transfer): a dict that receives ``embedding_map``, a 2-D map of one coarse class's
+    test embeddings (:func:`spreadcon.eval.geometry.class_map`).
 
     The probe's L2 strength is chosen on val from ``probe_weight_decay x
     {0.1, 1, 10}`` (``lbfgs``); the ``adamw`` probe keeps its best val epoch.
     """
     from spreadcon.eval.embed import embed
-    from spreadcon.eval.geometry import spread_metrics, subclass_ami
+    from spreadcon.eval.geometry import class_map, spread_metrics, subclass_ami
     from spreadcon.eval.knn import knn_accuracy
     from spreadcon.eval.probe import linear_probe, linear_probe_augmented
 
@@ -431,10 +434,18 @@ def _evaluate(ds, encoder: nn.Module, cfg: Config, seed: int, dev: torch.device,
             if res.val_accuracy is not None:
                 metrics[f"{label}_val_acc_probe"] = res.val_accuracy
         metrics["knn_fine_test_acc"] = knn_accuracy(z["train"], tr.fine, z["test"], te.fine, k=cfg.knn_k)
-        spread = spread_metrics(z["test"], te.coarse)
-        metrics["spread"] = float(spread["spread"])
-        metrics["within_class_cosine"] = float(spread["within_cosine"])
-        metrics["subclass_ami"] = float(subclass_ami(z["test"], te.coarse, te.fine, seed=seed)["ami"])
+        # the geometry on the held-out test images (the book's main reading), and on the training
+        # images the loss was minimised on (where the theorems about minimisers speak) and val
+        for prefix, split_name in (("", "test"), ("train_", "train"), ("val_", "val")):
+            split = splits[split_name]
+            spread = spread_metrics(z[split_name], split.coarse)
+            metrics[f"{prefix}spread"] = float(spread["spread"])
+            metrics[f"{prefix}within_class_cosine"] = float(spread["within_cosine"])
+            if split_name != "val":
+                metrics[f"{prefix}subclass_ami"] = float(subclass_ami(z[split_name], split.coarse, split.fine,
+                                                                      seed=seed)["ami"])
+        if maps is not None:
+            maps["embedding_map"] = class_map(z["test"], te.coarse, te.fine)
         return metrics
     return {**metrics, **_robustness(ds, encoder, z, cfg, seed, dev, retrain=retrain)}
 

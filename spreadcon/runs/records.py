@@ -311,7 +311,9 @@ def validate_record(record: Any) -> None:
     ``wall_time_s``, an object ``config``) and, where present, a well-formed
     ``source_hash``, ``precision``, ``attempts``, ``resumed_from_epoch`` and
     ``train_time_total_s``. ``alpha_override`` is null or in [0, 1];
-    ``metrics_by_epoch`` maps epoch numbers to metrics objects.
+    ``metrics_by_epoch`` maps epoch numbers to metrics objects; ``embedding_map`` is an int
+    ``coarse``, equally long lists ``fine`` (ints) and ``xy`` (pairs of finite numbers), and finite
+    ``explained`` and ``scale``.
 
     Raises:
         ValueError: one line naming the first thing wrong.
@@ -332,12 +334,28 @@ def validate_record(record: Any) -> None:
         raise ValueError(f"record metrics are missing {missing} for task {task!r}")
     if record.get("alpha_override") is not None:
         _check_number("alpha_override", record["alpha_override"], accuracy=True)
+    if record.get("embedding_map") is not None:
+        _check_map(record["embedding_map"])
     by_epoch = record.get("metrics_by_epoch")
     if by_epoch is not None:
         if not isinstance(by_epoch, dict) or not all(str(e).isdigit() for e in by_epoch):
             raise ValueError("record metrics_by_epoch is not an object keyed by epoch numbers")
         for epoch, metrics in by_epoch.items():
             _check_metrics(f"metrics_by_epoch.{epoch}", metrics)
+
+
+def _check_map(emap: Any) -> None:
+    """``embedding_map`` (:func:`spreadcon.eval.geometry.class_map`): checked before a page draws it."""
+    _check_object("record embedding_map", emap, ("coarse", "fine", "xy", "explained", "scale"))
+    fine, xy = emap["fine"], emap["xy"]
+    ints = lambda v: isinstance(v, int) and not isinstance(v, bool)  # noqa: E731
+    if not (ints(emap["coarse"]) and isinstance(fine, list) and all(ints(f) for f in fine)):
+        raise ValueError("record embedding_map.coarse / .fine are not integer class ids")
+    if not (isinstance(xy, list) and len(xy) == len(fine)
+            and all(isinstance(p, list) and len(p) == 2 and all(_is_number(v) for v in p) for p in xy)):
+        raise ValueError("record embedding_map.xy is not one [x, y] pair of finite numbers per fine label")
+    for key in ("explained", "scale"):
+        _check_number(f"embedding_map.{key}", emap[key], minimum=0.0)
 
 
 def _not_a_number(text: str) -> float:

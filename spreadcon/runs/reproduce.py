@@ -629,7 +629,7 @@ def _parser() -> argparse.ArgumentParser:
                    help=f"the paper's whole grid: preset {PAPER_PRESET}, datasets {' '.join(PAPER_DATASETS)}, "
                         f"methods {' '.join(PAPER_METHODS)}, seeds {' '.join(map(str, PAPER_SEEDS))} "
                         f"(flags given beside it replace their part)")
-    p.add_argument("--preset", default=None, help=f"smoke, cpu, cpu-long, colab, paper or official "
+    p.add_argument("--preset", default=None, help=f"smoke, cpu, cpu-long, collapse, colab, paper or official "
                                                   f"(default cpu; {PAPER_PRESET} with --paper)")
     p.add_argument("--datasets", nargs="+", default=None, help="dataset names (space- or comma-separated)")
     p.add_argument("--methods", nargs="+", default=None, help="method names (space- or comma-separated)")
