@@ -76,3 +76,21 @@ def test_metrics_markdown_rounds_and_leaves_missing_cells_empty():
         "| 1 | 1 | 0.667 | 4.25 |",
     ]
     assert collapse.metrics_markdown(rows, digits=1).splitlines()[2] == "| 0 | 0.7 | 0.5 |  |"
+
+
+def test_alpha_sweep_in_worker_processes_equals_chapter_2s_loop(data_root, one_thread):
+    """Chapter 2 shares its MNIST runs among processes: each record must be exactly the serial cell's."""
+    from spreadcon.data.augment import TwoViewAugment
+    from spreadcon.presets import resolve
+    from spreadcon.train.loop import train
+
+    settings = {"train_size": 128, "val_size": 64, "test_size": 64, "epochs": 1, "temperature": 0.5, "lr": 3e-3}
+    reference = {}
+    for a in (0.0, 1.0):  # the chapter's first edition of the cell, one seed
+        cfg = resolve("smoke", "mnist", {**settings, "alpha": a})
+        ds = collapse.mnist_subset(cfg, str(data_root))
+        result = train("spread", ds, cfg, seed=1, progress=False)
+        reference[1, a] = collapse.frozen_metrics(result.model.encoder, ds, TwoViewAugment.for_dataset(ds))
+    assert reference[1, 0.0] != reference[1, 1.0]
+    for workers in (1, 2):
+        assert collapse.alpha_sweep([1], [0.0, 1.0], settings, str(data_root), workers=workers) == reference

@@ -242,3 +242,15 @@ def test_the_method_gap_check_is_not_named_like_the_geometric_separation():
 
     assert not hasattr(report, "separation") and "method_gap_vs_noise" in report.__all__
     assert model.separation(0.0, -0.5).gap == 0.5
+
+
+def test_live_runs_in_worker_processes_write_the_serial_records(data_root, tmp_path, one_thread):
+    """Chapter 6 shares its live runs among processes: the records (one per run, in grid order) carry the
+    metrics that the same runs give one after another in this process."""
+    grid = ("mnist", ["random-init"], "smoke", [0, 1])
+    serial = report.run_live(*grid, tmp_path / "serial", data_root=data_root, workers=1)
+    shared = report.run_live(*grid, tmp_path / "workers", data_root=data_root, workers=2)
+    assert [(r["method"], r["seed"]) for r in shared] == [("random-init", 0), ("random-init", 1)]
+    assert [r["metrics"] for r in shared] == [r["metrics"] for r in serial]
+    assert serial[0]["metrics"] != serial[1]["metrics"]  # two seeds: the comparison can tell runs apart
+    assert all(r["path"].startswith(str(tmp_path / "workers")) for r in shared)

@@ -123,3 +123,38 @@ def test_run_study_records_curves_per_seed():
         S.run_study(S.StudyConfig(settings=("dropout",)))
     with pytest.raises(ValueError, match="setting"):
         S.train_setting(_data(), "dropout", steps=1)
+
+
+def _study_by_the_old_loop(cfg):
+    """The study as the first edition computed it: one process, seeds then settings, in order."""
+    curves = {}
+    for seed in cfg.seeds:
+        data = make_subclass_data(K=cfg.K, m=cfg.m, n_per_subclass=cfg.n_per_subclass, dim=cfg.dim,
+                                  subclass_separation=cfg.separation, seed=seed)
+        tr, te = data.split(0.5, torch.Generator().manual_seed(seed))
+        for setting in cfg.settings:
+            rows = []
+
+            def on_eval(step, enc, tr=tr, te=te, rows=rows, seed=seed):
+                with torch.no_grad():
+                    rows.append(S.embedding_scores(enc(tr.x), tr, enc(te.x), te, seed=seed))
+
+            S.train_setting(tr, setting, alpha=cfg.alpha, temperature=cfg.temperature, steps=cfg.steps,
+                            batch_size=cfg.batch, noise_std=cfg.noise_std, mask_drop=cfg.mask_drop,
+                            recon_weight=cfg.recon_weight, seed=seed, eval_every=cfg.eval_every, on_eval=on_eval)
+            for k in rows[0]:
+                curves.setdefault(setting, {}).setdefault(k, []).append([r[k] for r in rows])
+    return {s: {k: np.array(v) for k, v in d.items()} for s, d in curves.items()}
+
+
+def test_the_study_in_worker_processes_equals_the_serial_loop_bit_for_bit():
+    """Chapter 3 shares the study's runs among processes: every curve must be exactly the serial loop's."""
+    cfg = S.StudyConfig(settings=("baseline", "autoencoder", "noise"), seeds=(0, 1), n_per_subclass=12, dim=8,
+                        steps=30, eval_every=10, batch=32)
+    reference = _study_by_the_old_loop(cfg)
+    for workers in (1, 2):
+        st = S.run_study(cfg, workers=workers)
+        assert set(st.curves) == set(reference)
+        for s in reference:
+            for k, v in reference[s].items():
+                np.testing.assert_array_equal(st.curves[s][k], v, err_msg=f"{s} {k}, {workers} workers")

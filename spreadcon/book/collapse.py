@@ -90,6 +90,44 @@ def frozen_metrics(encoder: torch.nn.Module, ds: Any, aug: Any) -> dict[str, flo
     return embedding_metrics(ztr, tr, zte, te)
 
 
+def spread_run_metrics(seed: int, overrides: Mapping[str, Any], data_root: str | None = None, *,
+                       method: str = "spread", preset: str = "smoke") -> dict[str, float]:
+    """Train ``method`` on MNIST's coarse labels (``preset`` with ``overrides``, seed ``seed``) and measure it.
+
+    One run of chapter 2's sweep: :func:`mnist_subset`, then
+    :func:`spreadcon.train.loop.train`, then :func:`frozen_metrics` of the
+    selected encoder.
+    """
+    from spreadcon.data.augment import TwoViewAugment
+    from spreadcon.presets import resolve
+    from spreadcon.train.loop import train
+
+    cfg = resolve(preset, "mnist", dict(overrides))
+    ds = mnist_subset(cfg, data_root)
+    result = train(method, ds, cfg, seed=seed, progress=False)
+    return frozen_metrics(result.model.encoder, ds, TwoViewAugment.for_dataset(ds))
+
+
+def alpha_sweep(seeds: Sequence[int], alphas: Sequence[float], overrides: Mapping[str, Any],
+                data_root: str | None = None, *, workers: int | None = 1) -> dict[tuple[int, float], dict[str, float]]:
+    """:func:`spread_run_metrics` at every (seed, alpha): ``{(seed, alpha): metrics}``, the records of :func:`sweep_stats`.
+
+    Args:
+        seeds, alphas: the grid; ``alpha`` overrides ``overrides["alpha"]``.
+        overrides: config overrides of the smoke preset on MNIST, shared by every run.
+        data_root: the data root (see :func:`mnist_subset`).
+        workers: processes that share the runs (:func:`spreadcon.util.parallel.run_jobs`;
+            ``None``: one per core). Each run seeds itself and trains on one
+            torch thread, so the records are the same, bit for bit, with any
+            number of workers.
+    """
+    from spreadcon.util.parallel import run_jobs
+
+    grid = [(s, a) for s in seeds for a in alphas]
+    jobs = [(s, {**overrides, "alpha": a}, data_root) for s, a in grid]
+    return dict(zip(grid, run_jobs(spread_run_metrics, jobs, workers=workers)))
+
+
 def sweep_stats(records: Mapping[tuple[int, float], Mapping[str, float]], seeds: Sequence[int],
                 alphas: Sequence[float], split: str = "test") -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """Mean and seed spread, at each weight, of a sweep of :func:`embedding_metrics` records.

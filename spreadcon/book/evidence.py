@@ -123,14 +123,17 @@ def scale_rows(preset: str, datasets: list[str], reference: str = "paper") -> st
         >>> print(scale_rows("cpu", ["mnist"]).splitlines()[2])  # doctest: +ELLIPSIS
         | mnist, cpu | 4,000 (400) | 5 | cnn 0.26M | L-BFGS, fixed | 20,000 (1,620x fewer) |
     """
-    from spreadcon.runs.cost import DATASET_SIZES
+    import torch
+
     from spreadcon.models import build_encoder
     from spreadcon.presets import resolve
+    from spreadcon.runs.cost import DATASET_SIZES
 
     def params(cfg, dataset):
         c, h, w = DATASET_SIZES[dataset].image_shape
         side = cfg.image_size or h
-        enc = build_encoder(cfg.encoder, (c, side, side))
+        with torch.device("meta"):  # shapes only: no memory and no initialisation (seconds for a ViT)
+            enc = build_encoder(cfg.encoder, (c, side, side))
         return sum(p.numel() for p in enc.parameters()) / 1e6
 
     def probe(cfg):

@@ -719,34 +719,48 @@ def default_results_dir() -> Path:
     return Path("results")
 
 
+def _live_run(method: str, seed: int, alpha: float | None, *, dataset: str, preset: str,
+              results_dir: str | Path, data_root: str | Path | None, overrides: Mapping[str, Any] | None,
+              progress: bool) -> Path | None:
+    """One run of :func:`run_live` (a job that a worker process can run): the path of its record."""
+    from spreadcon.runs.experiment import run_experiment
+
+    return run_experiment(dataset, method, preset=preset, seed=seed, data_root=data_root, results_dir=results_dir,
+                          overrides=dict(overrides or {}), alpha=alpha, progress=progress)
+
+
 def run_live(dataset: str, methods: Sequence[str], preset: str, seeds: Sequence[int],
              results_dir: str | Path, *, alphas: Sequence[float | None] = (None,),
              data_root: str | Path | None = None, overrides: Mapping[str, Any] | None = None,
-             progress: bool = False) -> list[dict]:
+             progress: bool = False, workers: int | None = 1) -> list[dict]:
     """Run a small grid now (each run through :func:`spreadcon.runs.experiment.run_experiment`) and load its records.
 
     The chapters use this for their build-time experiments, always with a
     temporary ``results_dir``, so these records never mix with the committed
     ones.
 
+    ``workers``: processes that share the runs (:func:`spreadcon.util.parallel.run_jobs`;
+    ``None``: one per core), each run on one torch thread; with 1 they run
+    here, in order, on this process's threads. Runs share nothing but
+    ``results_dir`` (each trains in a checkpoint folder of its own, a
+    composite method its own backbones), so their order does not matter.
+
     Returns:
         The records written, each with ``"path"`` and, for the alpha sweep,
         the top-level ``"alpha_override"`` that ``run_experiment`` stores.
     """
-    from spreadcon.runs.experiment import run_experiment
     from spreadcon.runs.records import check_record, name_problems
+    from spreadcon.util.parallel import run_jobs
 
+    jobs = [(method, seed, alpha) for method in methods for alpha in alphas for seed in seeds]
+    shared = dict(dataset=dataset, preset=preset, results_dir=results_dir, data_root=data_root, overrides=overrides,
+                  progress=progress)
     out = []
-    for method in methods:
-        for alpha in alphas:
-            for seed in seeds:
-                path = run_experiment(dataset, method, preset=preset, seed=seed, data_root=data_root,
-                                      results_dir=results_dir, overrides=dict(overrides or {}),
-                                      alpha=alpha, progress=progress)
-                rec, problem = check_record(path, results_dir)  # strict, as every record is read
-                if problem is not None:
-                    name_problems([problem])
-                    continue
-                rec["path"] = str(path)
-                out.append(rec)
+    for path in run_jobs(_live_run, jobs, shared=shared, workers=workers):
+        rec, problem = check_record(path, results_dir)  # strict, as every record is read
+        if problem is not None:
+            name_problems([problem])
+            continue
+        rec["path"] = str(path)
+        out.append(rec)
     return out

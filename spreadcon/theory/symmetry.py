@@ -310,8 +310,40 @@ class Study:
         return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0
 
 
-def run_study(config: StudyConfig = StudyConfig(), progress: Callable[[str], None] | None = None) -> Study:
+def _study_split(config: StudyConfig, seed: int) -> tuple[SubclassData, SubclassData]:
+    """Seed ``seed``'s data, halved into train and test (the same halves in every process)."""
+    data = make_subclass_data(K=config.K, m=config.m, n_per_subclass=config.n_per_subclass, dim=config.dim,
+                              subclass_separation=config.separation, seed=seed)
+    return data.split(0.5, torch.Generator().manual_seed(seed))
+
+
+def _study_run(config: StudyConfig, seed: int, setting: str) -> list[dict[str, float]]:
+    """One setting and seed of the study: its test scores at every evaluation step (one job of ``run_study``)."""
+    tr, te = _study_split(config, seed)
+    rows: list[dict[str, float]] = []
+
+    def on_eval(step: int, enc: nn.Module) -> None:
+        with torch.no_grad():
+            rows.append(embedding_scores(enc(tr.x), tr, enc(te.x), te, seed=seed))
+
+    train_setting(tr, setting, alpha=config.alpha, temperature=config.temperature, steps=config.steps,
+                  batch_size=config.batch, noise_std=config.noise_std, mask_drop=config.mask_drop,
+                  recon_weight=config.recon_weight, seed=seed, eval_every=config.eval_every or config.steps,
+                  on_eval=on_eval)
+    return rows
+
+
+def run_study(config: StudyConfig = StudyConfig(), progress: Callable[[str], None] | None = None, *,
+              workers: int | None = 1) -> Study:
     """Train every setting for every seed and record the test scores along training.
+
+    Args:
+        config: the study.
+        progress: called with one line per finished (seed, setting).
+        workers: processes that share the (seed, setting) runs
+            (:func:`spreadcon.util.parallel.run_jobs`; ``None``: one per core).
+            Every run seeds itself and runs on one torch thread, so the curves
+            are the same, bit for bit, with any number of workers.
 
     Example:
         >>> cfg = StudyConfig(settings=("baseline",), seeds=(0,), n_per_subclass=10, steps=4, eval_every=2)
@@ -319,35 +351,23 @@ def run_study(config: StudyConfig = StudyConfig(), progress: Callable[[str], Non
         >>> s.steps.tolist(), s.curves["baseline"]["ami"].shape
         ([0, 2, 4], (1, 3))
     """
+    from spreadcon.util.parallel import run_jobs
+
     unknown = [s for s in config.settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"settings must be among {SETTINGS}, got {unknown}")
     every = config.eval_every or config.steps
     steps = np.array(sorted(set(range(0, config.steps + 1, every)) | {config.steps}))
     study = Study(config=config, steps=steps)
-    raw = []
-    for seed in config.seeds:
-        data = make_subclass_data(K=config.K, m=config.m, n_per_subclass=config.n_per_subclass, dim=config.dim,
-                                  subclass_separation=config.separation, seed=seed)
-        tr, te = data.split(0.5, torch.Generator().manual_seed(seed))
-        raw.append(raw_input_ami(te, seed=seed))
-        for setting in config.settings:
-            rows: list[dict[str, float]] = []
-
-            def on_eval(step: int, enc: nn.Module, tr=tr, te=te, rows=rows, seed=seed) -> None:
-                with torch.no_grad():
-                    rows.append(embedding_scores(enc(tr.x), tr, enc(te.x), te, seed=seed))
-
-            train_setting(tr, setting, alpha=config.alpha, temperature=config.temperature, steps=config.steps,
-                          batch_size=config.batch, noise_std=config.noise_std, mask_drop=config.mask_drop,
-                          recon_weight=config.recon_weight, seed=seed, eval_every=every, on_eval=on_eval)
-            per = study.curves.setdefault(setting, {})
-            for k in rows[0]:
-                per.setdefault(k, []).append([r[k] for r in rows])
-            if progress is not None:
-                progress(f"seed {seed} {setting}: AMI {rows[-1]['ami']:.2f}")
+    jobs = [(config, seed, setting) for seed in config.seeds for setting in config.settings]
+    for (_, seed, setting), rows in zip(jobs, run_jobs(_study_run, jobs, workers=workers)):
+        per = study.curves.setdefault(setting, {})
+        for k in rows[0]:
+            per.setdefault(k, []).append([r[k] for r in rows])
+        if progress is not None:
+            progress(f"seed {seed} {setting}: AMI {rows[-1]['ami']:.2f}")
     study.curves = {s: {k: np.array(v, dtype=np.float64) for k, v in d.items()} for s, d in study.curves.items()}
-    study.raw_ami = np.array(raw)
+    study.raw_ami = np.array([raw_input_ami(_study_split(config, seed)[1], seed=seed) for seed in config.seeds])
     return study
 
 
