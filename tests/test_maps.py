@@ -31,7 +31,7 @@ def test_along_training_is_the_seed_mean_and_spread_at_the_common_epochs_then_th
     assert s["std"] == pytest.approx([np.std([0.98, 0.96], ddof=1), np.std([0.97, 0.95], ddof=1),
                                       np.std([0.95, 0.93], ddof=1)])
     assert got["spread"]["std"].tolist() == [0.0] * 4 and got["spread"]["mean"][-1] == 0.5
-    fig = cosine_along_training(recs, labels={"supcon": "SupCon"})
+    fig = cosine_along_training({"MNIST": recs}, labels={"supcon": "SupCon"})
     lines = [ln for ln in fig.axes[0].get_lines() if len(ln.get_xdata()) > 1]
     same = lambda ln, y: len(ln.get_ydata()) == len(y) and np.allclose(ln.get_ydata(), y)  # noqa: E731
     assert not any(same(ln, [0.98, 0.97, 0.95]) for ln in lines)  # seed means are drawn, not seed 0

@@ -97,37 +97,47 @@ def along_training(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, 
     return out
 
 
-def cosine_along_training(records: Sequence[Mapping[str, Any]], *, labels: Mapping[str, str] | None = None,
-                          title: str = ""):
-    """Within-class cosine of the training (solid) and test (dashed) embeddings against epoch, per method.
+def cosine_along_training(panels: Mapping[str, Sequence[Mapping[str, Any]]], *,
+                          labels: Mapping[str, str] | None = None):
+    """Within-class cosine of the training (solid) and test (dashed) embeddings against epoch.
 
-    Points are seed means, bars one seed standard deviation (:func:`along_training`); the last
-    point of each line is the selected epoch. 1 is a class collapsed to one point.
+    One panel per entry of ``panels`` (``{title: records}``, e.g. one per dataset), one colour
+    per method, on a shared cosine axis. Points are seed means, bars one seed standard deviation
+    (:func:`along_training`); the last point of each line is the selected epoch. 1 is a class
+    collapsed to one point.
     """
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(PAGE_WIDTH * 0.62, 3.3))
-    train = along_training(records, "train_within_class_cosine")
-    test = along_training(records, "within_class_cosine")
-    for i, method in enumerate(train):
-        name = (labels or {}).get(method, method)
-        for series, style, split in ((train, "o-", "training images"), (test, "s--", "test images")):
-            s = series[method]
-            ax.errorbar(s["epoch"], s["mean"], yerr=s["std"], fmt=style, color=f"C{i}", mfc="white" if
-                        split == "test images" else None, capsize=2, label=f"{name}, {split}")
-    lows = [s["mean"].min() - s["std"].max() for series in (train, test) for s in series.values()]
-    ax.set(xlabel="epoch", ylabel="within-class cosine", ylim=(max(-1.0, min(lows) - 0.05), 1.02), title=title)
-    ax.set_xscale("log")
-    ticks = sorted({round(float(e)) for s in train.values() for e in s["epoch"]})
-    ax.set_xticks(ticks, [str(t) for t in ticks])
-    ax.xaxis.set_minor_locator(plt.NullLocator())
-    ax.tick_params(labelsize=FONT)
-    ax.xaxis.label.set_size(FONT)
-    ax.yaxis.label.set_size(FONT)
-    ax.title.set_size(FONT)
-    ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
-    fig.legend(loc="center left", bbox_to_anchor=(0.63, 0.5), fontsize=FONT - 1 if FONT > 9 else FONT,
-               frameon=False)
-    fig.set_size_inches(PAGE_WIDTH, 3.3)
-    fig.subplots_adjust(left=0.1, right=0.6, bottom=0.15, top=0.9)
+    fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 3.4), sharey=True, squeeze=False)
+    methods: list[str] = []
+    lows = []
+    for ax, (title, records) in zip(axes[0], panels.items()):
+        train = along_training(records, "train_within_class_cosine")
+        test = along_training(records, "within_class_cosine")
+        for method in train:
+            if method not in methods:
+                methods.append(method)
+            colour = f"C{methods.index(method)}"
+            for series, style in ((train, "o-"), (test, "s--")):
+                s = series[method]
+                ax.errorbar(s["epoch"], s["mean"], yerr=s["std"], fmt=style, color=colour, capsize=2,
+                            mfc="white" if series is test else colour)
+                lows.append(float((s["mean"] - s["std"]).min()))
+        ax.set_xscale("log")
+        ticks = sorted({round(float(e)) for s in train.values() for e in s["epoch"]})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.xaxis.set_minor_locator(plt.NullLocator())
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+        ax.set_title(title, fontsize=FONT)
+        ax.set_xlabel("epoch", fontsize=FONT)
+        ax.tick_params(labelsize=FONT)
+    axes[0][0].set_ylabel("within-class cosine", fontsize=FONT)
+    axes[0][0].set_ylim(max(-1.0, min(lows, default=0.0) - 0.05), 1.03)
+    handles = [plt.Line2D([], [], color=f"C{i}", lw=2) for i in range(len(methods))]
+    handles += [plt.Line2D([], [], color="0.3", marker="o", ls="-"),
+                plt.Line2D([], [], color="0.3", marker="s", ls="--", mfc="white")]
+    names = [(labels or {}).get(m, m) for m in methods] + ["training images", "test images"]
+    fig.legend(handles, names, loc="lower center", ncol=len(names), fontsize=FONT - 1, frameon=False,
+               handlelength=1.6, columnspacing=1.0)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     return fig
