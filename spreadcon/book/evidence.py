@@ -73,6 +73,8 @@ def tidy_bars(ax, *, legend: bool = True) -> None:
     * The legend moves outside the axes, to the right, so it covers no bar,
       and method keys become their names (:data:`NAMES`). ``legend=False``
       drops it (e.g. on the second of two stacked axes).
+    * The value axis is zoomed to the data (:func:`zoom_to_data`), so that a
+      few points between methods are visible instead of lost on a 0-100 axis.
 
     Example:
         >>> import matplotlib; matplotlib.use("Agg")
@@ -96,6 +98,7 @@ def tidy_bars(ax, *, legend: bool = True) -> None:
                                edgecolor="0.75", hatch="//", lw=0.8))
         ax.text(x, 0.5, NOT_RUN, transform=transform, ha="center", va="center", fontsize=10, color="0.25",
                 bbox={"facecolor": "white", "edgecolor": "none", "pad": 2})
+    zoom_to_data(ax)
     old = ax.get_legend()
     if old is not None:
         old.remove()
@@ -103,6 +106,38 @@ def tidy_bars(ax, *, legend: bool = True) -> None:
         handles, labels = ax.get_legend_handles_labels()
         ax.legend(handles, [NAMES.get(label, label) for label in labels], loc="upper left",
                   bbox_to_anchor=(1.01, 1.0), frameon=False)
+
+
+def zoom_to_data(ax, *, margin: float = 0.15, low: float = 0.0, high: float = 100.0) -> tuple[float, float]:
+    """Set the y axis to the bars' tops, their error bars and the horizontal lines drawn (a floor,
+    the paper's ticks), with ``margin`` of that range on each side, clipped to [low, high].
+
+    Returns the limits set (the axis is left alone when nothing is drawn).
+
+    Example:
+        >>> import matplotlib; matplotlib.use("Agg")
+        >>> import matplotlib.pyplot as plt
+        >>> _, ax = plt.subplots()
+        >>> _ = ax.bar([0, 1], [40.0, 45.0], yerr=[1.0, 1.0])
+        >>> [round(v, 2) for v in zoom_to_data(ax)]
+        [37.95, 47.05]
+    """
+    values = [p.get_height() for p in ax.patches if getattr(p, "get_height", None) and p.get_height() > 0
+              and p.get_transform() == ax.transData]
+    for line in ax.get_lines():
+        y = [float(v) for v in line.get_ydata() if v == v]
+        if y and line.get_transform() in (ax.transData, ax.get_yaxis_transform()):
+            values += y
+    for coll in ax.collections:  # error bars
+        for seg in getattr(coll, "get_segments", lambda: [])():
+            values += [float(v) for v in seg[:, 1]]
+    if not values:
+        return ax.get_ylim()
+    lo, hi = min(values), max(values)
+    pad = margin * max(hi - lo, 1.0)
+    limits = (max(low, lo - pad), min(high, hi + pad))
+    ax.set_ylim(*limits)
+    return limits
 
 
 #: Fine classes per dataset, for "images per class" in the scale tables.
