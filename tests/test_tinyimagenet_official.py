@@ -107,3 +107,12 @@ def test_checkpoints_from_before_the_key_still_resume():
     official = {**new, "hierarchy": "official"}
     with pytest.raises(CheckpointMismatch, match="hierarchy"):
         check_identity("last.pt", {"config": old}, {"config": official})
+
+
+def test_an_official_map_grid_is_filed_apart(tmp_path):
+    from spreadcon.runs.reproduce import plan_grid
+
+    (run,) = plan_grid("cpu", ["tinyimagenet"], ["spread"], [0], results_dir=tmp_path,
+                       overrides={"hierarchy": "official"})
+    assert run.filed == "cpu.set.hierarchy-official"
+    assert run.checkpoint_dir("ck").parts[1] == run.filed and run.notebook_path("runs").parts[1] == run.filed
