@@ -76,7 +76,7 @@ CONTRASTS: tuple[Contrast, ...] = (
 #: The rows of the headline table: the floor, the methods and the width-matched controls.
 SHOWN = ("random-init", "ce", "supcon", "supcon-pair", "spread", "spread-pair", "autoencoder", "thanos")
 SHOWN_NAMES = {**NAMES, "random-init": "floor (untrained)", "supcon-pair": "SupCon pair",
-               "spread-pair": "SupCon + cNCE pair"}
+               "spread-pair": "SupCon + cNCE pair", "autoencoder": "auto\u00adencoder"}  # a soft hyphen: the column may wrap
 
 
 def tables(results_root: str | Path, grids: Sequence[Grid], metric: str = "fine_test_acc",
@@ -161,21 +161,31 @@ def _wrap(text: str, width: int = 26) -> str:
 
 def headline_markdown(tabs: Mapping[str, Mapping[tuple, report.Summary]], grids: Sequence[Grid],
                       methods: Sequence[str] = SHOWN) -> str:
-    """One Markdown table: a row per (grid, dataset), a column per method (mean ± std, n seeds)."""
-    head = ["preset", "dataset", *(SHOWN_NAMES.get(m, m) for m in methods)]
+    """One Markdown table: a row per (grid, dataset), a column per method (mean ± std over seeds) and
+    the row's seed counts (one number when every cell has the same, else the range).
+
+    Example:
+        >>> t = {"p": {("d", "supcon"): report.summary_of([50.0, 52.0], [0, 1])}}
+        >>> print(headline_markdown(t, [Grid("p", ("d",), "")], ["supcon", "thanos"]).splitlines()[2])
+        | d (p) | 51.0 ± 1.4 | – | 2 |
+    """
+    head = ["dataset (preset)", *(SHOWN_NAMES.get(m, m) for m in methods), "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in grids:
         for d in g.datasets:
-            cells = [_cell(tabs[g.preset].get((d, m))) for m in methods]
-            lines.append(f"| {escape_md(g.preset)} | {escape_md(d)} | " + " | ".join(cells) + " |")
+            cells = [tabs[g.preset].get((d, m)) for m in methods]
+            ns = sorted({c.n for c in cells if c is not None})
+            seeds = "–" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
+            lines.append(f"| {escape_md(d)} ({escape_md(g.preset)}) | "
+                         + " | ".join(_cell(c) for c in cells) + f" | {seeds} |")
     return "\n".join(lines)
 
 
 def _cell(s: report.Summary | None) -> str:
-    """``45.1 ± 0.3 (3)``, or ``–`` without records."""
+    """``45.1 ± 0.3``, ``45.1`` for one seed, or ``–`` without records."""
     if s is None:
         return "–"
-    return f"{s.mean:.1f} ({s.n})" if s.n == 1 else f"{s.mean:.1f} ± {s.std:.1f} ({s.n})"
+    return f"{s.mean:.1f}" if s.n == 1 else f"{s.mean:.1f} ± {s.std:.1f}"
 
 
 def claims(tabs: Mapping[str, Mapping[tuple, report.Summary]], grids: Sequence[Grid]) -> list[tuple]:
@@ -274,7 +284,7 @@ def _pm(v: report.Verdict) -> str:
 
 
 def _where(g: Gain) -> str:
-    return f"{g.dataset} (`{escape_md(g.grid.preset)}`)"
+    return f"{escape_md(g.dataset)} ({escape_md(g.grid.preset)})"
 
 
 def width_finding(gains: Sequence[Gain]) -> str:
@@ -283,7 +293,7 @@ def width_finding(gains: Sequence[Gain]) -> str:
     Example:
         >>> v = report.judge(-0.5, 0.25, 4.0)
         >>> print(width_finding([Gain(Grid("cpu", ("cifar10",), ""), "cifar10", CONTRASTS[3], v)]))
-        Against the equal-width SupCon + cNCE pair, Thanos is -0.5 ± 0.7 points on cifar10 (`cpu`): inconclusive in 1 of 1 comparisons, beyond noise above the pair in 0, below it in 0.
+        Against the equal-width SupCon + cNCE pair, Thanos is -0.5 ± 0.7 points on cifar10 (cpu): inconclusive in 1 of 1 comparisons, beyond noise above the pair in 0, below it in 0.
     """
     ae = [g for g in gains if g.contrast.key == "ae" and g.verdict.status != report.NOT_RUN]
     if not ae:
@@ -303,14 +313,14 @@ def share_finding(tabs: Mapping[str, Mapping[tuple, report.Summary]], grids: Seq
         >>> s = lambda x: report.summary_of([x, x + 1], [0, 1])
         >>> tabs = {"p": {("d", "supcon"): s(50), ("d", "thanos"): s(55), ("d", "spread-pair"): s(56)}}
         >>> share_finding(tabs, [Grid("p", ("d",), "")])
-        'd (`p`): Thanos +5.0 points over SupCon, the pair +6.0'
+        'd (p): Thanos +5.0 points over SupCon, the pair +6.0'
     """
     parts = []
     for g in grids:
         for d in g.datasets:
             t, sc, pair = (tabs[g.preset].get((d, m)) for m in ("thanos", "supcon", "spread-pair"))
             if t and sc and pair:
-                parts.append(f"{escape_md(d)} (`{escape_md(g.preset)}`): Thanos {t.mean - sc.mean:+.1f} points over "
+                parts.append(f"{escape_md(d)} ({escape_md(g.preset)}): Thanos {t.mean - sc.mean:+.1f} points over "
                              f"SupCon, the pair {pair.mean - sc.mean:+.1f}")
     return "; ".join(parts) if parts else "no grid has all three yet"
 
@@ -329,7 +339,7 @@ def cosine_finding(cos: Sequence[tuple], long_records: Sequence[dict], long_data
     ``cos`` is :func:`cosines`' output; the change is the paired-by-seed difference of SupCon's test
     cosine between the first and the last epoch of ``long_records`` (``metrics_by_epoch``).
     """
-    parts = [f"{escape_md(d)} {split} {s.mean:.2f}" + ("" if s.n > 1 else " (one seed)") + f" (`{escape_md(g.preset)}`)"
+    parts = [f"{escape_md(d)} {split} {s.mean:.2f}" + ("" if s.n > 1 else " (one seed)") + f" ({escape_md(g.preset)})"
              for g, d, split, s in cos]
     text = ("SupCon's mean within-class cosine (1 would be a collapsed class): " + "; ".join(parts) + "."
             if parts else "No record measured SupCon's within-class cosine yet.")
