@@ -107,6 +107,7 @@ class Config:
     test_size: int = 2000         # images for the reported test metrics (0 = all)
     views: int = 2                # augmented views per image; the paper uses 2
     image_size: int = 0           # resize images to this side in pixels at load time (0 = the loader's default)
+    hierarchy: str = "wordnet"    # TinyImageNet's coarse map: "wordnet" (18 hypernyms) or "official" (thanos-code's)
 
     # ---- model ----------------------------------------------------------
     encoder: str = "cnn"          # spreadcon.models.build_encoder name; paper: "vit"
@@ -278,6 +279,7 @@ RULES: dict[str, Rule] = {
     "views": _int(2),
     "image_size": Rule(int, "0 (the loader's size) or an integer >= 8, a multiple of 4 for the vit encoder",
                        lambda v, cfg: v == 0 or (v >= 8 and (cfg.encoder != "vit" or v % 4 == 0))),
+    "hierarchy": _choice("wordnet", "official"),
     "encoder": _choice(*ENCODER_NAMES),
     "decoder": _choice(*DECODER_NAMES),
     "temperature": _POSITIVE,
@@ -396,6 +398,8 @@ def resolve(preset: str, dataset: str | None = None, overrides: dict[str, Any] |
         raise ValueError(f"unknown config key(s) {unknown}; valid keys: {', '.join(sorted(RULES))}")
     cfg = replace(cfg, **{k: _typed(k, v) for k, v in overrides.items()})
     check_config(cfg)
+    if cfg.hierarchy != "wordnet" and dataset is not None and dataset != "tinyimagenet":
+        raise ValueError(f"config hierarchy={cfg.hierarchy!r} is for tinyimagenet only, not {dataset!r}")
     return cfg
 
 

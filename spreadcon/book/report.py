@@ -672,34 +672,55 @@ def plot_bars(table: Mapping[tuple, Summary], groups: Sequence[str], series: Seq
     return ax
 
 
-def claims_markdown(rows: Sequence[tuple[str, Verdict, str]]) -> str:
+def claims_markdown(rows: Sequence[tuple]) -> str:
     """The "what the paper claims / what we measured" table.
 
     Args:
-        rows: ``(claim, verdict, evidence)``: the paper's claim in words, our
-            :class:`Verdict` for it, and where the measurement comes from
-            (datasets, preset, seeds) or the command that would produce it.
-            ``claim`` and ``evidence`` are Markdown the chapter writes (bold,
-            code spans); a record's string inside them must be passed through
-            :func:`~spreadcon.book.markup.escape_md` by the caller.
+        rows: ``(claim, verdict, evidence)`` or ``(claim, verdict, evidence, equal_width)``: the
+            paper's claim in words, our :class:`Verdict` for it, where the measurement comes from
+            (datasets, preset, seeds), and optionally the same comparison against the width-matched
+            control (a :class:`Verdict`, or None where the claim has none). ``claim`` and
+            ``evidence`` are Markdown the chapter writes (bold, code spans); a record's string
+            inside them must be passed through :func:`~spreadcon.book.markup.escape_md` by the caller.
+
+    Example:
+        >>> v = judge(3.0, 1.0, 4)
+        >>> print(claims_markdown([("A beats B", v, "d", judge(-0.5, 1.0, 4))]).splitlines()[2])
+        | A beats B | +3.0 ± 2.78·1.0 pts (df 4) | **direction agrees, beyond noise** | -0.5 ± 2.8 (**inconclusive**) | d |
     """
-    lines = ["| the paper claims | we measured (Δ ± t·se) | verdict | evidence |", "|---|---|---|---|"]
-    for claim, v, evidence in rows:
-        lines.append(f"| {claim} | {v.describe()} | **{v.status}** | {evidence} |")
+    wide = any(len(r) > 3 and r[3] is not None for r in rows)
+    head = ["the paper claims", "we measured (Δ ± t·se)", "verdict"]
+    head += ["at equal width: Thanos − SupCon + cNCE pair"] if wide else []
+    lines = ["| " + " | ".join([*head, "evidence"]) + " |", "|" + "---|" * (len(head) + 1)]
+    for claim, v, evidence, *rest in rows:
+        cells = [claim, v.describe(), f"**{v.status}**"]
+        if wide:
+            w = rest[0] if rest else None
+            cells.append("–" if w is None or w.status == NOT_RUN else _short(w))
+        lines.append("| " + " | ".join([*cells, evidence]) + " |")
     k = comparison_count(rows)
     lines += ["", f"{k} comparison{'' if k == 1 else 's'} with records in this table, each a 95% interval, "
                   "not corrected for multiplicity." if k else "No comparison in this table has records yet."]
     return "\n".join(lines)
 
 
-def comparison_count(rows: Sequence[tuple[str, Verdict, str]]) -> int:
-    """How many comparisons a table of claims makes: its rows whose verdict has records.
+def _short(v: Verdict) -> str:
+    """``-0.5 ± 2.1 (**inconclusive**)``: a verdict in a narrow cell (Δ ± t·se)."""
+    spread = "" if math.isnan(v.half_width) else f" ± {v.half_width:.1f}"
+    return f"{v.delta:+.1f}{spread} (**{v.status}**)"
+
+
+def comparison_count(rows: Sequence[tuple]) -> int:
+    """How many comparisons a table of claims makes: its verdicts with records, the equal-width
+    ones of :func:`claims_markdown`'s fourth column included.
 
     Example:
         >>> comparison_count([("a", judge(1.0, 0.1, 4), ""), ("b", verdict(None, None), "")])
         1
+        >>> comparison_count([("a", judge(1.0, 0.1, 4), "", judge(0.5, 0.1, 4))])
+        2
     """
-    return sum(v.status != NOT_RUN for _, v, _ in rows)
+    return sum(v is not None and v.status != NOT_RUN for r in rows for v in (r[1], *r[3:4]))
 
 
 def default_results_dir() -> Path:

@@ -75,6 +75,7 @@ import numpy as np
 import torch
 
 from . import hierarchy
+from . import hierarchy as hierarchy_module  # load_tinyimagenet has an argument named hierarchy
 from .cache import cached
 from .errors import CorruptDataset, DatasetNotFound, UnreadableDataset
 
@@ -757,23 +758,31 @@ def _tinyimagenet_build(tree: _Tree) -> dict:
     }
 
 
-def load_tinyimagenet(root: Path, *, seed=0, val_fraction=0.1, image_size=None, download=False, cache=None) -> Dataset:
+def load_tinyimagenet(root: Path, *, seed=0, val_fraction=0.1, image_size=None, download=False, cache=None,
+                      hierarchy: str = "wordnet") -> Dataset:
     """TinyImageNet-200 from ``<root>/tiny-imagenet-200[-subset].zip`` or the extracted folder.
 
     The official ``val`` set (50 per class) is the test set. Coarse classes come
-    from the committed WordNet table (``hierarchy.tinyimagenet_coarse``).
+    from a committed table (``hierarchy.tinyimagenet_coarse``): ``hierarchy="wordnet"``
+    (default) the book's 18 WordNet hypernyms, ``"official"`` the official thanos-code's
+    map (52 coarse classes used).
     """
+    if hierarchy not in hierarchy_module.TINYIMAGENET_HIERARCHIES:  # before any file is read
+        raise ValueError(f"hierarchy={hierarchy!r} is not a TinyImageNet coarse map; valid: "
+                         f"{', '.join(hierarchy_module.TINYIMAGENET_HIERARCHIES)}")
     if download and not any((root / n).exists() for n in ("tiny-imagenet-200-subset.zip", "tiny-imagenet-200.zip", "tiny-imagenet-200")):
         _download("tinyimagenet", root)
     tree = _Tree(root)
     a = cached("tinyimagenet", [tree.source], lambda: _tinyimagenet_build(tree), cache)
-    coarse_of, coarse_names = hierarchy.tinyimagenet_coarse(a["wnids"])
+    coarse_of, coarse_names = hierarchy_module.tinyimagenet_coarse(a["wnids"], hierarchy)
     splits = _transfer_splits(a, coarse_of, val_fraction, seed, image_size)
+    coarse_text = ("the official thanos-code's coarse ids (tinyimagenet_coarse_official.tsv)" if hierarchy == "official"
+                   else "WordNet hypernym classes (tinyimagenet_coarse.tsv)")
     return Dataset(
         name="tinyimagenet", task="transfer", image_shape=tuple(splits["train"].images.shape[1:]),
         fine_names=a["fine_names"], coarse_names=coarse_names,
         mean=(0.4802, 0.4481, 0.3975), std=(0.2770, 0.2691, 0.2821), grayscale_aug=True, splits=splits,
-        description="TinyImageNet-200; coarse = WordNet hypernym classes (tinyimagenet_coarse.tsv); test = official val",
+        description=f"TinyImageNet-200; coarse = {coarse_text}; test = official val",
     )
 
 

@@ -9,6 +9,7 @@ fine class maps to exactly one coarse class by construction.
 | ``cifar10`` | ``vehicle``, ``animal`` | {airplane, automobile, ship, truck} → 0, the rest → 1 |
 | ``cifar100`` | the 20 official superclasses | the table on the CIFAR web page (``CIFAR100_SUPERCLASSES``) |
 | ``tinyimagenet`` | 18 WordNet-hypernym classes | ``tinyimagenet_coarse.tsv``, made by ``make_tinyimagenet_coarse.py`` |
+| ``tinyimagenet``, ``hierarchy="official"`` | the official code's 52 coarse ids | ``tinyimagenet_coarse_official.tsv``, the thanos-code table |
 
 Example:
     >>> coarse_of, names = cifar10_coarse()
@@ -58,6 +59,10 @@ CIFAR100_FINE = sorted(name for names in CIFAR100_SUPERCLASSES.values() for name
 CIFAR100_COARSE = list(CIFAR100_SUPERCLASSES)
 
 TINYIMAGENET_TABLE = Path(__file__).with_name("tinyimagenet_coarse.tsv")
+#: The official thanos-code's TinyImageNet map (a data table; its header names the source).
+TINYIMAGENET_OFFICIAL_TABLE = Path(__file__).with_name("tinyimagenet_coarse_official.tsv")
+#: The TinyImageNet coarse maps :func:`tinyimagenet_coarse` offers; the first is the default.
+TINYIMAGENET_HIERARCHIES = ("wordnet", "official")
 
 
 def mnist_coarse() -> tuple[list[int], list[str]]:
@@ -85,25 +90,65 @@ def tinyimagenet_table(path: str | Path = TINYIMAGENET_TABLE) -> list[tuple[str,
     return [tuple(line.split("\t")) for line in lines[1:] if line]  # type: ignore[misc]
 
 
-def tinyimagenet_coarse(wnids: list[str] | None = None) -> tuple[list[int], list[str]]:
-    """TinyImageNet: wnid → coarse id, from ``tinyimagenet_coarse.tsv``.
+def tinyimagenet_official_table(path: str | Path = TINYIMAGENET_OFFICIAL_TABLE) -> list[tuple[str, str, int]]:
+    """Rows ``(wnid, fine_name, official_coarse_id)`` of the official thanos-code map (sorted wnid order).
+
+    Lines starting with ``#`` (the table's source) are skipped.
+    """
+    with open(path, encoding="utf-8") as f:
+        lines = [line for line in f.read().splitlines() if line and not line.startswith("#")]
+    if not lines or lines[0].split("\t") != ["wnid", "fine_name", "official_coarse_id"]:
+        raise ValueError(f"path={str(path)!r} is not a wnid/fine_name/official_coarse_id table")
+    rows = [line.split("\t") for line in lines[1:]]
+    if any(len(r) != 3 or not r[2].isdigit() for r in rows):
+        raise ValueError(f"path={str(path)!r} has a row that is not 'wnid<TAB>name<TAB>integer id'")
+    return [(w, name, int(c)) for w, name, c in rows]
+
+
+def tinyimagenet_coarse(wnids: list[str] | None = None, hierarchy: str = "wordnet") -> tuple[list[int], list[str]]:
+    """TinyImageNet: wnid → coarse id.
 
     Args:
-        wnids: the fine classes in label order (default: the table's order,
+        wnids: the fine classes in label order (default: the WordNet table's order,
             which is the official ``wnids.txt`` order).
+        hierarchy: ``"wordnet"`` (default): the book's 18 WordNet-hypernym classes
+            (``tinyimagenet_coarse.tsv``); coarse ids follow the coarse names' first
+            appearance in the table. ``"official"``: the official thanos-code's map
+            (``tinyimagenet_coarse_official.tsv``), which numbers 67 coarse ids and uses
+            52 of them (16 hold a single fine class); the 52 used ids become 0..51 in
+            ascending order, named ``official-<id>``, so the partition of the 200
+            classes is exactly the official one (the official model's head also has
+            15 outputs no image ever has).
 
-    Coarse ids follow the coarse names' first appearance in the table.
+    Raises:
+        ValueError: an unknown ``hierarchy``, or a wnid the table does not list.
+
+    Example:
+        >>> coarse_of, names = tinyimagenet_coarse(hierarchy="official")
+        >>> len(coarse_of), len(names), names[:2]
+        (200, 52, ['official-0', 'official-2'])
     """
+    if hierarchy not in TINYIMAGENET_HIERARCHIES:
+        raise ValueError(f"hierarchy={hierarchy!r} is not a TinyImageNet coarse map; valid: "
+                         f"{', '.join(TINYIMAGENET_HIERARCHIES)}")
     rows = tinyimagenet_table()
-    coarse_names: list[str] = []
-    for _, _, coarse in rows:
-        if coarse not in coarse_names:
-            coarse_names.append(coarse)
-    by_wnid = {wnid: coarse_names.index(coarse) for wnid, _, coarse in rows}
+    if hierarchy == "official":
+        official = {wnid: c for wnid, _, c in tinyimagenet_official_table()}
+        used = sorted(set(official.values()))
+        by_wnid = {wnid: used.index(c) for wnid, c in official.items()}
+        coarse_names = [f"official-{c}" for c in used]
+        table = TINYIMAGENET_OFFICIAL_TABLE
+    else:
+        coarse_names = []
+        for _, _, coarse in rows:
+            if coarse not in coarse_names:
+                coarse_names.append(coarse)
+        by_wnid = {wnid: coarse_names.index(coarse) for wnid, _, coarse in rows}
+        table = TINYIMAGENET_TABLE
     order = [wnid for wnid, _, _ in rows] if wnids is None else wnids
     missing = [w for w in order if w not in by_wnid]
     if missing:
-        raise ValueError(f"wnids={missing[:3]!r}... are not in {TINYIMAGENET_TABLE.name}")
+        raise ValueError(f"wnids={missing[:3]!r}... are not in {table.name}")
     return [by_wnid[w] for w in order], coarse_names
 
 

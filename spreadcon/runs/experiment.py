@@ -236,8 +236,9 @@ def run_experiment(dataset: str, method: str, *, preset: str = "cpu", seed: int 
     say(f"loading {dataset} (preset {preset}) ...")
     # a dataset missing from the root is fetched when the network allows it (with a progress bar);
     # one that is present is only read
+    options = {"hierarchy": cfg.hierarchy} if dataset == "tinyimagenet" else {}  # its coarse map
     ds = subset_dataset(sdata.load(dataset, root=data_root, image_size=cfg.image_size or None, download=True,
-                                  cache=cache), cfg)
+                                  cache=cache, **options), cfg)
     own = checkpoint_dir is None and D.rank() == 0 and not m.untrained  # made once the data loaded: none left empty
     ck_root = Path(tempfile.mkdtemp(prefix="spreadcon-checkpoints-")) if own else checkpoint_dir
     try:

@@ -173,8 +173,8 @@ class GridRun:
         return f"{self.method}_seed{self.seed}" + ("" if self.alpha is None else f"_alpha{self.alpha:g}")
 
     def notebook_path(self, runs_dir: str | Path) -> Path:
-        """Where the executed notebook is kept."""
-        return Path(runs_dir) / self.preset / self.dataset / f"{self.name}.ipynb"
+        """Where the executed notebook is kept: beside its record's preset folder (``--set`` grids apart)."""
+        return Path(runs_dir) / self.filed / self.dataset / f"{self.name}.ipynb"
 
     def label(self) -> str:
         return f"{self.dataset}/{self.preset}/{self.name}"

@@ -258,9 +258,16 @@ def data_source(dataset) -> str:
     return digest.hexdigest()[:16]
 
 
+#: Config keys added after checkpoints were first written, with the value every older run used:
+#: a checkpoint whose config lacks one of them belongs to a run with that value.
+LATER_CONFIG_KEYS: dict[str, Any] = {"hierarchy": "wordnet"}
+
+
 def _differences(state: dict[str, Any], identity: dict[str, Any]) -> list[str]:
     """What differs between a checkpoint's identity and the run's, as short phrases."""
     out = []
+    if isinstance(state.get("config"), dict):  # an older checkpoint: the later keys at their old value
+        state = {**state, "config": {**LATER_CONFIG_KEYS, **state["config"]}}
     for key in ("method", "seed", "dataset"):
         if key in identity and state.get(key) != identity[key]:
             out.append(f"{key} {state[key]!r}, not {identity[key]!r}" if key in state else
