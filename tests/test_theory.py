@@ -583,3 +583,27 @@ def test_sweep_stats_mean_std_gap_ratio():
     assert st["ratio_test"][0][0] == pytest.approx((0.5 + 0.5) / 2)        # 0.1/0.2 and 0.5/1.0
     assert st["coarse_acc"][0][0] == pytest.approx(0.8)
     assert sweep_stats(rec, [0], [0.0])["gap_test"][1][0] == 0.0
+
+
+def test_collapse_threshold_closed_form_by_sympy():
+    """Chapter 2's theorem, part 1: sympy differentiates L_out along sigma(rho) and alpha(1) equals
+    E (2N-1) / ((2n-1) + E (4N-2n-1)), E = exp(-tK/(K-1)); the derivatives equal symmetric_loss_grad."""
+    sp = pytest.importorskip("sympy")
+    r_, t_, n_, K_ = sp.symbols("rho t n K", positive=True)
+    sig = -(1 + (n_ - 1) * r_) / (n_ * (K_ - 1))
+    Ls = -t_ * (1 + 2 * (n_ - 1) * r_) / (2 * n_ - 1) + sp.log(
+        sp.exp(t_) + 2 * (n_ - 1) * sp.exp(t_ * r_) + 2 * n_ * (K_ - 1) * sp.exp(t_ * sig))
+    Lc = -t_ + sp.log(sp.exp(t_) + 2 * (n_ - 1) * sp.exp(t_ * r_))
+    gS, gC = sp.diff(Ls, r_), sp.diff(Lc, r_)
+    E, N = sp.exp(-t_ * K_ / (K_ - 1)), n_ * K_
+    claimed = E * (2 * N - 1) / ((2 * n_ - 1) + E * (4 * N - 2 * n_ - 1))
+    g = np.random.default_rng(0)
+    for _ in range(10):
+        vals = {t_: g.uniform(0.5, 10), n_: int(g.integers(2, 40)), K_: int(g.integers(2, 12))}
+        rho = g.uniform(-1 / (vals[n_] - 1), 1)
+        gs, gc = T.symmetric_loss_grad(rho, vals[n_], vals[K_], 1 / vals[t_])
+        assert float(gS.subs(vals).subs(r_, rho)) == pytest.approx(float(gs), abs=1e-10)
+        assert float(gC.subs(vals).subs(r_, rho)) == pytest.approx(float(gc), abs=1e-10)
+        a1 = float((-gS / (gC - gS)).subs(vals).subs(r_, 1))
+        assert a1 == pytest.approx(float(claimed.subs(vals)), abs=1e-12)
+        assert a1 == pytest.approx(float(T.alpha_of_rho(1.0, vals[n_], vals[K_], 1 / vals[t_])), abs=1e-12)
