@@ -335,12 +335,7 @@ def test_two_view_loss_equals_real_loss(form):
     n, K, tau, alpha = 4, 3, 0.5, 0.3
     done = 0
     while done < 4:
-        c, x = g.uniform(0, 1, 2)
-        try:
-            sx, rw = T.cross_view_sigma_min(float(c), float(x), n, K)
-        except ValueError:  # (c, rho_x) itself infeasible
-            continue
-        v = T.ViewCosines(float(c), rw * 0.9, float(x), -0.1, sx * 0.9)
+        v = T.ViewCosines(*g.uniform(0.2, 1, 3), *g.uniform(-0.3, 0, 2))
         if min(e for e, _ in T.two_view_eigenvalues(v, n, K)) < 0:
             continue
         z, y = T.two_view_embedding(v, n, K)
@@ -349,48 +344,138 @@ def test_two_view_loss_equals_real_loss(form):
         done += 1
 
 
-def test_cross_view_sigma_min_is_the_linear_programme():
-    """scipy's linprog over (rho_w, sigma_w, sigma_x) under the six eigenvalue conditions gives the same bound."""
-    from scipy.optimize import linprog
+# --------------------------------------------------------------------------- exchangeable views (chapter 2)
 
-    for c, x, n, K in [(0.5, 0.5, 16, 2), (1.0, 0.3, 5, 3), (0.2, 0.6, 4, 2), (0.7, -0.1, 6, 4)]:
-        s_min, _ = T.cross_view_sigma_min(c, x, n, K)
-        A, b = [], []
-        for sgn in (1, -1):  # eigenvalue >= 0 written as A @ (rho_w, sigma_w, sigma_x) <= b
-            d, rx = 1 + sgn * c, sgn * x
-            A.append([1, 0, 0]); b.append(d - rx)
-            A.append([-(n - 1), n, sgn * n]); b.append(d + (n - 1) * rx)
-            A.append([-(n - 1), -n * (K - 1), -sgn * n * (K - 1)]); b.append(d + (n - 1) * rx)
-        res = linprog([0, 0, 1], A_ub=A, b_ub=b, bounds=[(-1, 1)] * 3)
-        assert res.status == 0 and res.fun == pytest.approx(s_min, abs=1e-9)
-    assert T.cross_view_sigma_min(1.0, 0.4, 7, 3)[0] == pytest.approx(T.between_class_cosine(0.4, 7, 3), abs=1e-12)
+def _vectors(gram: torch.Tensor) -> torch.Tensor:
+    """Rows whose Gram matrix is ``gram`` (PSD), by eigendecomposition."""
+    evals, evecs = torch.linalg.eigh(gram)
+    u = evecs * evals.clamp(min=0).sqrt()
+    return u / u.norm(dim=1, keepdim=True)
 
 
-def test_free_views_clamp_form_goes_below_the_identical_views_minimum():
-    """K=2, n=16, tau=0.5, alpha=0: with free views the clamped form reaches 0.5859 (< 1.0825 with identical views).
+@pytest.mark.parametrize("form", T.FORMS)
+@pytest.mark.parametrize("n,K,tau,alpha", [(4, 3, 0.5, 0.3), (3, 2, 0.2, 0.0), (5, 2, 1.0, 0.8)])
+def test_exchangeable_loss_is_the_real_loss_on_the_expected_gram(form, n, K, tau, alpha):
+    """Vectors with the model's 2N x 2N expected Gram matrix, through the package's SpreadLoss, give
+    ``exchangeable_loss`` (which is computed through the temperature identity: another code path)."""
+    g = np.random.default_rng(n + K)
+    done = 0
+    while done < 4:
+        c = float(g.uniform(0.05, 1))
+        rho = float(g.uniform(-c / (n - 1), c))
+        u = _vectors(T.exchangeable_gram(c, rho, n, K))
+        N = n * K
+        z, y = torch.stack([u[:N], u[N:]], dim=1), torch.arange(K).repeat_interleave(n)
+        assert float((z[0, 0] * z[0, 1]).sum()) == pytest.approx(c, abs=1e-9)
+        assert float((z[0, 0] * z[1, 1]).sum()) == pytest.approx(rho, abs=1e-9)   # cross-view = same-view
+        real = float(T.spread_loss_for_form(alpha, tau, form)(z, y))
+        assert real == pytest.approx(float(T.exchangeable_loss(c, rho, alpha, n, K, tau, form=form)), abs=1e-9)
+        done += 1
 
-    The minimiser: each class collapsed within a view (rho_w = 1), the two views at cosine 0.5 (logit 1, the
-    clamp), other classes at cross-view cosine -1. Adam on free two-view embeddings gets there too.
-    """
-    r = T.free_view_minimum(0.0, 16, 2, 0.5, form="one_positive_clamped")
-    assert r.identical_loss == pytest.approx(1.0825, abs=1e-4) and r.loss == pytest.approx(0.5859, abs=1e-4)
-    assert r.cosines.view == pytest.approx(0.5, abs=1e-3) and r.cosines.within_same == pytest.approx(1.0, abs=1e-3)
-    assert r.cosines.between_cross == pytest.approx(-1.0, abs=1e-3)
-    # independent: Adam on free, separate views (n = 6 to keep the test fast)
-    n = 6
-    y = torch.arange(2).repeat_interleave(n)
-    model = T.free_view_minimum(0.0, n, 2, 0.5, form="one_positive_clamped")
-    _, hist = T.optimise_free_embeddings(SpreadLoss(0.0, 0.5, True), y, dim=2 * 2 * n, steps=600, lr=0.02,
-                                         identical_views=False, seed=0)
-    assert model.loss < model.identical_loss - 0.1
-    assert hist[-1] == pytest.approx(model.loss, abs=0.01) and hist[-1] < model.identical_loss - 0.1
+
+def test_exchangeable_gram_refuses_what_no_encoder_reaches():
+    """rho > c would need two classmates' mean embeddings nearer than an image's own: Cauchy-Schwarz forbids it,
+    although a 2N x 2N Gram matrix with those entries can be PSD."""
+    with pytest.raises(ValueError, match="no encoder"):
+        T.exchangeable_gram(0.5, 0.7, 4, 2)
+    v = T.ViewCosines(0.5, 0.7, 0.7, T.exchangeable_sigma(0.5, 0.7, 4, 2), T.exchangeable_sigma(0.5, 0.7, 4, 2))
+    assert min(e for e, _ in T.two_view_eigenvalues(v, 4, 2)) >= 0
+
+
+def test_an_encoders_expected_loss_is_bounded_by_the_model():
+    """The proposition, on a random encoder enumerated exactly: 2 images per class, 2 classes, each image with
+    2 equally likely augmented embeddings, views i.i.d. Over all 2^8 batches:
+    E[loss] >= loss(E[Gram]) >= loss at the symmetrised cosines (c, rho, sigma_min) >= exchangeable_minimum,
+    and E[Gram] has same-view = cross-view cosines for different images and c = ||mu||^2."""
+    import itertools
+
+    n, K, tau, alpha = 2, 2, 0.5, 0.3
+    N, outcomes = n * K, 2
+    g = torch.Generator().manual_seed(0)
+    centre = torch.randn(K, 6, generator=g, dtype=torch.float64)
+    emb = centre.repeat_interleave(n, 0)[:, None, :] + 0.8 * torch.randn(N, outcomes, 6, generator=g, dtype=torch.float64)
+    emb = emb / emb.norm(dim=-1, keepdim=True)                  # (image, outcome, D) unit vectors
+    y = torch.arange(K).repeat_interleave(n)
+    loss_fn = SpreadLoss(alpha, tau)
+    total, gram = 0.0, torch.zeros(2 * N, 2 * N, dtype=torch.float64)
+    draws = list(itertools.product(range(outcomes), repeat=2 * N))
+    for d in draws:
+        z = torch.stack([emb[i, [d[i], d[N + i]]] for i in range(N)])      # (N, 2, D)
+        total += float(loss_fn(z, y))
+        flat = torch.cat([z[:, 0], z[:, 1]])
+        gram += flat @ flat.T
+    e_loss, gram = total / len(draws), gram / len(draws)
+    mu = emb.mean(1)
+    off = ~torch.eye(N, dtype=torch.bool)
+    assert torch.allclose(gram[:N, :N][off], gram[:N, N:][off], atol=1e-12)   # same-view = cross-view
+    assert torch.allclose(gram[:N, N:].diagonal(), (mu * mu).sum(1), atol=1e-12)  # c_i = ||mu_i||^2
+    u = _vectors(gram)
+    at_mean = float(loss_fn(torch.stack([u[:N], u[N:]], dim=1), y))
+    same = (y[:, None] == y[None, :]) & off
+    c, rho = float(gram[:N, N:].diagonal().mean()), float(gram[:N, :N][same].mean())
+    assert rho <= c
+    symmetrised = float(T.exchangeable_loss(c, rho, alpha, n, K, tau))
+    best = T.exchangeable_minimum(alpha, n, K, tau).loss
+    assert e_loss >= at_mean - 1e-12 and at_mean >= symmetrised - 1e-12 and symmetrised >= best - 1e-9
+    assert e_loss > best + 1e-3                                  # this encoder is not optimal: the chain is not trivial
+
+
+@pytest.mark.parametrize("form", T.FORMS)
+def test_an_encoder_with_noise_reaches_the_model(form):
+    """The construction of the proposition (mean embeddings plus fresh noise in many extra dimensions):
+    its average loss over draws tends to the model's loss."""
+    n, K, tau, alpha, c, rho = 4, 2, 0.5, 0.3, 0.7, 0.4
+    g = torch.Generator().manual_seed(1)
+    loss_fn = T.spread_loss_for_form(alpha, tau, form)
+    vals = [float(loss_fn(*T.exchangeable_views(c, rho, n, K, noise_dim=20000, generator=g))) for _ in range(20)]
+    assert float(np.mean(vals)) == pytest.approx(float(T.exchangeable_loss(c, rho, alpha, n, K, tau, form=form)), abs=0.01)
+
+
+@pytest.mark.parametrize("form", T.FORMS)
+@pytest.mark.parametrize("alpha", [0.0, 0.01, 0.3, 0.6])
+def test_exchangeable_minimum_is_the_grid_minimum(form, alpha):
+    """A dense grid over (c, rho) with the direct closed form (two_view_loss) finds nothing lower, and comes close."""
+    n, K, tau = 8, 2, 0.5
+    best = T.exchangeable_minimum(alpha, n, K, tau, form=form)
+    grid = []
+    for c in np.linspace(0.02, 1, 99):
+        for rho in np.linspace(-c / (n - 1), c, 99):
+            s = T.exchangeable_sigma(float(c), float(rho), n, K)
+            grid.append(T.two_view_loss(T.ViewCosines(float(c), float(rho), float(rho), s, s), alpha, n, K, tau, form=form))
+    assert min(grid) >= best.loss - 1e-9 and min(grid) <= best.loss + 2e-3
+    assert best.loss <= best.identical_loss + 1e-12 and best.rho <= best.view + 1e-12
+
+
+@pytest.mark.parametrize("n,K,tau", [(16, 2, 0.5), (8, 2, 0.3), (16, 3, 0.5), (51, 2, 0.5), (10, 5, 0.2)])
+def test_clamp_alone_collapses_the_class_means(n, K, tau):
+    """Chapter 2's exercise: with the clamp and alpha = 0 the class means coincide (rho = c) and the views sit at
+    c = min(1, tau (K-1) ln n / K): the identical-views optimum at the temperature K/((K-1) ln n)."""
+    r = T.exchangeable_minimum(0.0, n, K, tau, form="one_positive_clamped")
+    assert r.rho / r.view == pytest.approx(1.0, abs=1e-6)
+    assert r.view == pytest.approx(min(1.0, tau * (K - 1) * math.log(n) / K), abs=1e-6)
+    if r.view < 1:
+        assert r.loss < r.identical_loss and T.rho_star(0.0, n, K, tau, form="one_positive_clamped") < 1
+
+
+@pytest.mark.parametrize("n,K,tau", [(16, 2, 0.5), (8, 2, 0.3), (16, 3, 0.5), (51, 2, 0.5), (77, 2, 0.5), (10, 5, 0.2), (4, 2, 2.0)])
+def test_l_out_keeps_identical_views(n, K, tau):
+    """The evidence for the chapter's conjecture: for L_out the exchangeable optimum has c = 1 at every weight."""
+    for alpha in np.linspace(0, 1, 11):
+        r = T.exchangeable_minimum(float(alpha), n, K, tau)
+        assert r.view == pytest.approx(1.0, abs=1e-6) and r.loss == pytest.approx(r.identical_loss, abs=1e-10)
+
+
+def test_clamped_views_coincide_beyond_the_smallest_weights():
+    """Chapter 2's table: K=2, n=16, tau=0.5: the clamped form keeps c < 1 at alpha = 0.005, c = 1 from 0.015 on."""
+    assert T.exchangeable_minimum(0.005, 16, 2, 0.5, form="one_positive_clamped").view < 0.9
+    for alpha in (0.015, 0.1, 0.5, 0.9):
+        r = T.exchangeable_minimum(alpha, 16, 2, 0.5, form="one_positive_clamped")
+        assert r.view == pytest.approx(1.0, abs=1e-6) and r.rho == pytest.approx(r.identical_rho, abs=1e-6)
 
 
 @pytest.mark.parametrize("alpha", [0.0, 0.3, 0.5])
-def test_free_views_stay_identical_for_l_out(alpha):
-    """For Khosla's L_out the minimum over free views is the identical-views minimum (view cosine 1)."""
-    r = T.free_view_minimum(alpha, 8, 2, 0.5, form="l_out")
-    assert r.loss == pytest.approx(r.identical_loss, abs=1e-7) and r.cosines.view == pytest.approx(1.0, abs=1e-4)
+def test_free_two_view_embeddings_stay_identical_for_l_out(alpha):
+    """Adam on free, separate views (a wider search than any encoder): for L_out the two views still coincide."""
     y = torch.arange(2).repeat_interleave(8)
     u, _ = T.optimise_free_embeddings(SpreadLoss(alpha, 0.5), y, dim=32, steps=300, lr=0.05, identical_views=False, seed=0)
     assert float((u[:, 0] * u[:, 1]).sum(-1).min()) > 0.99
@@ -447,15 +532,6 @@ def test_the_chapters_regime_claims():
     assert T.rho_star(0.5, 48, 2, 0.5, form="one_positive") > 0.95
 
 
-def test_clamped_free_views_split_only_for_small_weights():
-    """Chapter 2, Figure 2.4: with free views the clamped form splits the views (c = 0.5) at alpha = 0.3 and has
-    identical views at alpha = 0.6 (K=2, n=16, tau=0.5)."""
-    low = T.free_view_minimum(0.3, 16, 2, 0.5, form="one_positive_clamped")
-    high = T.free_view_minimum(0.6, 16, 2, 0.5, form="one_positive_clamped")
-    assert low.cosines.view == pytest.approx(0.5, abs=1e-3) and low.loss < low.identical_loss - 0.1
-    assert high.cosines.view == pytest.approx(1.0, abs=1e-6) and high.loss == pytest.approx(high.identical_loss, abs=1e-9)
-
-
 def test_separation_on_a_hand_made_embedding():
     """Classes {e1, e2} and {-e1, -e2}: within cosine 0, between -1/2, gap 1/2, ratio 2/3 (from the pairs by hand)."""
     u = torch.tensor([[1.0, 0.0], [0.0, 1.0], [-1.0, 0.0], [0.0, -1.0]])
@@ -507,3 +583,27 @@ def test_sweep_stats_mean_std_gap_ratio():
     assert st["ratio_test"][0][0] == pytest.approx((0.5 + 0.5) / 2)        # 0.1/0.2 and 0.5/1.0
     assert st["coarse_acc"][0][0] == pytest.approx(0.8)
     assert sweep_stats(rec, [0], [0.0])["gap_test"][1][0] == 0.0
+
+
+def test_collapse_threshold_closed_form_by_sympy():
+    """Chapter 2's theorem, part 1: sympy differentiates L_out along sigma(rho) and alpha(1) equals
+    E (2N-1) / ((2n-1) + E (4N-2n-1)), E = exp(-tK/(K-1)); the derivatives equal symmetric_loss_grad."""
+    sp = pytest.importorskip("sympy")
+    r_, t_, n_, K_ = sp.symbols("rho t n K", positive=True)
+    sig = -(1 + (n_ - 1) * r_) / (n_ * (K_ - 1))
+    Ls = -t_ * (1 + 2 * (n_ - 1) * r_) / (2 * n_ - 1) + sp.log(
+        sp.exp(t_) + 2 * (n_ - 1) * sp.exp(t_ * r_) + 2 * n_ * (K_ - 1) * sp.exp(t_ * sig))
+    Lc = -t_ + sp.log(sp.exp(t_) + 2 * (n_ - 1) * sp.exp(t_ * r_))
+    gS, gC = sp.diff(Ls, r_), sp.diff(Lc, r_)
+    E, N = sp.exp(-t_ * K_ / (K_ - 1)), n_ * K_
+    claimed = E * (2 * N - 1) / ((2 * n_ - 1) + E * (4 * N - 2 * n_ - 1))
+    g = np.random.default_rng(0)
+    for _ in range(10):
+        vals = {t_: g.uniform(0.5, 10), n_: int(g.integers(2, 40)), K_: int(g.integers(2, 12))}
+        rho = g.uniform(-1 / (vals[n_] - 1), 1)
+        gs, gc = T.symmetric_loss_grad(rho, vals[n_], vals[K_], 1 / vals[t_])
+        assert float(gS.subs(vals).subs(r_, rho)) == pytest.approx(float(gs), abs=1e-10)
+        assert float(gC.subs(vals).subs(r_, rho)) == pytest.approx(float(gc), abs=1e-10)
+        a1 = float((-gS / (gC - gS)).subs(vals).subs(r_, 1))
+        assert a1 == pytest.approx(float(claimed.subs(vals)), abs=1e-12)
+        assert a1 == pytest.approx(float(T.alpha_of_rho(1.0, vals[n_], vals[K_], 1 / vals[t_])), abs=1e-12)

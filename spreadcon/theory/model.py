@@ -51,15 +51,24 @@ package default, ``reference_quirks=False``), ``"one_positive_clamped"``
 official denominator without the clamp). ``symmetric_loss_hess`` gives the
 second derivative (strict convexity), ``gram_eigenvalues`` Lemma 1.
 
-Free views
-----------
-The identical-views model is exact for free embeddings only where the
-optimum has identical views. ``ViewCosines`` / ``two_view_loss`` /
-``free_view_minimum`` add the cosine ``c`` between the two views of a sample
-(and separate same-view and cross-view cosines): for ``"l_out"`` the optimum
-keeps ``c = 1``; for the clamped form it does not (K=2, n=16, tau=0.5,
-alpha=0: 0.5859 with free views against 1.0825 with identical ones, at
-``c = 0.5``, where the self logit sits on the clamp).
+Exchangeable views
+------------------
+An encoder sees two i.i.d. draws of the augmentation and cannot tell "view 0"
+from "view 1". With ``mu_i`` the mean embedding of image ``i``, its expected
+cosines are ``c = ||mu_i||^2`` for the image's own two views and
+``<mu_i, mu_j>`` for two different images, the same in either view
+(``exchangeable_gram``). The loss is convex in the Gram matrix, so by Jensen
+and the averaging argument the best an encoder can do is the minimum over
+``(c, rho)`` with ``rho <= c`` (``exchangeable_minimum``), approached by
+mean embeddings plus fresh noise in many extra dimensions
+(``exchangeable_views``). Every logit is a cosine over the temperature, so
+view cosine ``c`` acts as the temperature ``temperature / c``
+(``exchangeable_loss``). For L_out the optimum keeps ``c = 1`` (computed, not
+proved); for the clamped form at small alpha it does not (K=2, n=16,
+tau=0.5, alpha=0: ``c = ln 2`` with the class means collapsed, ``rho = c``).
+The older five-cosine model (``ViewCosines``, ``two_view_loss``) lets the
+same-view and cross-view cosines differ, which no encoder can do; it stays
+as the general closed form.
 """
 
 from __future__ import annotations
@@ -80,10 +89,14 @@ __all__ = [
     "two_view_eigenvalues",
     "two_view_gram",
     "two_view_embedding",
-    "cross_view_sigma_min",
     "two_view_loss",
-    "FreeViewMinimum",
-    "free_view_minimum",
+    "exchangeable_sigma",
+    "exchangeable_eigenvalues",
+    "exchangeable_gram",
+    "exchangeable_loss",
+    "ExchangeableMinimum",
+    "exchangeable_minimum",
+    "exchangeable_views",
     "between_class_cosine",
     "rho_bounds",
     "symmetric_gram",
@@ -606,37 +619,6 @@ def two_view_embedding(v: ViewCosines, n: int, K: int) -> tuple[torch.Tensor, to
     return torch.stack([u[:N], u[N:]], dim=1), torch.arange(K).repeat_interleave(n)
 
 
-def cross_view_sigma_min(view: float, within_cross: float, n: int, K: int) -> tuple[float, float]:
-    """The smallest feasible ``sigma_x`` given ``c`` and ``rho_x``, and the ``rho_w`` that attains it.
-
-    The one-positive forms see only cross-view cosines (view 1 against view 0),
-    and they grow with ``sigma_x``. The within-view cosines are free, so the
-    bound is a linear programme in ``(rho_w, sigma_w)`` over the six
-    eigenvalue conditions of ``two_view_eigenvalues``. Its solution: a larger
-    ``rho_w`` only loosens the class-mean conditions, so ``rho_w = 1 - |c -
-    rho_x|`` (the largest the ``1 +- c - (rho_w +- rho_x) >= 0`` conditions
-    allow), and with ``A_pm = 1 +- c + (n-1)(rho_w +- rho_x)``
-
-        sigma_x_min = -(A_+ / (K-1) + A_-) / (2n),
-
-    attained at ``sigma_w = (A_- - A_+ / (K-1)) / (2n)``; feasible iff
-    ``A_+, A_- >= 0``. With ``c = 1`` this is Lemma 1's ``-(1 + (n-1) rho) / (n(K-1))``.
-
-    Example:
-        >>> cross_view_sigma_min(0.5, 0.5, 16, 2)   # two views at cosine 0.5 allow sigma_x = -1
-        (-1.0, 1.0)
-    """
-    _check_model(n, K, 1.0)
-    if not (-1 <= view <= 1 and -1 <= within_cross <= 1):
-        raise ValueError(f"view and within_cross must be in [-1, 1], got {view!r}, {within_cross!r}")
-    rho_w = 1.0 - abs(view - within_cross)
-    a_plus = 1 + view + (n - 1) * (rho_w + within_cross)
-    a_minus = 1 - view + (n - 1) * (rho_w - within_cross)
-    if a_plus < -1e-12 or a_minus < -1e-12:
-        raise ValueError(f"no feasible sigma_x for c={view!r}, rho_x={within_cross!r} (n={n}, K={K})")
-    return -(a_plus / (K - 1) + a_minus) / (2 * n), rho_w
-
-
 def two_view_loss(v: ViewCosines, alpha: float, n: int, K: int, temperature: float, *, form: str = "l_out") -> float:
     """Exact ``L_spread`` of the two-view model, for each SupCon form.
 
@@ -682,99 +664,177 @@ def two_view_loss(v: ViewCosines, alpha: float, n: int, K: int, temperature: flo
     return (1 - alpha) * sup + alpha * cn
 
 
+# --------------------------------------------------------------------------- exchangeable views
+
+def exchangeable_sigma(view: float, rho: float, n: int, K: int) -> float:
+    """The smallest between-class cosine an encoder with exchangeable views can have: ``-(c + (n-1) rho)/(n(K-1))``.
+
+    With ``mu_i`` the mean embedding of image ``i`` over its augmentations, the
+    expected cosines are ``c = ||mu_i||^2`` and ``rho, sigma = <mu_i, mu_j>``;
+    the Gram matrix of the ``mu`` is Lemma 1's with diagonal ``c``, and its
+    third eigenvalue ``c + (n-1) rho + n(K-1) sigma >= 0`` gives the bound.
+    At ``c = 1`` this is ``between_class_cosine``.
+
+    Example:
+        >>> exchangeable_sigma(0.5, 0.5, 16, 2)
+        -0.5
+    """
+    _check_model(n, K, 1.0)
+    return -(view + (n - 1) * rho) / (n * (K - 1))
+
+
+def exchangeable_eigenvalues(view: float, rho: float, sigma: float, n: int, K: int) -> list[tuple[float, int]]:
+    """Eigenvalues of the Gram matrix of the mean embeddings (diagonal ``c``), with multiplicities.
+
+    ``c - rho`` (``K(n-1)`` times), ``c + (n-1) rho - n sigma`` (``K-1``) and
+    ``c + (n-1) rho + n(K-1) sigma`` (once): Lemma 1 with the diagonal 1
+    replaced by ``c``. An encoder with exchangeable views reaches these expected
+    cosines iff all are ``>= 0`` and ``0 <= c <= 1``.
+
+    Example:
+        >>> exchangeable_eigenvalues(0.5, 0.5, -0.5, 16, 2)
+        [(0.0, 30), (16.0, 1), (0.0, 1)]
+    """
+    _check_model(n, K, 1.0)
+    return [(view - rho, K * (n - 1)), (view + (n - 1) * rho - n * sigma, K - 1),
+            (view + (n - 1) * rho + n * (K - 1) * sigma, 1)]
+
+
+def exchangeable_gram(view: float, rho: float, n: int, K: int, sigma: float | None = None) -> torch.Tensor:
+    """The expected ``(2N, 2N)`` float64 Gram matrix of an encoder with exchangeable views: view 0, then view 1.
+
+    ``[[M + (1-c) I, M], [M, M + (1-c) I]]`` with ``M`` the Gram matrix of the
+    mean embeddings (diagonal ``c``, ``rho`` within a class, ``sigma``
+    between classes): an image's own two views meet at ``c``, two different
+    images at ``rho`` or ``sigma`` whichever views they are in. ``sigma=None``
+    takes ``exchangeable_sigma``.
+
+    Example:
+        >>> g = exchangeable_gram(0.5, 0.25, 2, 2)
+        >>> [round(float(x), 4) for x in g[0]]
+        [1.0, 0.25, -0.375, -0.375, 0.5, 0.25, -0.375, -0.375]
+    """
+    s = exchangeable_sigma(view, rho, n, K) if sigma is None else float(sigma)
+    if not 0 <= view <= 1 or min(e for e, _ in exchangeable_eigenvalues(view, rho, s, n, K)) < -1e-12:
+        raise ValueError(f"no encoder with exchangeable views has c={view!r}, rho={rho!r}, sigma={s!r} (n={n}, K={K})")
+    return two_view_gram(ViewCosines(view, rho, rho, s, s), n, K)
+
+
+def exchangeable_loss(view, rho, alpha: float, n: int, K: int, temperature: float, *, form: str = "l_out"):
+    """Exact ``L_spread`` of the exchangeable-view model at ``sigma = exchangeable_sigma``.
+
+    Every logit is a cosine over the temperature, and the cosines ``(c, rho,
+    sigma(c, rho))`` are ``c`` times ``(1, rho/c, sigma(rho/c))``. So the loss
+    equals the identical-views loss at the within-class cosine ``rho/c`` and
+    the temperature ``temperature/c``: the view cosine acts as a temperature.
+    That is how it is computed here (``view > 0``; at ``view = 0`` every logit
+    is 0).
+
+    Example:
+        >>> round(float(exchangeable_loss(1.0, 0.3, 0.5, 16, 2, 0.5)), 6) == round(float(symmetric_loss(0.3, 0.5, 16, 2, 0.5)), 6)
+        True
+    """
+    _check_alpha(alpha)
+    _check_model(n, K, temperature)
+    if not 0 < view <= 1:
+        raise ValueError(f"view cosine must be in (0, 1], got {view!r}")
+    return symmetric_loss(np.asarray(rho, dtype=np.float64) / view, alpha, n, K, temperature / view, form=form)
+
+
 @dataclass(frozen=True)
-class FreeViewMinimum:
-    """The minimum of ``L_spread`` over the two-view model, against the identical-views model.
+class ExchangeableMinimum:
+    """The minimum of ``L_spread`` over encoders with exchangeable views, against the identical-views model.
 
     Attributes:
-        loss: the minimum with free views.
-        cosines: the minimising ``ViewCosines``.
-        identical_loss: the minimum with identical views (``symmetric_loss`` at ``rho_star``).
+        loss: the minimum.
+        view: ``c``, the cosine of an image's own two views at the minimum.
+        rho: the within-class cosine ``rho`` of two different images (``<= c``).
+        sigma: the between-class cosine.
+        identical_loss: the minimum with identical views (``c = 1``).
         identical_rho: ``rho_star`` of the identical-views model.
+
+    ``rho / view`` is the cosine of two classmates' mean embeddings: 1 when the class means coincide.
     """
 
     loss: float
-    cosines: ViewCosines
+    view: float
+    rho: float
+    sigma: float
     identical_loss: float
     identical_rho: float
 
 
-def free_view_minimum(alpha: float, n: int, K: int, temperature: float, *, form: str = "l_out",
-                      grid: int = 81, seed: int = 0) -> FreeViewMinimum:
-    """Minimise ``two_view_loss`` over every feasible two-view configuration.
+def exchangeable_minimum(alpha: float, n: int, K: int, temperature: float, *, form: str = "l_out",
+                         tol: float = 1e-9) -> ExchangeableMinimum:
+    """Minimise ``L_spread`` over every encoder whose two views are i.i.d. draws of the augmentation.
 
-    The loss is convex in the Gram matrix and invariant under permutations
-    within a class, relabelling classes and (for ``"l_out"``) swapping the
-    views, and the feasible Gram matrices form a convex set, so the minimum
-    over all embeddings in ``D >= 2N`` dimensions is attained in the two-view
-    model (the averaging argument of chapter 2).
-
-    * One-positive forms: the loss depends on ``(c, rho_x, sigma_x)`` and grows
-      with ``sigma_x``, so ``sigma_x = cross_view_sigma_min(c, rho_x)``; a
-      ``grid x grid`` search over ``(c, rho_x)`` is refined by Nelder-Mead.
-    * ``"l_out"``: all five cosines, by SLSQP under the six eigenvalue
-      conditions, started from the identical-views optimum and from random
-      feasible points (``seed``).
+    Chapter 2's proposition reduces this to the model ``(c, rho)`` with
+    ``0 < c <= 1`` and ``-c/(n-1) <= rho <= c`` (``exchangeable_loss``), a
+    convex problem: the loss is convex in the expected Gram matrix, which is
+    affine in ``(c, rho, sigma)``. For each ``c`` the inner minimum is
+    ``rho_star`` at temperature ``temperature/c`` (times ``c``), and the outer
+    function of ``c``, a partial minimum of a convex function, is convex, so a
+    golden-section search over ``c`` finds the global minimum (ends and the
+    clamp's kink included).
 
     Example:
-        >>> r = free_view_minimum(0.0, 16, 2, 0.5, form="one_positive_clamped")
-        >>> round(r.loss, 4), round(r.identical_loss, 4), round(r.cosines.view, 2)
-        (0.5859, 1.0825, 0.5)
+        >>> r = exchangeable_minimum(0.0, 16, 2, 0.5, form="one_positive_clamped")
+        >>> round(r.view, 4), round(r.rho / r.view, 4)   # views apart, class means collapsed
+        (0.6931, 1.0)
     """
-    from scipy.optimize import minimize
-
     _check_alpha(alpha)
     _check_model(n, K, temperature)
     form = _resolve_form(False, form)
+
+    def inner(c: float) -> tuple[float, float]:
+        r = rho_star(alpha, n, K, temperature / c, form=form)
+        return float(symmetric_loss(r, alpha, n, K, temperature / c, form=form)), r * c
+
+    g = (math.sqrt(5) - 1) / 2
+    a, b = 1e-6, 1.0
+    x1, x2 = b - g * (b - a), a + g * (b - a)
+    f1, f2 = inner(x1)[0], inner(x2)[0]
+    while b - a > tol:
+        if f1 < f2:
+            b, x2, f2 = x2, x1, f1
+            x1 = b - g * (b - a)
+            f1 = inner(x1)[0]
+        else:
+            a, x1, f1 = x1, x2, f2
+            x2 = a + g * (b - a)
+            f2 = inner(x2)[0]
+    cands = [(a + b) / 2, 1.0] + ([temperature] if form == "one_positive_clamped" and temperature < 1 else [])
+    best = min(cands, key=lambda c: (inner(c)[0], -c))
+    loss, rho = inner(best)
     r_id = rho_star(alpha, n, K, temperature, form=form)
-    l_id = float(symmetric_loss(r_id, alpha, n, K, temperature, form=form))
-    if form != "l_out":
-        def cos_of(c: float, x: float) -> ViewCosines | None:
-            if not (-1 <= c <= 1 and -1 <= x <= 1):
-                return None
-            try:
-                sx, rw = cross_view_sigma_min(c, x, n, K)
-            except ValueError:
-                return None
-            a_plus = 1 + c + (n - 1) * (rw + x)
-            a_minus = 1 - c + (n - 1) * (rw - x)
-            return ViewCosines(c, rw, x, (a_minus - a_plus / (K - 1)) / (2 * n), sx)
+    return ExchangeableMinimum(loss=loss, view=best, rho=rho, sigma=exchangeable_sigma(best, rho, n, K),
+                               identical_loss=float(symmetric_loss(r_id, alpha, n, K, temperature, form=form)),
+                               identical_rho=r_id)
 
-        def f(p) -> float:
-            v = cos_of(float(p[0]), float(p[1]))
-            return math.inf if v is None else two_view_loss(v, alpha, n, K, temperature, form=form)
 
-        pts = np.linspace(-1, 1, grid)
-        best = min(((f((c, x)), c, x) for c in pts for x in pts), key=lambda r: r[0])
-        res = minimize(f, x0=np.array(best[1:]), method="Nelder-Mead",
-                       options={"xatol": 1e-10, "fatol": 1e-13, "maxiter": 4000})
-        p = res.x if res.fun <= best[0] else np.array(best[1:])
-        v = cos_of(float(p[0]), float(p[1]))
-        cands = [(two_view_loss(v, alpha, n, K, temperature, form=form), v)]
-    else:
-        def unpack(p) -> ViewCosines:
-            return ViewCosines(*(float(x) for x in p))
+def exchangeable_views(view: float, rho: float, n: int, K: int, *, noise_dim: int = 4096,
+                       generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One draw of an encoder that reaches the exchangeable model: ``(N, 2, N + noise_dim)`` unit views and labels.
 
-        cons = [{"type": "ineq", "fun": lambda p: np.array([e for e, _ in two_view_eigenvalues(unpack(p), n, K)])}]
-        s_id = between_class_cosine(r_id, n, K)
-        starts = [np.array([1.0, r_id, r_id, s_id, s_id])]
-        g = np.random.default_rng(seed)
-        while len(starts) < 4:
-            x0 = np.concatenate([[g.uniform(0, 1)], g.uniform(-0.05, 0.5, 2), g.uniform(-0.3, 0, 2)])
-            if min(e for e, _ in two_view_eigenvalues(unpack(x0), n, K)) >= 0:
-                starts.append(x0)
-        cands = []
-        for x0 in starts:
-            res = minimize(lambda p: two_view_loss(unpack(p), alpha, n, K, temperature, form=form), x0,
-                           method="SLSQP", bounds=[(-1, 1)] * 5, constraints=cons,
-                           options={"ftol": 1e-13, "maxiter": 500})
-            v = unpack(res.x)
-            if min(e for e, _ in two_view_eigenvalues(v, n, K)) >= -1e-7:
-                cands.append((two_view_loss(v, alpha, n, K, temperature, form=form), v))
-    ident = ViewCosines(1.0, r_id, r_id, between_class_cosine(r_id, n, K), between_class_cosine(r_id, n, K))
-    cands.append((two_view_loss(ident, alpha, n, K, temperature, form=form), ident))  # the identical views are feasible
-    loss, v = min(cands, key=lambda r: r[0])
-    return FreeViewMinimum(loss=loss, cosines=v, identical_loss=l_id, identical_rho=r_id)
+    Each view is ``mu_i + sqrt(1-c) e`` with ``mu_i`` the mean embeddings
+    (their Gram matrix has diagonal ``c``, ``rho`` and ``sigma =
+    exchangeable_sigma``) and ``e`` a fresh random unit vector in ``noise_dim``
+    further coordinates. The realised cosines are the model's up to the
+    noise overlaps, of order ``1/sqrt(noise_dim)``.
+    """
+    s = exchangeable_sigma(view, rho, n, K)
+    if min(e for e, _ in exchangeable_eigenvalues(view, rho, s, n, K)) < -1e-12:
+        raise ValueError(f"infeasible exchangeable cosines c={view!r}, rho={rho!r} (n={n}, K={K})")
+    labels = torch.arange(K).repeat_interleave(n)
+    m = torch.where(labels[:, None] == labels[None, :], torch.tensor(float(rho), dtype=torch.float64),
+                    torch.tensor(s, dtype=torch.float64))
+    m.fill_diagonal_(float(view))
+    evals, evecs = torch.linalg.eigh(m)
+    mu = evecs * evals.clamp(min=0).sqrt()                                        # (N, N), rows: mu_i
+    e = torch.randn(n * K, 2, noise_dim, generator=generator, dtype=torch.float64)
+    e = e / e.norm(dim=-1, keepdim=True) * math.sqrt(max(1.0 - view, 0.0))
+    u = torch.cat([mu.unsqueeze(1).expand(-1, 2, -1), e], dim=-1)
+    return u / u.norm(dim=-1, keepdim=True), labels
 
 
 def optimise_free_embeddings(
