@@ -95,7 +95,7 @@ def width_records(thanos_shift):
 def test_thanos_width_credits_the_autoencoder_only_where_it_beats_the_pair():
     tied = F.thanos_width(width_records(0.0)).text
     above = F.thanos_width(width_records(0.05)).text
-    assert "nothing here credits the autoencoder" in tied and "within seed noise of it on CIFAR-10, cpu" in tied
+    assert "nothing here credits the autoencoder" in tied and "within seed noise of them on CIFAR-10 at 100 epochs" in tied
     assert "adds something beyond a second network in 1 of these 1 comparisons" in above
     assert F.thanos_width(arm("cifar10", "thanos", [0.5, 0.5])) is None  # no pair: no finding
 
@@ -166,3 +166,38 @@ def test_the_committed_records_give_every_finding():
     assert [f.key for f in got] == ["collapse", "cnce", "thanos", "width", "length", "subgroups"]
     for f in got:
         assert re.match(r"\*\*[^*]+\*\* ", f.text) and "`" not in f.text  # a headline; no code spans on the page
+
+
+README = """# x
+
+### How long it takes
+
+Measured on the 2-core CPU this book is built on (`make book`, empty cache).
+
+| page | quiet (earlier edition) | {newest} |
+|---|---|---|
+| 1. Class collapse | 25 s | 63 s |
+| whole `make book` | 2.5 min | 23 min |
+
+## Publishing
+"""
+
+
+def test_run_times_read_the_newest_column_and_say_whether_the_machine_was_quiet():
+    busy = F.run_times(README.format(newest="busy (fresh clone, load ~6)"))
+    assert busy.machine == "the 2-core CPU this book is built on" and not busy.quiet
+    assert busy.times == {"1. Class collapse": "63 s", "whole make book": "23 min"}
+    assert "busy, so an upper bound" in busy.sentence() and "`" not in busy.sentence()
+    quiet = F.run_times(README.format(newest="quiet (fresh clone)"))
+    assert quiet.quiet and "on a quiet machine: 1. Class collapse 63 s" in quiet.sentence()
+    with pytest.raises(ValueError, match="quiet or busy"):
+        F.run_times(README.format(newest="fresh clone"))
+    with pytest.raises(ValueError, match="How long it takes"):
+        F.run_times("# nothing here")
+
+
+def test_the_repository_readme_gives_the_run_times():
+    from pathlib import Path
+
+    times = F.run_times((Path(__file__).resolve().parents[1] / "README.md").read_text())
+    assert times.times and times.machine

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping, NamedTuple, Sequence
 
@@ -27,7 +28,7 @@ from spreadcon.book import report
 from spreadcon.book.markup import escape_md
 
 __all__ = ["Finding", "CHAPTERS", "DATASET_NAMES", "load", "collapse", "cnce_lift", "thanos_vs_supcon",
-           "thanos_width", "training_length", "subgroups", "findings", "findings_markdown"]
+           "thanos_width", "training_length", "subgroups", "findings", "findings_markdown", "RunTimes", "run_times"]
 
 #: Where each finding is shown: chapter document names (relative to ``book/``) and their titles.
 CHAPTERS = {"01_class_collapse": "chapter 1", "04_thanos": "chapter 4", "05_transfer": "chapter 5",
@@ -160,13 +161,15 @@ def collapse(records: Iterable[Mapping[str, Any]]) -> Finding | None:
     return Finding("collapse", "**Does SupCon collapse?** " + " ".join(parts), ("01_class_collapse", "05_transfer"))
 
 
-def _setting(records: Sequence[Mapping[str, Any]]) -> str:
-    """``temperature 0.1, 1,000 training images, 100 epochs``: the recorded configs' values (each
-    listed once when runs differ)."""
+def _setting(records: Sequence[Mapping[str, Any]], *keys: str) -> str:
+    """The recorded configs' values of ``keys`` (each value listed once when runs differ), by default
+    ``temperature 0.1, 1,000 training images, 100 epochs``; with one key just its values (``40``)."""
     def values(key: str) -> str:
-        seen = sorted({r["provenance"]["config"].get(key) for r in records} - {None})
+        seen = sorted({r.get("provenance", {}).get("config", {}).get(key) for r in records} - {None})
         return "/".join(f"{v:,}" if isinstance(v, int) else f"{v:g}" for v in seen) or "?"
 
+    if keys:
+        return ", ".join(values(k) for k in keys)
     return f"temperature {values('temperature')}, {values('train_size')} training images, {values('epochs')} epochs"
 
 
@@ -247,17 +250,19 @@ def thanos_width(records: Iterable[Mapping[str, Any]], presets: Sequence[str] = 
     records = list(records)
     cells = []
     for preset in presets:
-        table = report.summarize(_select(records, task="transfer", preset=preset), "fine_test_acc")
+        recs = _select(records, task="transfer", preset=preset)
+        table = report.summarize(recs, "fine_test_acc")
         for d in _ordered(table):
             if (d, "thanos") in table and (d, "spread-pair") in table:
-                cells.append((d, preset, report.verdict(table[d, "thanos"], table[d, "spread-pair"])))
+                epochs = _setting([r for r in recs if r["dataset"] == d and r["method"] == "thanos"], "epochs")
+                cells.append((d, f"{epochs} epochs", report.verdict(table[d, "thanos"], table[d, "spread-pair"])))
     if not cells:
         return None
-    groups = {side: [f"{_name(d)}, {escape_md(p)} ({_interval(v)})" for d, p, v in cells if _side(v.status) == side]
+    groups = {side: [f"{_name(d)} at {how} ({_interval(v)})" for d, how, v in cells if _side(v.status) == side]
               for side in ("above", "within noise", "below")}
     said = [f"{word} on {_join(groups[side])}" for side, word in
-            (("above", "above it beyond seed noise"), ("within noise", "within seed noise of it"),
-             ("below", "below it beyond seed noise")) if groups[side]]
+            (("above", "above them beyond seed noise"), ("within noise", "within seed noise of them"),
+             ("below", "below them beyond seed noise")) if groups[side]]
     text = ("**Thanos at equal width.** Thanos concatenates two networks. Against two SupCon + cNCE networks "
             f"concatenated (the same width, no autoencoder) it is {'; '.join(said)}.")
     n_above = len(groups["above"])
@@ -350,3 +355,59 @@ def findings_markdown(records: Iterable[Mapping[str, Any]]) -> str:
     if not items:
         return "No committed records yet: every finding of this book comes from them."
     return "\n".join(f"{i}. {f.markdown()}" for i, f in enumerate(items, 1))
+
+
+class RunTimes(NamedTuple):
+    """The README's newest measurement of how long each page takes to execute.
+
+    Attributes:
+        machine: what it was measured on, as the README says (``the 2-core CPU this book is built on``).
+        quiet: whether the machine was quiet (else it was busy: an upper bound).
+        condition: the column's note (``fresh clone, load ~6``).
+        times: ``{page: time}`` as the table writes them (``"63 s"``), in table order.
+    """
+
+    machine: str
+    quiet: bool
+    condition: str
+    times: dict[str, str]
+
+    def sentence(self) -> str:
+        """One sentence of plain text (for ``{glue:text}``, which shows text as it is, parsing no
+        Markdown): the machine, quiet or busy, and each page's time."""
+        state = "on a quiet machine" if self.quiet else "while other jobs kept the machine busy, so an upper bound"
+        listed = "; ".join(f"{page} {t}" for page, t in self.times.items())
+        return f"Measured on {self.machine} ({self.condition}), {state}: {listed}."
+
+
+def run_times(readme: str) -> RunTimes:
+    """The newest (last) column of the README's "How long it takes" table.
+
+    The section's first sentence names the machine (``Measured on ...``); the last column's header
+    says ``quiet`` or ``busy``, with its conditions in parentheses.
+
+    Raises:
+        ValueError: the section, the table, the machine or the word quiet/busy is missing, so the
+            page cannot state a time without saying where and how it was measured.
+
+    Example:
+        >>> text = ("### How long it takes\\n\\nMeasured on a 2-core CPU, with an empty cache.\\n\\n"
+        ...         "| page | busy (fresh clone) |\\n|---|---|\\n| 1. Class collapse | 63 s |\\n")
+        >>> run_times(text).sentence()
+        'Measured on a 2-core CPU (fresh clone), while other jobs kept the machine busy, so an upper bound: 1. Class collapse 63 s.'
+    """
+    section = re.search(r"^#+ How long it takes\s*$(.*?)(?=^#+ |\Z)", readme, re.M | re.S)
+    if not section:
+        raise ValueError("README: no 'How long it takes' section")
+    body = section.group(1)
+    machine = re.search(r"Measured on (.+?)(?: \(|[.,;]\s)", " ".join(body.split()))
+    rows = [[c.strip() for c in line.strip().strip("|").split("|")] for line in body.splitlines()
+            if line.strip().startswith("|")]
+    if not machine or len(rows) < 3 or rows[0][0].lower() != "page":
+        raise ValueError("README: the timing section needs 'Measured on ...' and a table whose first column is 'page'")
+    header = rows[0][-1]
+    state = re.match(r"\s*(quiet|busy)\b\s*(?:\((.*)\))?", header, re.I)
+    if not state:
+        raise ValueError(f"README: the newest timing column {header!r} does not say quiet or busy")
+    times = {r[0].replace("`", ""): r[-1].replace("`", "") for r in rows[2:] if len(r) == len(rows[0])}  # as text
+    return RunTimes(machine.group(1), state.group(1).lower() == "quiet", (state.group(2) or "").strip(), times)
