@@ -345,9 +345,11 @@ def test_class_map_draws_the_class_with_most_subclasses_and_matches_a_slow_pca()
     coarse = torch.tensor([0] * 20 + [1] * 40)
     fine = torch.tensor([0] * 20 + [1, 2, 3, 4] * 10)  # class 1 holds 4 subclasses, class 0 one
     m = class_map(z, coarse, fine, max_points=30)
-    assert m["coarse"] == 1 and m["fine"] == fine[20:50].tolist() and len(m["xy"]) == 30
+    # 30 // 4 = 7 points from each of the class's 4 fine labels: the first 7 of each, in split order
+    idx = torch.tensor(sorted(i for f in (1, 2, 3, 4) for i in [j for j in range(20, 60) if fine[j] == f][:7]))
+    assert m["coarse"] == 1 and m["fine"] == fine[idx].tolist() and len(m["xy"]) == 28
     # slow reference: eigenvectors of the covariance of the normalised, centred points
-    u = z[20:50] / z[20:50].norm(dim=1, keepdim=True)
+    u = z[idx] / z[idx].norm(dim=1, keepdim=True)
     c = u - u.mean(0)
     vals, vecs = torch.linalg.eigh(c.T @ c)
     ref = c @ vecs[:, [-1, -2]]
@@ -355,7 +357,14 @@ def test_class_map_draws_the_class_with_most_subclasses_and_matches_a_slow_pca()
     for k in range(2):  # each axis is defined up to its sign
         assert min((got[:, k] - ref[:, k]).abs().max(), (got[:, k] + ref[:, k]).abs().max()) < 1e-3
     assert m["explained"] == pytest.approx(float(vals[-2:].sum() / vals.sum()), abs=1e-4)
-    assert m["scale"] == pytest.approx(float((c.pow(2).sum() / 30).sqrt()), abs=1e-4)
+    assert m["scale"] == pytest.approx(float((c.pow(2).sum() / 28).sqrt()), abs=1e-4)
+
+
+def test_class_map_of_a_split_sorted_by_label_still_shows_every_subclass():
+    fine = torch.arange(6).repeat_interleave(100)         # 600 points stored sorted by fine label
+    z = torch.randn(600, 4, generator=torch.Generator().manual_seed(1))
+    m = class_map(z, torch.zeros(600, dtype=torch.long), fine, max_points=300)
+    assert sorted(set(m["fine"])) == list(range(6)) and [m["fine"].count(f) for f in range(6)] == [50] * 6
 
 
 def test_class_map_of_a_collapsed_class_is_one_point():

@@ -53,7 +53,7 @@ def embedding_maps(maps: Mapping[str, Mapping[str, Any]], *, fine_names: Sequenc
     fines = sorted({f for m in maps.values() for f in m["fine"]})
     colour = {f: plt.get_cmap("tab10")(i % 10) for i, f in enumerate(fines)}
     lim = max(max((abs(v) for p in m["xy"] for v in p), default=0.0) for m in maps.values()) * 1.08 or 1.0
-    fig, axes = plt.subplots(1, len(maps), figsize=(PAGE_WIDTH, PAGE_WIDTH / len(maps) + 0.9), sharex=True,
+    fig, axes = plt.subplots(1, len(maps), figsize=(PAGE_WIDTH, PAGE_WIDTH / len(maps) + 1.3), sharex=True,
                              sharey=True, squeeze=False)
     for ax, (method, m) in zip(axes[0], maps.items()):
         xy = np.asarray(m["xy"], dtype=float).reshape(-1, 2)
@@ -67,7 +67,7 @@ def embedding_maps(maps: Mapping[str, Mapping[str, Any]], *, fine_names: Sequenc
     handles = [plt.Line2D([], [], marker="o", ls="", color=colour[f], markersize=6) for f in fines]
     fig.legend(handles, names, loc="lower center", ncol=min(len(fines), 6), fontsize=FONT, frameon=False,
                title=coarse_name, title_fontsize=FONT)
-    fig.tight_layout(rect=(0, 0.16 if len(fines) <= 6 else 0.24, 1, 1))
+    fig.tight_layout(rect=(0, 0.16 if len(fines) <= 6 else 0.24, 1, 0.97))
     return fig
 
 
@@ -103,13 +103,15 @@ def cosine_along_training(panels: Mapping[str, Sequence[Mapping[str, Any]]], *,
 
     One panel per entry of ``panels`` (``{title: records}``, e.g. one per dataset), one colour
     per method, on a shared cosine axis. Points are seed means, bars one seed standard deviation
-    (:func:`along_training`); the last point of each line is the selected epoch. 1 is a class
-    collapsed to one point.
+    (:func:`along_training`); the last point of each line is the selected epoch (the x axis is
+    ticked at the evaluated epochs and at the last epoch of training). 1 is a class collapsed to
+    one point. ``labels`` also orders the methods.
     """
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(panels), figsize=(PAGE_WIDTH, 3.4), sharey=True, squeeze=False)
-    methods: list[str] = []
+    methods: list[str] = [m for m in (labels or {}) if any(r["method"] == m for recs in panels.values()
+                                                          for r in recs)]
     lows = []
     for ax, (title, records) in zip(axes[0], panels.items()):
         train = along_training(records, "train_within_class_cosine")
@@ -124,7 +126,9 @@ def cosine_along_training(panels: Mapping[str, Sequence[Mapping[str, Any]]], *,
                             mfc="white" if series is test else colour)
                 lows.append(float((s["mean"] - s["std"]).min()))
         ax.set_xscale("log")
-        ticks = sorted({round(float(e)) for s in train.values() for e in s["epoch"]})
+        # ticks at the evaluated epochs and at the end of training (the selected epoch lies before it)
+        ticks = sorted({round(float(e)) for s in train.values() for e in s["epoch"][:-1]}
+                       | {int(r["provenance"]["config"]["epochs"]) for r in records if "provenance" in r})
         ax.set_xticks(ticks, [str(t) for t in ticks])
         ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.axhline(1.0, color="0.6", lw=0.8, ls=":")

@@ -123,8 +123,9 @@ def class_map(z: Tensor, coarse: Tensor, fine: Tensor, *, max_points: int = 300)
     principal directions, each point with its fine label.
 
     The class drawn is the coarse class with the most distinct fine labels (the lowest id on a
-    tie), so that the map can show subclasses; its first ``max_points`` points in the split's
-    order are used. The projection is PCA of the normalised points (centred on their mean), so
+    tie), so that the map can show subclasses; up to ``max_points`` of its points are used, the
+    same number from each fine label (the first ones of each in the split's order), so that a
+    split stored sorted by label still shows every subclass. The projection is PCA of the normalised points (centred on their mean), so
     a collapsed class is a tight blob and a spread class shows its fine labels apart or mixed.
     ``explained`` is the fraction of the class's variance the two axes hold, and ``scale`` the
     root mean squared distance from the class mean (0 for a class collapsed to one point).
@@ -145,7 +146,10 @@ def class_map(z: Tensor, coarse: Tensor, fine: Tensor, *, max_points: int = 300)
     classes = coarse.unique().tolist()
     counts = [len(fine[coarse == c].unique()) for c in classes]
     c = classes[counts.index(max(counts))]
-    keep = (coarse == c).nonzero().flatten()[:max_points]
+    members = (coarse == c).nonzero().flatten()
+    subs = fine[members].unique()
+    per_fine = max(1, max_points // len(subs))
+    keep = torch.cat([members[fine[members] == f][:per_fine] for f in subs.tolist()]).sort().values
     u = F.normalize(z[keep].double(), dim=1)
     centred = u - u.mean(0, keepdim=True)
     total = centred.pow(2).sum()
