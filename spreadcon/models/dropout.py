@@ -78,8 +78,9 @@ def keep_mask(shape: torch.Size | tuple[int, ...], p: float, dtype: torch.dtype 
     words = torch.empty((n + _LANES - 1) // _LANES, dtype=torch.int64)
     words.random_(-(1 << 63), None, generator=generator)  # all 64 bits uniform
     lanes = words.view(torch.int16)[:n].view(shape)  # signed: u - 2**15
-    keep = lanes >= t - (1 << (_BITS - 1))
-    return keep.to(dtype), (1 << _BITS) / ((1 << _BITS) - t)
+    mask = torch.empty(shape, dtype=dtype)
+    torch.ge(lanes, t - (1 << (_BITS - 1)), out=mask)  # 1 where kept; written in dtype (3x faster than bool, then .to)
+    return mask, (1 << _BITS) / ((1 << _BITS) - t)
 
 
 def dropout(x: Tensor, p: float, training: bool = True, generator: torch.Generator | None = None) -> Tensor:
@@ -157,20 +158,19 @@ def residual_dropout(x: Tensor, h: Tensor, p: float, path_p: float = 0.0, traini
         return x + h
     if not 0.0 <= path_p < 1.0:
         raise ValueError(f"drop-path probability must be in [0, 1), got {path_p!r}")
-    fast = h.device.type == "cpu" and not torch.compiler.is_compiling()
-    if fast and drop_threshold(p) > 0:
-        mask, scale = keep_mask(h.shape, p, h.dtype)
-    elif fast:
-        mask, scale = torch.ones((), dtype=h.dtype).expand(h.shape), 1.0
-    else:
-        h, mask, scale = F.dropout(h, p, training=True) if p else h, None, 1.0
-    if path_p > 0.0:
-        sample = torch.empty((h.shape[0],) + (1,) * (h.ndim - 1), dtype=h.dtype, device=h.device)
-        sample.bernoulli_(1.0 - path_p)
-        mask = sample if mask is None else mask * sample
-        scale /= 1.0 - path_p
-    if mask is None:
+    sample_shape = (h.shape[0],) + (1,) * (h.ndim - 1)
+    if h.device.type != "cpu" or torch.compiler.is_compiling():  # the modules' own operations
+        h = F.dropout(h, p, training=True) if p else h
+        if path_p > 0.0:
+            h = h * torch.empty(sample_shape, dtype=h.dtype, device=h.device).bernoulli_(1.0 - path_p) / (1.0 - path_p)
         return x + h
+    if drop_threshold(p) > 0:
+        mask, scale = keep_mask(h.shape, p, h.dtype)
+    else:
+        mask, scale = torch.ones((), dtype=h.dtype).expand(h.shape), 1.0
+    if path_p > 0.0:
+        mask = mask * torch.empty(sample_shape, dtype=h.dtype).bernoulli_(1.0 - path_p)
+        scale /= 1.0 - path_p
     return _ResidualMaskScale.apply(x, h, mask, scale)
 
 
