@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from spreadcon.models import build_encoder
 from spreadcon.models import vit
 from spreadcon.models.dropout import (
-    Dropout, _MaskScale, _ResidualMaskScale, drop_threshold, dropout, keep_mask, residual_dropout,
+    Dropout, _MaskScale, _ResidualMaskScale, drop_threshold, dropout, keep_mask, residual_dropout, torch_dropout,
 )
 
 N = 1 << 20  # elements per mask in the statistical tests
@@ -252,3 +252,19 @@ def test_bf16_attention_is_as_accurate_as_the_float32_softmax_it_replaced():
     for new, old, ex in zip(results["new"], results["old"], results["exact"]):
         err_new, err_old = ((new - ex).norm() / ex.norm()).item(), ((old - ex).norm() / ex.norm()).item()
         assert err_new < 0.02 and err_new <= 1.5 * err_old
+
+
+def test_torch_dropout_switches_every_dropout_to_pytorchs_own_and_back():
+    """The bench's reference: inside torch_dropout() the values are F.dropout's for the same seed, and
+    the drop-path residual is x + DropPath(F.dropout(h)) as the modules computed it."""
+    x, h = torch.randn(8, 5, 16), torch.randn(8, 5, 16)
+    with torch_dropout():
+        torch.manual_seed(15)
+        a = dropout(x, 0.3)
+        r = residual_dropout(x, h, 0.2, 0.5)
+    torch.manual_seed(15)
+    assert torch.equal(a, F.dropout(x, 0.3))
+    hd = F.dropout(h, 0.2)
+    assert torch.equal(r, x + hd * torch.empty(8, 1, 1).bernoulli_(0.5) / 0.5)
+    torch.manual_seed(15)
+    assert not torch.equal(dropout(x, 0.3), a)  # the switch is off again

@@ -28,8 +28,8 @@ the input's dtype, so in bf16 it scales by ``1/(1-p)`` rounded to bf16: for
 p = 0.05 that is 1.0547 instead of 1.0526.)
 
 Everywhere else (a GPU, which has a fused dropout kernel, or inside
-``torch.compile``, whose generated code draws its own random numbers) this is
-``F.dropout``. With ``p == 0`` or ``training=False`` the input is returned
+``torch.compile``, whose generated code draws its own random numbers, or inside
+:func:`torch_dropout`) this is ``F.dropout``. With ``p == 0`` or ``training=False`` the input is returned
 unchanged, as ``F.dropout`` does.
 
 Example:
@@ -43,14 +43,36 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["Dropout", "dropout", "drop_threshold", "keep_mask", "residual_dropout"]
+__all__ = ["Dropout", "dropout", "drop_threshold", "fast_dropout", "keep_mask", "residual_dropout", "torch_dropout"]
 
 _BITS = 16  # bits of randomness per element
 _LANES = 64 // _BITS  # elements per int64 word
+_torch_only = False  # set by torch_dropout()
+
+
+@contextlib.contextmanager
+def torch_dropout():
+    """Within the block every dropout here takes PyTorch's own operations (``F.dropout``, and
+    ``bernoulli_`` for drop-path), as on a GPU: the reference that ``python -m spreadcon bench`` times
+    the ViT step against. Not thread-safe (a module-level switch)."""
+    global _torch_only
+    before, _torch_only = _torch_only, True
+    try:
+        yield
+    finally:
+        _torch_only = before
+
+
+def fast_dropout(x: Tensor) -> bool:
+    """Whether dropout on ``x`` takes the bulk-bits path: on a CPU, outside ``torch.compile`` and
+    outside :func:`torch_dropout`."""
+    return x.device.type == "cpu" and not _torch_only and not torch.compiler.is_compiling()
 
 
 def drop_threshold(p: float) -> int:
@@ -99,7 +121,7 @@ def dropout(x: Tensor, p: float, training: bool = True, generator: torch.Generat
     t = drop_threshold(p)
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu" or torch.compiler.is_compiling():
+    if not fast_dropout(x):
         if generator is not None:
             raise ValueError("a generator is only taken on the CPU path (F.dropout takes none)")
         return F.dropout(x, p, training=True)
@@ -159,7 +181,7 @@ def residual_dropout(x: Tensor, h: Tensor, p: float, path_p: float = 0.0, traini
     if not 0.0 <= path_p < 1.0:
         raise ValueError(f"drop-path probability must be in [0, 1), got {path_p!r}")
     sample_shape = (h.shape[0],) + (1,) * (h.ndim - 1)
-    if h.device.type != "cpu" or torch.compiler.is_compiling():  # the modules' own operations
+    if not fast_dropout(h):  # the modules' own operations
         h = F.dropout(h, p, training=True) if p else h
         if path_p > 0.0:
             h = h * torch.empty(sample_shape, dtype=h.dtype, device=h.device).bernoulli_(1.0 - path_p) / (1.0 - path_p)

@@ -41,7 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .dropout import Dropout, keep_mask, residual_dropout
+from .dropout import Dropout, fast_dropout, keep_mask, residual_dropout
 
 __all__ = ["ViTEncoder", "attention", "vit_train_step_flops"]
 
@@ -108,6 +108,8 @@ def attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor
     probs = logits.softmax(dim=-1)  # in q's dtype, computed in float32 and rounded once
     if dropout_p == 0.0:
         return torch.matmul(probs, v)
+    if not fast_dropout(probs):
+        return torch.matmul(F.dropout(probs, p=dropout_p, training=True), v)
     mask, scale = keep_mask(probs.shape, dropout_p, probs.dtype)  # 0/1, and 1 / (1 - p)
     return torch.matmul(probs * mask, v).mul_(scale)  # the scale on the (T x d_head) output, not the (T x T) probs
 
