@@ -332,6 +332,18 @@ def vit_train_step(batch: int, views: int = 2, *, precision: str = "fp32") -> Ca
 _STEP_DTYPE = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def _with_torch_dropout(step: Callable[[], None]) -> Callable[[], None]:
+    """``step`` with every dropout of the ViT on PyTorch's own operations (``F.dropout``, ``bernoulli_``):
+    :func:`spreadcon.models.dropout.torch_dropout`, the reference for ``train_step_*dropout_speedup``."""
+    from spreadcon.models.dropout import torch_dropout
+
+    def ref() -> None:
+        with torch_dropout():
+            step()
+
+    return ref
+
+
 def bench_train_step(
     batch: int = 128, views: int = 2, repeats: int = 5, warmup: int = 1, matmul_n: int = 2048,
     threads: int | None = None, *, precision: str = "fp32",
@@ -344,14 +356,20 @@ def bench_train_step(
     fused AdamW step. FLOPs are the encoder's forward + backward from
     :func:`spreadcon.models.vit.vit_train_step_flops` (matmuls, convolutions
     and attention, ``torch.utils.flop_counter``; the loss and optimiser are a
-    rounding error and not counted). The step and a ``matmul_n``-square matmul
-    of the same dtype are timed round-robin; the fraction is
-    ``(flops / step_s) / (2 matmul_n^3 / matmul_s)``.
+    rounding error and not counted). The step, the same step with PyTorch's
+    own dropout (:func:`spreadcon.models.dropout.torch_dropout`: ``F.dropout``
+    draws its mask with ``bernoulli_``) and a ``matmul_n``-square matmul of the
+    same dtype are timed round-robin; the fraction is
+    ``(flops / step_s) / (2 matmul_n^3 / matmul_s)``, and
+    ``train_step_{P}dropout_speedup`` is the PyTorch-dropout step's time over
+    the step's.
 
     Returns (``P`` = ``""`` for fp32, the CONTRACT §5 keys; ``"bf16_"`` for bf16):
         ``train_step_{P}flops_fraction_cpu``, ``train_step_{P}s``,
         ``train_step_{P}images_per_s``, ``matmul_{P}flops_per_s``,
-        ``train_step_{P}achieved_flops_per_s`` and the settings; or ``None``
+        ``train_step_{P}achieved_flops_per_s``, ``train_step_{P}torch_dropout_s``,
+        ``train_step_{P}torch_dropout_flops_fraction_cpu``,
+        ``train_step_{P}dropout_speedup`` and the settings; or ``None``
         with ``..._reason`` if the model is unavailable.
     """
     p = "" if precision == "fp32" else f"{precision}_"
@@ -364,7 +382,8 @@ def bench_train_step(
         step = vit_train_step(batch, views, precision=precision)
         n = matmul_n
         a, b = torch.randn(n, n, dtype=_STEP_DTYPE[precision]), torch.randn(n, n, dtype=_STEP_DTYPE[precision])
-        times = interleaved_times({"step": step, "matmul": lambda: a @ b}, repeats=repeats, warmup=warmup)
+        times = interleaved_times({"step": step, "torch_dropout": _with_torch_dropout(step), "matmul": lambda: a @ b},
+                                  repeats=repeats, warmup=warmup)  # fmt: skip
     flops = vit_train_step_flops(batch * views, (3, 32, 32))
     peak = 2 * n**3 / times["matmul"]
     achieved = flops / times["step"]
@@ -372,6 +391,9 @@ def bench_train_step(
         key: achieved / peak, f"train_step_{p}s": times["step"], f"train_step_{p}achieved_flops_per_s": achieved,
         f"matmul_{p}flops_per_s": peak, f"train_step_{p}images_per_s": batch / times["step"],
         f"train_step_{p}views_per_s": batch * views / times["step"],
+        f"train_step_{p}torch_dropout_s": times["torch_dropout"],
+        f"train_step_{p}torch_dropout_flops_fraction_cpu": flops / times["torch_dropout"] / peak,
+        f"train_step_{p}dropout_speedup": times["torch_dropout"] / times["step"],
     }
     if not p:
         out.update({"train_step_flops": flops, "matmul_n": n, "train_step_batch": batch, "train_step_views": views,

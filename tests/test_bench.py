@@ -50,7 +50,9 @@ def test_cli_quick_json_has_contract_keys(tmp_path):
         assert _positive(result[key]) and result[key] < 1.5, (key, result[key])
     assert result["cpu_preset_step_precision"] in ("fp32", "bf16") and result["cpu_preset_step_encoder"] == "cnn"
     for key in ("cpu_preset_step_s", "cpu_preset_step_images_per_s", "cpu_preset_matmul_flops_per_s",
-                "cpu_preset_step_flops", "train_step_bf16_s", "matmul_bf16_flops_per_s"):  # fmt: skip
+                "cpu_preset_step_flops", "train_step_bf16_s", "matmul_bf16_flops_per_s",
+                "train_step_dropout_speedup", "train_step_bf16_dropout_speedup",
+                "train_step_bf16_torch_dropout_s", "train_step_bf16_torch_dropout_flops_fraction_cpu"):  # fmt: skip
         assert _positive(result[key]), (key, result[key])
     assert result["cpu_preset_step_batch"] == bench.QUICK["cpu_batch"] and result["cpu_preset_step_views"] == 2
     m = result["machine"]

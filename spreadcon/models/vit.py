@@ -41,6 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .dropout import Dropout, fast_dropout, keep_mask, residual_dropout
+
 __all__ = ["ViTEncoder", "attention", "vit_train_step_flops"]
 
 
@@ -102,11 +104,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor
     """
     if q.device.type != "cpu" or q.dtype not in (torch.bfloat16, torch.float16):
         return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout_p)
-    logits = torch.matmul(q, k.transpose(-2, -1))  # (B, heads, T, T) in q's dtype (fp32 accumulation)
-    probs = logits.float().mul_(q.shape[-1] ** -0.5).softmax(dim=-1)
-    if dropout_p > 0.0:
-        probs = F.dropout(probs, p=dropout_p, training=True)
-    return torch.matmul(probs.to(v.dtype), v)
+    logits = torch.matmul(q * q.shape[-1] ** -0.5, k.transpose(-2, -1))  # (B, heads, T, T), fp32 accumulation
+    probs = logits.softmax(dim=-1)  # in q's dtype, computed in float32 and rounded once
+    if dropout_p == 0.0:
+        return torch.matmul(probs, v)
+    if not fast_dropout(probs):
+        return torch.matmul(F.dropout(probs, p=dropout_p, training=True), v)
+    mask, scale = keep_mask(probs.shape, dropout_p, probs.dtype)  # 0/1, and 1 / (1 - p)
+    return torch.matmul(probs * mask, v).mul_(scale)  # the scale on the (T x d_head) output, not the (T x T) probs
 
 
 class Attention(nn.Module):
@@ -116,7 +121,8 @@ class Attention(nn.Module):
         dim: token width.
         heads: number of heads; ``dim`` must be divisible by it.
         attn_dropout: dropout on the attention probabilities (training only).
-        proj_dropout: dropout on the output projection.
+        proj_dropout: dropout on the output projection; :class:`Block` applies it together with the
+            residual sum (:func:`spreadcon.models.dropout.residual_dropout`), so ``forward`` leaves it out.
     """
 
     def __init__(self, dim: int, heads: int, attn_dropout: float, proj_dropout: float) -> None:
@@ -127,7 +133,7 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
         self.attn_dropout = float(attn_dropout)
-        self.proj_drop = nn.Dropout(proj_dropout)
+        self.proj_dropout = float(proj_dropout)  # applied by the block, with its residual (residual_dropout)
 
     def forward(self, x: Tensor) -> Tensor:
         b, t, d = x.shape
@@ -135,8 +141,7 @@ class Attention(nn.Module):
         q, k, v = qkv.unbind(0)  # each (B, heads, T, d_head)
         p = self.attn_dropout if self.training else 0.0
         out = attention(q, k, v, dropout_p=p)
-        out = out.transpose(1, 2).reshape(b, t, d)
-        return self.proj_drop(self.proj(out))
+        return self.proj(out.transpose(1, 2).reshape(b, t, d))
 
 
 class Block(nn.Module):
@@ -152,15 +157,16 @@ class Block(nn.Module):
         self.mlp = nn.Sequential(
             nn.Linear(dim, mlp_dim),
             nn.GELU(),
-            nn.Dropout(dropout),
+            Dropout(dropout),
             nn.Linear(mlp_dim, dim),
-            nn.Dropout(dropout),
         )
+        self.mlp_dropout = float(dropout)  # on the MLP's output, applied with the residual
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = x + self.drop_path(self.attn(self.norm1(x)))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        path_p = self.drop_path.p
+        x = residual_dropout(x, self.attn(self.norm1(x)), self.attn.proj_dropout, path_p, self.training)
+        return residual_dropout(x, self.mlp(self.norm2(x)), self.mlp_dropout, path_p, self.training)
 
 
 class ViTEncoder(nn.Module):
@@ -223,7 +229,7 @@ class ViTEncoder(nn.Module):
         self.patch_norm = nn.LayerNorm(dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, self.num_patches + 1, dim))
-        self.embed_drop = nn.Dropout(dropout)
+        self.embed_drop = Dropout(dropout)
         rates = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
             Block(dim, heads, mlp_dim, dropout, attn_dropout, r) for r in rates
