@@ -496,14 +496,24 @@ class RecordError(ValueError):
     """A symmetry-sweep record that is damaged or does not match its schema; the message names the file."""
 
 
+def code_provenance() -> dict:
+    """The commit and source hashes of the code as it is now (taken before a sweep starts)."""
+    from spreadcon.runs.records import git_commit, source_hash
+
+    return {"git_commit": git_commit(), "source_hash": source_hash(),
+            "theory_source_hash": source_hash(parts=("theory",))}
+
+
 def study_record(studies: list[Study], cells: list[Cell], *, started_at: str, wall_time_s: float,
-                 workers: int | None) -> dict:
-    """The JSON record of a sweep: every study's config, curves and raw-input AMI, with provenance."""
+                 workers: int | None, code: dict | None = None) -> dict:
+    """The JSON record of a sweep: every study's config, curves and raw-input AMI, with provenance.
+
+    ``code`` is :func:`code_provenance` taken when the sweep started (default: now).
+    """
     import dataclasses
     import platform
 
-    from spreadcon.runs.records import git_commit, source_hash
-
+    code = code_provenance() if code is None else code
     return {
         "kind": RECORD_KIND,
         "version": RECORD_VERSION,
@@ -511,11 +521,10 @@ def study_record(studies: list[Study], cells: list[Cell], *, started_at: str, wa
         "studies": [{"config": dataclasses.asdict(st.config), "steps": st.steps.tolist(),
                      "curves": {s: {k: v.tolist() for k, v in d.items()} for s, d in st.curves.items()},
                      "raw_ami": st.raw_ami.tolist()} for st in studies],
-        "provenance": {"git_commit": git_commit(), "source_hash": source_hash(),
-                       "theory_source_hash": source_hash(parts=("theory",)),
+        "provenance": {**code,
                        "torch_version": torch.__version__, "device": "cpu", "machine": platform.processor() or
                        platform.machine(), "workers": workers, "started_at": started_at,
-                       "wall_time_s": float(wall_time_s)},
+                       "wall_time_s": float(wall_time_s), "load_average_at_end": list(__import__("os").getloadavg())},
     }
 
 
@@ -639,8 +648,6 @@ def main(argv: list[str] | None = None) -> int:
     import time
     from pathlib import Path
 
-    from spreadcon.runs.records import git_commit
-
     ap = argparse.ArgumentParser(prog="python -m spreadcon.theory.symmetry", description=main.__doc__)
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--workers", type=int, default=2)
@@ -649,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=500)
     ap.add_argument("--allow-dirty", action="store_true")
     args = ap.parse_args(argv)
-    commit = git_commit()
+    code = code_provenance()
+    commit = code["git_commit"]
     if commit.endswith("-dirty") and not args.allow_dirty:
         print(f"refusing to run: the worktree has uncommitted changes ({commit}); commit first", file=sys.stderr)
         return 2
@@ -663,7 +671,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.perf_counter()
     studies = run_studies(configs, lambda line: print(line, flush=True), workers=args.workers)
     record = study_record(studies, cells, started_at=started, wall_time_s=time.perf_counter() - t0,
-                          workers=args.workers)
+                          workers=args.workers, code=code)
     write_record(record, args.out)
     load_record(args.out)  # what the chapter will read back
     print(args.out)
