@@ -28,7 +28,7 @@ def _data(seed=0, **kw):
 def test_autoencoder_terms_are_the_packages_ce_plus_reconstruction_from_z():
     """The one autoencoder: CE of a linear head on z plus the MSE of g(z) against each view; g never sees y."""
     torch.manual_seed(0)
-    ae = S.Autoencoder(4, 3, 6)
+    ae = S.Autoencoder(4, 3, 6).requires_grad_(False)
     z, views = torch.randn(5, 2, 4), torch.randn(5, 2, 6)
     y = torch.tensor([0, 1, 2, 0, 1])
     want_ce = sum(-torch.log_softmax(ae.head(z[i, v]), 0)[y[i]] for i in range(5) for v in range(2)) / 10

@@ -105,7 +105,7 @@ class Autoencoder(nn.Module):
     Example:
         >>> ae = Autoencoder(4, 2, 8)
         >>> z, x = torch.randn(3, 2, 4), torch.randn(3, 2, 8)
-        >>> float(ae.terms(z, x, torch.zeros(3, dtype=torch.long))) > 0
+        >>> float(ae.terms(z, x, torch.zeros(3, dtype=torch.long)).detach()) > 0
         True
     """
 
