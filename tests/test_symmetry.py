@@ -25,24 +25,19 @@ def _data(seed=0, **kw):
     return make_subclass_data(**args)
 
 
-def test_conditional_decoder_output_depends_on_the_class():
+def test_autoencoder_terms_are_the_packages_ce_plus_reconstruction_from_z():
+    """The one autoencoder: CE of a linear head on z plus the MSE of g(z) against each view; g never sees y."""
     torch.manual_seed(0)
-    dec = S.ClassConditionalDecoder(4, 3, 6)
-    u = torch.randn(5, 4)
-    outs = [dec(u, torch.full((5,), k, dtype=torch.long)) for k in range(3)]
-    for a in range(3):
-        for b in range(a + 1, 3):
-            assert (outs[a] - outs[b]).abs().min() > 0  # every row changes with the class
-    # the class enters as one-hot next to u: the first layer's input width is emb_dim + K
-    assert dec.net[0].in_features == 4 + 3
-
-
-def test_unconditional_decoder_ignores_the_class():
-    torch.manual_seed(0)
-    dec = S.ClassConditionalDecoder(4, 3, 6, conditional=False)
-    u = torch.randn(5, 4)
-    y0, y1 = torch.zeros(5, dtype=torch.long), torch.full((5,), 2, dtype=torch.long)
-    assert torch.equal(dec(u, y0), dec(u, y1)) and dec.net[0].in_features == 4
+    ae = S.Autoencoder(4, 3, 6).requires_grad_(False)
+    z, views = torch.randn(5, 2, 4), torch.randn(5, 2, 6)
+    y = torch.tensor([0, 1, 2, 0, 1])
+    want_ce = sum(-torch.log_softmax(ae.head(z[i, v]), 0)[y[i]] for i in range(5) for v in range(2)) / 10
+    want_rec = sum(((ae.decoder(z[i, v]) - views[i, v]) ** 2).sum() for i in range(5) for v in range(2)) / 60
+    got = ae.terms(z, views, y, ce_weight=0.3, recon_weight=2.0)
+    assert float(got) == pytest.approx(float(0.3 * want_ce + 2.0 * want_rec), rel=1e-6)
+    assert ae.decoder[0].in_features == 4  # the decoder's input is z alone
+    # the class changes the CE term only
+    assert float(ae.terms(z, views, y, ce_weight=0.0)) == pytest.approx(float(ae.terms(z, views, 2 - y, ce_weight=0.0)))
 
 
 def test_raw_input_ami_equals_sklearn():
@@ -158,3 +153,67 @@ def test_the_study_in_worker_processes_equals_the_serial_loop_bit_for_bit():
         for s in reference:
             for k, v in reference[s].items():
                 np.testing.assert_array_equal(st.curves[s][k], v, err_msg=f"{s} {k}, {workers} workers")
+
+
+def test_sweep_weights_put_the_optimum_where_the_rule_says():
+    """Each chosen alpha's rho* (checked by a brute-force grid over the symmetric loss) is its target."""
+    from spreadcon.theory import model as T
+
+    cells = S.sweep_cells(48, 2, 0.5)
+    grid = np.linspace(-1 / 47, 1, 200001)
+    for c in cells:
+        form = {"l_out": "l_out", "official": "one_positive_clamped"}[c.form]
+        brute = grid[np.argmin(T.symmetric_loss(grid, c.alpha, 48, 2, 0.5, form=form))]
+        assert brute == pytest.approx(c.rho_star, abs=1e-4)
+        target = float(c.why.split("rho* = ")[1].split(" ")[0]) if "rho*" in c.why else None
+        if target is not None:
+            assert brute == pytest.approx(target, abs=0.01)
+        assert -1 / 47 + 0.05 < c.rho_star < 0.95 or c.alpha == 0.5  # interior, except the default weight
+    assert {(c.form, c.alpha) for c in cells} >= {("l_out", 0.5), ("official", 0.5)}
+
+
+def test_official_form_trains_a_different_encoder():
+    d = _data()
+    a = S.train_setting(d, "baseline", steps=5, batch_size=16, out_dim=4, seed=3)
+    b = S.train_setting(d, "baseline", steps=5, batch_size=16, out_dim=4, seed=3, form="official")
+    with torch.no_grad():
+        assert not torch.allclose(a(d.x), b(d.x))
+    with pytest.raises(ValueError, match="form"):
+        S.train_setting(d, "baseline", steps=1, form="paper")
+
+
+def test_sweep_record_round_trips_and_damage_is_named(tmp_path):
+    import json
+
+    cfg = S.StudyConfig(settings=("baseline", "noise"), seeds=(0, 1), n_per_subclass=10, dim=8, steps=4, eval_every=2)
+    cells = [S.Cell("l_out", 0.5, 0.02, "default"), S.Cell("official", 0.3, 0.7, "x")]
+    studies = S.run_studies([cfg, S.replace(cfg, form="official", alpha=0.3)])
+    rec = S.study_record(studies, cells, started_at="2025-01-01T00:00:00+00:00", wall_time_s=1.5, workers=1)
+    path = tmp_path / "sweep.json"
+    S.write_record(rec, path)
+    prov, cells2, back = S.load_record(path)
+    assert cells2 == cells and prov["wall_time_s"] == 1.5 and back[1].config == studies[1].config
+    assert np.array_equal(back[0].curves["noise"]["ami"], studies[0].curves["noise"]["ami"])
+    assert np.array_equal(back[1].raw_ami, studies[1].raw_ami)
+
+    def damaged(edit, match):
+        r = json.loads(path.read_text())
+        edit(r)
+        bad = tmp_path / "bad.json"
+        bad.write_text(json.dumps(r))
+        with pytest.raises(S.RecordError, match=match) as e:
+            S.load_record(bad)
+        assert str(bad) in str(e.value)
+
+    damaged(lambda r: r["provenance"].pop("git_commit"), "git_commit")
+    damaged(lambda r: r["studies"][0]["curves"]["noise"]["ami"][0].pop(), "ami")
+    damaged(lambda r: r["studies"][0]["curves"]["noise"]["fine_acc"][0].__setitem__(0, 1.5), "outside")
+    damaged(lambda r: r["studies"][1]["config"].__setitem__("form", "paper"), "config")
+    damaged(lambda r: r["cells"][1].__setitem__("alpha", 0.4), "cells")
+    damaged(lambda r: r.__setitem__("extra", 1), "keys")
+    (tmp_path / "nan.json").write_text(path.read_text().replace('"wall_time_s": 1.5', '"wall_time_s": NaN'))
+    with pytest.raises(S.RecordError, match="strict JSON"):
+        S.load_record(tmp_path / "nan.json")
+    (tmp_path / "cut.json").write_text(path.read_text()[:100])
+    with pytest.raises(S.RecordError, match="cut.json"):
+        S.load_record(tmp_path / "cut.json")
