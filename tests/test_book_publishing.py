@@ -106,3 +106,17 @@ def test_cold_runs_a_command_on_empty_caches_it_removes_afterwards(tmp_path):
     assert pip == str(warm / "pip")                        # and pip's
     assert list(temp.iterdir()) == []                      # removed afterwards
     assert (warm / "decoded" / "cifar10-jpeg-0123456789abcdef.pt").is_file()  # the user's caches untouched
+
+
+def test_the_bibliography_parses_and_holds_every_cited_key():
+    """A merge that drops one closing brace stops the whole book build (sphinxcontrib-bibtex): catch it here."""
+    import re
+    from pathlib import Path
+
+    from pybtex.database import parse_file
+
+    root = Path(__file__).resolve().parents[1]
+    keys = set(parse_file(str(root / "book" / "references.bib")).entries)
+    cited = {k.strip() for page in (root / "book").glob("*.md")
+             for group in re.findall(r"\{cite(?::[a-z]+)?\}`([^`]+)`", page.read_text()) for k in group.split(",")}
+    assert cited and not cited - keys, sorted(cited - keys)
