@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from spreadcon.data import hierarchy, load
-from tests.test_data_fixtures import write_tinyimagenet
+from test_data_fixtures import write_tinyimagenet
 
 # entries 0..9 of the official list, in order (sorted wnids n01443537 goldfish, ... n01774750 tarantula)
 OFFICIAL_HEAD = [14, 31, 16, 16, 8, 34, 35, 0, 0, 0]
