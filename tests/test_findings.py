@@ -143,13 +143,7 @@ def test_subgroups_words_flip_and_count_minority_recall():
     assert "worse than clustering a cross-entropy model's on both" in worse
     assert "In none of its 6 runs does a cluster isolate a minority group" in worse
     assert "better than clustering" in better and "in 6 of its 6 runs" in better
-    assert f"{report_lift()} points better than GEORGE" in worse
-
-
-def report_lift():
-    from spreadcon.book.proxies import PAPER_SUBGROUP_LIFT
-
-    return PAPER_SUBGROUP_LIFT
+    assert "GEORGE" not in worse  # the paper's abstract gives no subgroup margin over GEORGE: none is quoted
 
 
 def test_markdown_links_each_finding_to_its_chapters_and_escapes_record_strings():
