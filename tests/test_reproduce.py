@@ -62,8 +62,8 @@ def test_grid_writes_records_skips_them_and_reports_failures(data_root, tmp_path
     assert recs[0]["preset"].startswith("smoke.set.")  # --set overrides: never filed under the preset's own name
     validate_record(recs[0])
     assert recs[0]["provenance"]["config"]["train_size"] == 128
-    assert (runs / "smoke" / "mnist" / "ce_seed0.ipynb").is_file()
-    assert (runs / "smoke" / "cifar10" / "ce_seed0.ipynb").is_file()  # kept for debugging
+    assert (runs / recs[0]["preset"] / "mnist" / "ce_seed0.ipynb").is_file()  # beside its record's preset
+    assert (runs / recs[0]["preset"] / "cifar10" / "ce_seed0.ipynb").is_file()  # kept for debugging
     path = Path(recs[0]["path"])
     before = (path.stat().st_mtime_ns, path.read_text())
 
