@@ -17,6 +17,10 @@ import sys
 from pathlib import Path
 
 SKIP = {"genindex.html", "search.html", "py-modindex.html"}
+#: JavaScript errors of the theme, not of the book: Jupyter Book 1 writes sphinx-thebe's settings script
+#: into every page twice, so the second ``const THEBE_JS_URL`` throws. Thebe itself is never started
+#: (no launch button), so nothing depends on it. Listed, not failed on.
+KNOWN = ("Identifier 'THEBE_JS_URL' has already been declared",)
 
 
 def main(html: Path, out: Path) -> int:
@@ -43,9 +47,12 @@ def main(html: Path, out: Path) -> int:
             print(f"{out / name}  ({height} px)")
             for url in refused:
                 print(f"  network request refused: {url}")
-            for err in errors:
+            mine = [e for e in errors if not any(k in e for k in KNOWN)]
+            for err in mine:
                 print(f"  JavaScript error: {err}")
-            bad += bool(refused or errors)
+            if len(mine) < len(errors):
+                print(f"  ({len(errors) - len(mine)} known theme error(s) ignored: {', '.join(KNOWN)})")
+            bad += bool(refused or mine)
             page.close()
         browser.close()
     return 1 if bad else 0
