@@ -195,3 +195,15 @@ def test_the_repository_readme_gives_the_run_times():
 
     times = F.run_times((Path(__file__).resolve().parents[1] / "README.md").read_text())
     assert times.times and times.machine
+
+
+def test_the_cnce_finding_adds_the_collapse_preset_where_its_records_exist():
+    cpu = arm("cifar10", "supcon", [0.40 + e for e in TIGHT]) + arm("cifar10", "spread", [0.43 + e for e in TIGHT])
+    assert "collapse preset" not in F.cnce_lift(cpu).text
+    col = [{**r, "preset": "collapse"} for r in
+           arm("cifar10", "supcon", [0.38 + e for e in TIGHT]) + arm("cifar10", "spread", [0.46 + e for e in TIGHT])]
+    text = F.cnce_lift(cpu + col).text
+    assert "Where SupCon does collapse (the collapse preset), SupCon + cNCE is above SupCon beyond seed noise" in text
+    flat = [{**r, "preset": "collapse"} for r in
+            arm("cifar10", "supcon", [0.40 + e for e in TIGHT]) + arm("cifar10", "spread", [0.40 + e for e in TIGHT])]
+    assert "within seed noise of SupCon on CIFAR-10" in F.cnce_lift(cpu + flat).text

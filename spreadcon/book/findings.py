@@ -209,7 +209,23 @@ def cnce_lift(records: Iterable[Mapping[str, Any]], preset: str = CPU) -> Findin
             v.status, "the direction does not agree beyond seed noise")
         text += (f" The paper reports {P['spread']} against {P['supcon']} on CIFAR-10 ({claim:+.1f} points, "
                  f"{_paper_scale()}); here {size}.")
-    return Finding("cnce", text, ("05_transfer", "04_thanos"))
+    text += _cnce_where_collapse(records)
+    return Finding("cnce", text, ("05_transfer", "04_thanos", "01_class_collapse"))
+
+
+def _cnce_where_collapse(records: Iterable[Mapping[str, Any]]) -> str:
+    """The same comparison in the ``collapse`` preset, where SupCon does collapse ('' without its records)."""
+    table = report.summarize(_select(records, task="transfer", preset=COLLAPSE), "fine_test_acc")
+    sets = [d for d in _ordered(table) if (d, "spread") in table and (d, "supcon") in table]
+    if not sets:
+        return ""
+    parts = []
+    for d in sets:
+        v = report.verdict(table[d, "spread"], table[d, "supcon"])
+        word = {"above": "above SupCon beyond seed noise", "below": "below SupCon beyond seed noise"}.get(
+            _side(v.status), "within seed noise of SupCon")
+        parts.append(f"{word} on {_name(d)} ({_interval(v)})")
+    return f" Where SupCon does collapse (the collapse preset), SupCon + cNCE is {_join(parts)}."
 
 
 def _ordered(table: Mapping[tuple, Any]) -> list[str]:
