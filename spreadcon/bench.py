@@ -405,11 +405,13 @@ def bench_train_step(
     return out  # fmt: skip
 
 
-def cpu_preset_step(batch: int = 128, *, dataset: str = "cifar10") -> tuple[Callable[[], object], dict]:
+def cpu_preset_step(batch: int = 128, *, dataset: str = "cifar10",
+                    amp: str = "auto") -> tuple[Callable[[], object], dict]:  # fmt: skip
     """One step of the ``cpu`` preset's training path, as a closure, and what it computes.
 
     The step is :func:`spreadcon.train.loop.train_step` itself, in the precision
-    ``amp="auto"`` picks on this machine (:func:`spreadcon.train.loop.precision`):
+    ``amp`` picks on this machine (``"auto"``, the preset's, or ``"off"`` / ``"bf16"``;
+    :func:`spreadcon.train.loop.precision`):
     ``batch`` CIFAR-10-shaped random uint8 images (seeded) augmented into two
     views, the preset's encoder (the small CNN) with its coarse head,
     ``L_spread`` and the preset's fused AdamW. The dict holds the precision and
@@ -423,7 +425,7 @@ def cpu_preset_step(batch: int = 128, *, dataset: str = "cifar10") -> tuple[Call
     from spreadcon.presets import resolve
     from spreadcon.train.loop import make_optimizer, precision, train_step
 
-    cfg, device = resolve("cpu", dataset), torch.device("cpu")
+    cfg, device = resolve("cpu", dataset, overrides={"amp": amp}), torch.device("cpu")
     ds = _synthetic_cifar10(n_train=batch, n_val=1)
     torch.manual_seed(0)
     model = build_model("spread", cfg, ds.image_shape, ds.n_coarse).train()
@@ -459,18 +461,29 @@ def bench_cpu_preset_step(batch: int = 128, repeats: int = 5, warmup: int = 2, m
     what the users of the ``cpu`` preset wait for, measured against what the
     machine could do.
 
+    Where that precision is not float32, the same step with ``amp="off"`` joins the
+    round-robin: ``cpu_preset_step_fp32_s`` and ``cpu_preset_step_speedup_vs_fp32``
+    (its time over the step's) are what the precision buys.
+
     Returns:
         ``cpu_preset_step_flops_fraction_cpu``, ``cpu_preset_step_s``,
         ``cpu_preset_step_images_per_s``, ``cpu_preset_matmul_flops_per_s``,
-        ``cpu_preset_step_precision``, ``cpu_preset_step_flops`` and the settings.
+        ``cpu_preset_step_precision``, ``cpu_preset_step_flops``,
+        ``cpu_preset_step_fp32_s`` and ``cpu_preset_step_speedup_vs_fp32`` (``None`` when
+        the step is float32) and the settings.
     """
     with torch_threads(threads) as used:
         step, info = cpu_preset_step(batch)
         dtype = torch.bfloat16 if info["precision"] == "bf16" else torch.float32
         a, b = torch.randn(matmul_n, matmul_n, dtype=dtype), torch.randn(matmul_n, matmul_n, dtype=dtype)
-        times = interleaved_times({"step": step, "matmul": lambda: a @ b}, repeats=repeats, warmup=warmup)
+        steps = {"step": step, "matmul": lambda: a @ b}
+        if info["precision"] != "fp32":
+            steps["fp32"] = cpu_preset_step(batch, amp="off")[0]
+        times = interleaved_times(steps, repeats=repeats, warmup=warmup)
     peak = 2 * matmul_n**3 / times["matmul"]
     return {
+        "cpu_preset_step_fp32_s": times.get("fp32"),
+        "cpu_preset_step_speedup_vs_fp32": times["fp32"] / times["step"] if "fp32" in times else None,
         "cpu_preset_step_flops_fraction_cpu": info["flops"] / times["step"] / peak,
         "cpu_preset_step_s": times["step"], "cpu_preset_step_images_per_s": batch / times["step"],
         "cpu_preset_matmul_flops_per_s": peak, "cpu_preset_step_precision": info["precision"],

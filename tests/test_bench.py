@@ -55,6 +55,11 @@ def test_cli_quick_json_has_contract_keys(tmp_path):
                 "train_step_bf16_torch_dropout_s", "train_step_bf16_torch_dropout_flops_fraction_cpu"):  # fmt: skip
         assert _positive(result[key]), (key, result[key])
     assert result["cpu_preset_step_batch"] == bench.QUICK["cpu_batch"] and result["cpu_preset_step_views"] == 2
+    if result["cpu_preset_step_precision"] == "fp32":  # nothing to compare against
+        assert result["cpu_preset_step_fp32_s"] is None and result["cpu_preset_step_speedup_vs_fp32"] is None
+    else:  # the float32 step timed in the same round-robin
+        speedup = result["cpu_preset_step_fp32_s"] / result["cpu_preset_step_s"]
+        assert _positive(speedup) and result["cpu_preset_step_speedup_vs_fp32"] == pytest.approx(speedup)
     m = result["machine"]
     assert isinstance(m["cpu"], str) and m["cpu"]
     assert isinstance(m["torch_threads"], int) and isinstance(m["bench_threads"], int)

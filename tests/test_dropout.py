@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from spreadcon.models import build_encoder
 from spreadcon.models import vit
 from spreadcon.models.dropout import (
-    Dropout, _MaskScale, _ResidualMaskScale, drop_threshold, dropout, keep_mask, residual_dropout, torch_dropout,
+    Dropout, _MaskScale, _ResidualMaskScale, drop_threshold, dropout, keep_mask, random_words, residual_dropout,
+    torch_dropout,
 )
 
 N = 1 << 20  # elements per mask in the statistical tests
@@ -83,6 +84,21 @@ def test_consecutive_calls_are_independent():
     assert abs(corr.item()) <= Z / math.sqrt(N)
     both = (a * b).mean().item()  # P(kept in both) = 1/4
     assert abs(both - 0.25) <= _bound(0.25, N)
+
+
+def test_random_words_have_every_bit_uniform_and_follow_torchs_seed():
+    """Each of the 64 bit positions is set in half the words (binomial bounds, 200,000 words); the same
+    torch seed gives the same words, the next call other words."""
+    words = random_words(200_000, torch.Generator().manual_seed(31))
+    bits = (words.unsqueeze(1) >> torch.arange(64)) & 1
+    freq = bits.double().mean(0)
+    assert words.dtype == torch.int64 and ((freq - 0.5).abs() < 5 * 0.5 / 200_000**0.5).all()
+    g = torch.Generator().manual_seed(31)
+    assert torch.equal(random_words(200_000, g), words) and not torch.equal(random_words(200_000, g), words)
+    torch.manual_seed(32)
+    a = random_words(10)
+    torch.manual_seed(32)
+    assert torch.equal(random_words(10), a)
 
 
 def test_odd_sizes_and_shapes():
@@ -225,6 +241,61 @@ def test_bf16_attention_dropout_is_the_keep_mask_on_the_probabilities():
     probs = torch.matmul(q * 8**-0.5, k.transpose(-2, -1)).softmax(-1)
     assert torch.equal(out, torch.matmul(probs * mask, v).mul_(scale))
     assert 0 < (mask == 0).sum() < mask.numel()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
+def test_packed_attention_is_attention_of_the_split_views_bit_for_bit(dtype, p):
+    """qkv_attention on a CPU in bf16/fp16 (one autograd function, its backward written out) gives exactly
+    the output and the qkv gradient that autograd gives through attention() on the split, permuted
+    views, for the same seed: same mask, same products, same roundings."""
+    g = torch.Generator().manual_seed(21)
+    qkv64 = torch.randn(3, 11, 3 * 4 * 8, generator=g, dtype=torch.float64) * 2
+    w = torch.randn(3, 11, 4 * 8, generator=g).to(dtype)
+
+    def through(packed):
+        qkv = qkv64.to(dtype).requires_grad_(True)
+        torch.manual_seed(22)
+        if packed:
+            out = vit.qkv_attention(qkv, heads=4, dropout_p=p)
+        else:
+            q, k, v = qkv.view(3, 11, 3, 4, 8).permute(2, 0, 3, 1, 4).unbind(0)
+            out = vit.attention(q, k, v, dropout_p=p).transpose(1, 2).reshape(3, 11, 32)
+        (out * w).sum().backward()
+        return out, qkv.grad
+
+    assert vit._packed_path(qkv64.to(dtype))
+    for packed, split in zip(through(True), through(False)):
+        assert packed.dtype == dtype and torch.equal(packed, split)
+
+
+def test_packed_attention_gradient_matches_float64_autograd():
+    """The written-out backward against autograd of the plain formula in float64 (dropout off, so both
+    compute the same function): within bf16 rounding of the gradient's size."""
+    g = torch.Generator().manual_seed(23)
+    qkv64 = torch.randn(2, 9, 3 * 2 * 16, generator=g, dtype=torch.float64).requires_grad_(True)
+    w = torch.randn(2, 9, 32, generator=g, dtype=torch.float64)
+    q, k, v = qkv64.view(2, 9, 3, 2, 16).permute(2, 0, 3, 1, 4).unbind(0)
+    exact = (torch.softmax(q @ k.transpose(-2, -1) / 4.0, -1) @ v).transpose(1, 2).reshape(2, 9, 32)
+    (exact * w).sum().backward()
+    qkv = qkv64.detach().bfloat16().requires_grad_(True)
+    out = vit.qkv_attention(qkv, heads=2)
+    (out.double() * w).sum().backward()
+    assert ((out.double() - exact).norm() / exact.norm()).item() < 0.02
+    assert ((qkv.grad.double() - qkv64.grad).norm() / qkv64.grad.norm()).item() < 0.03
+
+
+def test_packed_attention_outside_the_cpu_half_path_is_attention_and_checks_its_width():
+    """In float32 (and under torch_dropout) qkv_attention is attention() on the split views; a packed
+    width that is not 3 * heads * d_head is refused."""
+    qkv = torch.randn(2, 5, 3 * 16)
+    assert not vit._packed_path(qkv)
+    q, k, v = qkv.view(2, 5, 3, 2, 8).permute(2, 0, 3, 1, 4).unbind(0)
+    assert torch.equal(vit.qkv_attention(qkv, heads=2), vit.attention(q, k, v).transpose(1, 2).reshape(2, 5, 16))
+    with torch_dropout():
+        assert not vit._packed_path(qkv.bfloat16())
+    with pytest.raises(ValueError, match="3 \\* heads"):
+        vit.qkv_attention(torch.randn(2, 5, 40), heads=3)
 
 
 def test_bf16_attention_is_as_accurate_as_the_float32_softmax_it_replaced():
