@@ -112,3 +112,14 @@ def test_the_figure_draws_one_marker_per_grid_and_contrast(tabs):
     assert [ax.get_title() for ax in axes] == ["d5", "d3"]
     assert len(axes[0].containers) == 2 * len(transfer.CONTRASTS) and len(axes[1].containers) == len(transfer.CONTRASTS)
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["five", "other"]
+
+
+def test_headline_rows_can_be_named_by_their_grids_label():
+    """by_label: one row per grid named by its label (two maps of one dataset), cells and seeds as before."""
+    t = {"cpu": {("tinyimagenet", "supcon"): report.summary_of([20.0, 22.0], [0, 1])},
+         "cpu.set.hierarchy-official": {("tinyimagenet", "supcon"): report.summary_of([30.0], [0])}}
+    grids = [transfer.Grid("cpu", ("tinyimagenet",), "WordNet map"),
+             transfer.Grid("cpu.set.hierarchy-official", ("tinyimagenet",), "official map")]
+    lines = transfer.headline_markdown(t, grids, ["supcon", "thanos"], by_label=True).splitlines()
+    assert lines[0].startswith("| grid |")
+    assert lines[2] == "| WordNet map | 21.0 ± 1.4 | – | 2 |" and lines[3] == "| official map | 30.0 | – | 1 |"

@@ -250,11 +250,14 @@ def test_a_training_step_never_waits_for_the_device(method, encoder, monkeypatch
     """The GPU fast path's rule, checked on the CPU: fetching a batch and one full
     optimiser step (augmentation, forward, losses, backward, clipping, AdamW) make
     no call that reads a device value on the host (spreadcon.util.syncs.HostSyncs). The
-    losses read one size on the host where that is free (CPU tensors); the test takes
-    the GPU's path."""
+    losses read one size on the host where that is free (CPU tensors), and the CPU's dropout
+    seeds its bit generator from one host read of PyTorch's; the test takes the GPU's path
+    for both (dropout on PyTorch's own operations, spreadcon.models.dropout.torch_dropout)."""
     import spreadcon.losses._kernel
+    import spreadcon.models.dropout
 
     monkeypatch.setattr(spreadcon.losses._kernel, "_host_reads_are_free", lambda device: False)
+    monkeypatch.setattr(spreadcon.models.dropout, "_torch_only", True)  # what torch_dropout() sets, as on a GPU
     from spreadcon.data import batches
     from spreadcon.data.augment import TwoViewAugment
     from spreadcon.methods import Objective, build_model

@@ -260,9 +260,11 @@ def thanos_vs_supcon(records: Iterable[Mapping[str, Any]], preset: str = CPU) ->
     return Finding("thanos", text, ("05_transfer",))
 
 
-def thanos_width(records: Iterable[Mapping[str, Any]], presets: Sequence[str] = (CPU, LONG)) -> Finding | None:
+def thanos_width(records: Iterable[Mapping[str, Any]],
+                 presets: Sequence[str] = (CPU, LONG, COLLAPSE)) -> Finding | None:  # fmt: skip
     """Thanos (two networks, concatenated) against ``spread-pair`` (two SupCon + cNCE networks of
-    different seeds, concatenated): the comparison at equal width, per (dataset, preset)."""
+    different seeds, concatenated): the comparison at equal width, per (dataset, preset); the
+    ``collapse`` preset's cells are named by the preset (it changes more than the epochs)."""
     records = list(records)
     cells = []
     for preset in presets:
@@ -271,7 +273,8 @@ def thanos_width(records: Iterable[Mapping[str, Any]], presets: Sequence[str] = 
         for d in _ordered(table):
             if (d, "thanos") in table and (d, "spread-pair") in table:
                 epochs = _setting([r for r in recs if r["dataset"] == d and r["method"] == "thanos"], "epochs")
-                cells.append((d, f"{epochs} epochs", report.verdict(table[d, "thanos"], table[d, "spread-pair"])))
+                how = "the collapse preset" if preset == COLLAPSE else f"{epochs} epochs"
+                cells.append((d, how, report.verdict(table[d, "thanos"], table[d, "spread-pair"])))
     if not cells:
         return None
     groups = {side: [f"{_name(d)} at {how} ({_interval(v)})" for d, how, v in cells if _side(v.status) == side]

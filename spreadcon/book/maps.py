@@ -12,6 +12,7 @@ epoch (``metrics``).
 | :func:`embedding_maps` | one panel per method: the class's points, coloured by fine label, on shared axes |
 | :func:`cosine_along_training` | within-class cosine against epoch, training and test images, one line per method |
 | :func:`along_training` | the numbers behind :func:`cosine_along_training`: per method, per epoch, mean and seed spread |
+| :func:`complete_maps` | one seed's maps for every method, the first seed whose maps show each fine label of the class |
 """
 
 from __future__ import annotations
@@ -22,7 +23,39 @@ import numpy as np
 
 from spreadcon.book.figures import FONT, PAGE_WIDTH
 
-__all__ = ["embedding_maps", "cosine_along_training", "along_training"]
+__all__ = ["embedding_maps", "cosine_along_training", "along_training", "complete_maps"]
+
+
+def complete_maps(records: Sequence[Mapping[str, Any]], methods: Sequence[str],
+                  fine_of_coarse: Sequence[int]) -> tuple[int, dict[str, Mapping[str, Any]]] | None:
+    """The maps of ``methods`` from one seed: the smallest seed at which every method's record has an
+    ``embedding_map`` showing each fine label of its coarse class, or None where no seed does.
+
+    Records written before the map sampled every fine label equally could show only a few of a
+    class's fine labels; a panel of two colours would mislead, so such seeds are passed over.
+
+    Args:
+        records: transfer records of one dataset and preset.
+        methods: the panels, in order.
+        fine_of_coarse: the coarse label of each fine label (``hierarchy``'s map of the dataset).
+
+    Returns:
+        ``(seed, {method: embedding_map})`` or None.
+
+    Example:
+        >>> m = {"coarse": 1, "fine": [1, 2, 2], "xy": [[0, 0]] * 3, "scale": 0.1, "explained": 0.5}
+        >>> recs = [{"method": "supcon", "seed": 0, "embedding_map": {**m, "fine": [1, 1, 1]}},
+        ...         {"method": "supcon", "seed": 3, "embedding_map": m}]
+        >>> complete_maps(recs, ["supcon"], [0, 1, 1])[0]
+        3
+    """
+    by = {(r["method"], r["seed"]): r.get("embedding_map") for r in records}
+    for seed in sorted({r["seed"] for r in records}):
+        maps = {m: by.get((m, seed)) for m in methods}
+        if all(mp and set(mp["fine"]) == {f for f, c in enumerate(fine_of_coarse) if c == mp["coarse"]}
+               for mp in maps.values()):
+            return seed, maps
+    return None
 
 
 def embedding_maps(maps: Mapping[str, Mapping[str, Any]], *, fine_names: Sequence[str] | None = None,

@@ -160,23 +160,25 @@ def _wrap(text: str, width: int = 26) -> str:
 
 
 def headline_markdown(tabs: Mapping[str, Mapping[tuple, report.Summary]], grids: Sequence[Grid],
-                      methods: Sequence[str] = SHOWN) -> str:
+                      methods: Sequence[str] = SHOWN, *, by_label: bool = False) -> str:
     """One Markdown table: a row per (grid, dataset), a column per method (mean ± std over seeds) and
-    the row's seed counts (one number when every cell has the same, else the range).
+    the row's seed counts (one number when every cell has the same, else the range). ``by_label``
+    names each row by its grid's label instead of ``dataset (preset)``.
 
     Example:
         >>> t = {"p": {("d", "supcon"): report.summary_of([50.0, 52.0], [0, 1])}}
         >>> print(headline_markdown(t, [Grid("p", ("d",), "")], ["supcon", "thanos"]).splitlines()[2])
         | d (p) | 51.0 ± 1.4 | – | 2 |
     """
-    head = ["dataset (preset)", *(SHOWN_NAMES.get(m, m) for m in methods), "seeds"]
+    head = ["grid" if by_label else "dataset (preset)", *(SHOWN_NAMES.get(m, m) for m in methods), "seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for g in grids:
         for d in g.datasets:
             cells = [tabs[g.preset].get((d, m)) for m in methods]
             ns = sorted({c.n for c in cells if c is not None})
             seeds = "–" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
-            lines.append(f"| {escape_md(d)} ({escape_md(g.preset)}) | "
+            name = escape_md(g.label) if by_label else f"{escape_md(d)} ({escape_md(g.preset)})"
+            lines.append(f"| {name} | "
                          + " | ".join(_cell(c) for c in cells) + f" | {seeds} |")
     return "\n".join(lines)
 
