@@ -243,30 +243,62 @@ def test_bf16_attention_dropout_is_the_keep_mask_on_the_probabilities():
     assert 0 < (mask == 0).sum() < mask.numel()
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("p", [0.0, 0.1, 0.5])
-def test_packed_attention_is_attention_of_the_split_views_bit_for_bit(dtype, p):
-    """qkv_attention on a CPU in bf16/fp16 (one autograd function, its backward written out) gives exactly
+@pytest.mark.parametrize("b,t,heads,d_head,strided", [(3, 11, 4, 8, False), (16, 65, 8, 32, False),
+                                                      (2, 1, 1, 16, False), (4, 33, 1, 32, True)])
+def test_packed_attention_is_attention_of_the_split_views_bit_for_bit(p, b, t, heads, d_head, strided):
+    """qkv_attention on a CPU in bf16 (one autograd function, its backward written out) gives exactly
     the output and the qkv gradient that autograd gives through attention() on the split, permuted
-    views, for the same seed: same mask, same products, same roundings."""
+    views, for the same seed: same mask, same products, same roundings. Shapes include the CIFAR ViT's
+    (T = 65, d_head = 32, 8 heads), one token, one head, and a non-contiguous qkv."""
     g = torch.Generator().manual_seed(21)
-    qkv64 = torch.randn(3, 11, 3 * 4 * 8, generator=g, dtype=torch.float64) * 2
-    w = torch.randn(3, 11, 4 * 8, generator=g).to(dtype)
+    width = heads * d_head
+    qkv64 = torch.randn(t, b, 3 * width, generator=g, dtype=torch.float64).transpose(0, 1) if strided else \
+        torch.randn(b, t, 3 * width, generator=g, dtype=torch.float64)
+    w = torch.randn(b, t, width, generator=g).bfloat16()
 
     def through(packed):
-        qkv = qkv64.to(dtype).requires_grad_(True)
+        qkv = qkv64.bfloat16().requires_grad_(True)
         torch.manual_seed(22)
         if packed:
-            out = vit.qkv_attention(qkv, heads=4, dropout_p=p)
+            out = vit.qkv_attention(qkv, heads=heads, dropout_p=p)
         else:
-            q, k, v = qkv.view(3, 11, 3, 4, 8).permute(2, 0, 3, 1, 4).unbind(0)
-            out = vit.attention(q, k, v, dropout_p=p).transpose(1, 2).reshape(3, 11, 32)
+            q, k, v = qkv.reshape(b, t, 3, heads, d_head).permute(2, 0, 3, 1, 4).unbind(0)
+            out = vit.attention(q, k, v, dropout_p=p).transpose(1, 2).reshape(b, t, width)
         (out * w).sum().backward()
         return out, qkv.grad
 
-    assert vit._packed_path(qkv64.to(dtype))
+    assert vit._packed_path(qkv64.bfloat16()) and not vit._packed_path(qkv64.half())
     for packed, split in zip(through(True), through(False)):
-        assert packed.dtype == dtype and torch.equal(packed, split)
+        assert packed.dtype == torch.bfloat16 and torch.equal(packed, split)
+
+
+def test_packed_attention_takes_an_output_gradient_of_any_layout():
+    """An expanded gradient (out.sum()) and a transposed one give the split path's qkv gradient."""
+    qkv64 = torch.randn(3, 7, 3 * 32, dtype=torch.float64)
+
+    def grad_of(packed, loss):
+        qkv = qkv64.bfloat16().requires_grad_(True)
+        if packed:
+            out = vit.qkv_attention(qkv, heads=2)
+        else:
+            q, k, v = qkv.view(3, 7, 3, 2, 16).permute(2, 0, 3, 1, 4).unbind(0)
+            out = vit.attention(q, k, v).transpose(1, 2).reshape(3, 7, 32)
+        loss(out).backward()
+        return qkv.grad
+
+    w = torch.randn(7, 3, 32).bfloat16()
+    for loss in (lambda o: o.sum(), lambda o: (o.transpose(0, 1) * w).sum()):
+        assert torch.equal(grad_of(True, loss), grad_of(False, loss))
+
+
+def test_packed_attention_refuses_a_double_backward():
+    """The written-out backward is first order: asking for a graph of it raises instead of silently
+    dropping the second-order terms through q, k and v."""
+    qkv = torch.randn(2, 5, 3 * 16).bfloat16().requires_grad_(True)
+    (grad,) = torch.autograd.grad(vit.qkv_attention(qkv, heads=2).float().pow(2).sum(), qkv, create_graph=True)
+    with pytest.raises(RuntimeError):
+        grad.float().sum().backward()
 
 
 def test_packed_attention_gradient_matches_float64_autograd():

@@ -100,6 +100,19 @@ def test_thanos_width_credits_the_autoencoder_only_where_it_beats_the_pair():
     assert F.thanos_width(arm("cifar10", "thanos", [0.5, 0.5])) is None  # no pair: no finding
 
 
+def test_thanos_width_names_collapse_preset_cells_by_the_preset():
+    """A collapse-preset cell is named by its preset (it changes temperature and data size as well as
+    epochs), beside a cpu cell named by its epochs; an unknown preset is not read."""
+    base = [0.40 + e for e in TIGHT]
+    recs = []
+    for preset in ("cpu", "collapse", "other"):
+        recs += arm("mnist", "thanos", base, preset=preset, config={"epochs": 5})
+        recs += arm("mnist", "spread-pair", base, preset=preset, config={"epochs": 5})
+    text = F.thanos_width(recs).text
+    assert "MNIST at 5 epochs" in text and "MNIST at the collapse preset" in text
+    assert "in 0 of these 2" not in text and text.count("MNIST at") == 2
+
+
 def test_thanos_vs_supcon_counts_its_coverage_and_never_says_reproduced():
     base = [0.40 + e for e in TIGHT]
     recs = (arm("mnist", "supcon", base) + arm("mnist", "thanos", [x + 0.05 for x in base])

@@ -27,9 +27,10 @@ __all__ = ["embedding_maps", "cosine_along_training", "along_training", "complet
 
 
 def complete_maps(records: Sequence[Mapping[str, Any]], methods: Sequence[str],
-                  fine_of_coarse: Sequence[int]) -> tuple[int, dict[str, Mapping[str, Any]]] | None:
+                  coarse_of_fine: Sequence[int]) -> tuple[int, dict[str, Mapping[str, Any]]] | None:
     """The maps of ``methods`` from one seed: the smallest seed at which every method's record has an
-    ``embedding_map`` showing each fine label of its coarse class, or None where no seed does.
+    ``embedding_map`` of one and the same coarse class showing each of its fine labels, or None where
+    no seed does.
 
     Records written before the map sampled every fine label equally could show only a few of a
     class's fine labels; a panel of two colours would mislead, so such seeds are passed over.
@@ -37,7 +38,7 @@ def complete_maps(records: Sequence[Mapping[str, Any]], methods: Sequence[str],
     Args:
         records: transfer records of one dataset and preset.
         methods: the panels, in order.
-        fine_of_coarse: the coarse label of each fine label (``hierarchy``'s map of the dataset).
+        coarse_of_fine: the coarse label of each fine label (``hierarchy``'s map of the dataset).
 
     Returns:
         ``(seed, {method: embedding_map})`` or None.
@@ -52,8 +53,8 @@ def complete_maps(records: Sequence[Mapping[str, Any]], methods: Sequence[str],
     by = {(r["method"], r["seed"]): r.get("embedding_map") for r in records}
     for seed in sorted({r["seed"] for r in records}):
         maps = {m: by.get((m, seed)) for m in methods}
-        if all(mp and set(mp["fine"]) == {f for f, c in enumerate(fine_of_coarse) if c == mp["coarse"]}
-               for mp in maps.values()):
+        if (all(mp and set(mp["fine"]) == {f for f, c in enumerate(coarse_of_fine) if c == mp["coarse"]}
+                for mp in maps.values()) and len({mp["coarse"] for mp in maps.values()}) == 1):
             return seed, maps
     return None
 

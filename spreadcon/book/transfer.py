@@ -163,7 +163,8 @@ def headline_markdown(tabs: Mapping[str, Mapping[tuple, report.Summary]], grids:
                       methods: Sequence[str] = SHOWN, *, by_label: bool = False) -> str:
     """One Markdown table: a row per (grid, dataset), a column per method (mean ± std over seeds) and
     the row's seed counts (one number when every cell has the same, else the range). ``by_label``
-    names each row by its grid's label instead of ``dataset (preset)``.
+    names each row by its grid's label instead of ``dataset (preset)`` (with the dataset where the
+    grid has several).
 
     Example:
         >>> t = {"p": {("d", "supcon"): report.summary_of([50.0, 52.0], [0, 1])}}
@@ -177,7 +178,8 @@ def headline_markdown(tabs: Mapping[str, Mapping[tuple, report.Summary]], grids:
             cells = [tabs[g.preset].get((d, m)) for m in methods]
             ns = sorted({c.n for c in cells if c is not None})
             seeds = "–" if not ns else str(ns[0]) if len(ns) == 1 else f"{ns[0]}–{ns[-1]}"
-            name = escape_md(g.label) if by_label else f"{escape_md(d)} ({escape_md(g.preset)})"
+            name = (f"{escape_md(g.label)}" + (f" ({escape_md(d)})" if len(g.datasets) > 1 else "")
+                    if by_label else f"{escape_md(d)} ({escape_md(g.preset)})")
             lines.append(f"| {name} | "
                          + " | ".join(_cell(c) for c in cells) + f" | {seeds} |")
     return "\n".join(lines)

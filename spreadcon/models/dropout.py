@@ -93,7 +93,8 @@ def random_words(n: int, generator: torch.Generator | None = None) -> Tensor:
     2.2 million words, the mask of one attention dropout in the ViT step), and passes the same
     statistical test batteries. Seeding it from PyTorch's generator keeps ``torch.manual_seed`` (and a
     passed ``generator``) in charge: the same seed gives the same words, and successive calls draw
-    fresh seeds, so their words are independent.
+    fresh seeds, so their words are independent in practice (distinct SeedSequence-hashed seeds; not
+    a proof of independence, which no seeded generator has).
     """
     seed = int(torch.empty((), dtype=torch.int64).random_(generator=generator))  # uniform on [0, 2**63)
     return torch.from_numpy(np.random.SFC64(seed).random_raw(n).view(np.int64))

@@ -86,9 +86,9 @@ def attention(q: Tensor, k: Tensor, v: Tensor, dropout_p: float = 0.0) -> Tensor
     float32: measured on an AMD EPYC (AVX-512 BF16, one thread), the attention's
     forward + backward for 2 x 128 images took about half the time written out,
     and the whole bf16 training step of the ViT 18% less. The
-    dropout mask is drawn exactly as the fused math path draws it (one
-    ``F.dropout`` of the float32 probabilities), so the two agree to bf16
-    rounding for the same seed. Everywhere else (float32, any GPU) this is
+    dropout mask is :func:`~spreadcon.models.dropout.keep_mask`'s (the fused
+    kernel draws its own, so the two agree in distribution, not mask for mask).
+    Everywhere else (float32, any GPU) this is
     :func:`torch.nn.functional.scaled_dot_product_attention`, unchanged.
 
     Args:
@@ -120,7 +120,7 @@ def qkv_attention(qkv: Tensor, heads: int, dropout_p: float = 0.0) -> Tensor:
     """Multi-head attention from the packed projection ``qkv = W_qkv h``: :func:`attention` of its
     three thirds, split into heads, with the heads joined again for ``W_o``.
 
-    On a CPU in bf16 or fp16 (outside ``torch.compile`` and :func:`~spreadcon.models.dropout.torch_dropout`)
+    On a CPU in bf16 (outside ``torch.compile`` and :func:`~spreadcon.models.dropout.torch_dropout`)
     this is one autograd function, :class:`_PackedAttention`, that computes exactly what
     :func:`attention` computes (the same products, softmax and dropout mask, so bit for bit the same
     output and gradients for the same seed) but moves each tensor between the token-major layout of the
@@ -128,7 +128,10 @@ def qkv_attention(qkv: Tensor, heads: int, dropout_p: float = 0.0) -> Tensor:
     (``1/sqrt(d_head)`` on ``q``, ``1/(1 - p)`` on the output), and writes the gradients of ``q, k, v``
     straight into the packed gradient. Through autograd's views the same step took a scaling pass,
     three layout copies and a stack in each direction: about 3% of the bf16 ViT training step
-    (AMD EPYC, one thread). Everywhere else it is :func:`attention` on the split views.
+    (AMD EPYC, one thread). Everywhere else it is :func:`attention` on the split views; that includes
+    fp16 on a CPU, where the half-precision GEMM's summation order depends on the operands' layout, so
+    the packed products would agree with :func:`attention` only to rounding (training never picks
+    fp16 on a CPU). The backward is first-order only: a double backward raises.
 
     Args:
         qkv: ``(B, T, 3 * dim)``, the query, key and value projections side by side.
@@ -155,9 +158,9 @@ def qkv_attention(qkv: Tensor, heads: int, dropout_p: float = 0.0) -> Tensor:
 
 
 def _packed_path(x: Tensor) -> bool:
-    """Whether :func:`qkv_attention` takes :class:`_PackedAttention`: a CPU, bf16 or fp16, eager mode
-    with this module's dropout (the written-out branch of :func:`attention`, in one function)."""
-    return x.dtype in (torch.bfloat16, torch.float16) and fast_dropout(x)
+    """Whether :func:`qkv_attention` takes :class:`_PackedAttention`: a CPU, bf16, eager mode with this
+    module's dropout (the written-out branch of :func:`attention`, in one function)."""
+    return x.dtype == torch.bfloat16 and fast_dropout(x)
 
 
 class _PackedAttention(torch.autograd.Function):
@@ -196,12 +199,13 @@ class _PackedAttention(torch.autograd.Function):
         return out.view(b, t, heads * d_head)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad: Tensor):
         qkv_h, probs, kept, *mask = ctx.saved_tensors
         b, t, heads, d_head, s, scale = ctx.dims
         q, k, v = (u.view(b * heads, t, d_head) for u in qkv_h.unbind(0))
         g = torch.empty((b, heads, t, d_head), dtype=grad.dtype, device=grad.device)
-        g_tokens = grad.view(b, t, heads, d_head).transpose(1, 2)
+        g_tokens = grad.reshape(b, t, heads, d_head).transpose(1, 2)  # any strides (an expanded sum() gradient)
         if scale != 1.0:
             torch.mul(g_tokens, scale, out=g)
         else:
