@@ -43,6 +43,18 @@ def _map(coarse, fine, xy, scale=0.1):
     return {"coarse": coarse, "fine": fine, "xy": xy, "explained": 0.5, "scale": scale}
 
 
+def test_along_training_reads_only_the_seeds_evaluated_along_training():
+    """Seeds trained without snapshots (no metrics_by_epoch) join no line: the others' epochs stay."""
+    recs = [_record("supcon", 0, 0.95, {5: 0.98, 20: 0.97}, best=80.0),
+            _record("supcon", 1, 0.93, {5: 0.96, 20: 0.95}, best=90.0),
+            {**_record("supcon", 3, 0.10, {}), "metrics_by_epoch": {}},
+            {k: v for k, v in _record("supcon", 4, 0.10, {}).items() if k != "metrics_by_epoch"}]
+    s = along_training(recs, "within_class_cosine")["supcon"]
+    assert s["epoch"].tolist() == [5.0, 20.0, 85.0] and s["mean"] == pytest.approx([0.97, 0.96, 0.94])
+    only_final = along_training(recs[2:], "within_class_cosine")["supcon"]  # no seed has snapshots
+    assert only_final["epoch"].tolist() == [80.0] and only_final["mean"] == pytest.approx([0.10])
+
+
 def test_embedding_maps_share_axes_and_draw_every_point_by_fine_label():
     maps = {"supcon": _map(0, [0, 1, 1], [[0.0, 0.0], [0.01, 0.0], [0.0, 0.01]], 0.01),
             "spread": _map(0, [0, 1, 2], [[0.5, 0.0], [-0.5, 0.2], [0.0, -0.4]], 0.4)}

@@ -108,7 +108,9 @@ def embedding_maps(maps: Mapping[str, Mapping[str, Any]], *, fine_names: Sequenc
 def along_training(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str, np.ndarray]]:
     """Per method: the epochs, and the mean and seed standard deviation of metric ``key`` there.
 
-    The epochs are those of ``metrics_by_epoch`` that every seed of the method has, then the
+    Only the seeds that were evaluated along training (records with ``metrics_by_epoch``) are
+    read where any were: a seed trained without snapshots would otherwise leave no common epoch.
+    The epochs are those of ``metrics_by_epoch`` that every such seed of the method has, then the
     run's selected epoch (``metrics["best_epoch"]``, its seeds' mean; its value from
     ``metrics``). A single seed has standard deviation 0.
 
@@ -120,6 +122,7 @@ def along_training(records: Sequence[Mapping[str, Any]], key: str) -> dict[str, 
         by_method.setdefault(r["method"], []).append(r)
     out = {}
     for method, runs in by_method.items():
+        runs = [r for r in runs if r.get("metrics_by_epoch")] or runs
         common = set.intersection(*(set(r.get("metrics_by_epoch") or {}) for r in runs))
         epochs = sorted(int(e) for e in common if key in runs[0]["metrics_by_epoch"][e])
         rows = [[r["metrics_by_epoch"][str(e)][key] for r in runs] for e in epochs]
